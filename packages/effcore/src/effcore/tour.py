@@ -10,7 +10,7 @@ __all__ = ["demo"]
 def demo(*, quick: bool = False) -> list[dict]:
     """Run effcore's headline steps on embedded defaults; one summary row per step."""
     from effcore.assets import load_causal_lm, load_text, prepare_model
-    from effcore.cli._common import progress_bar
+    from effcore.cli._common import progress_bar, stage_reporter
     from effcore.cli._profile import run_profile
     from effcore.device import device_spec
     from effcore.lm import perplexity, token_blocks
@@ -32,14 +32,7 @@ def demo(*, quick: bool = False) -> list[dict]:
 
     def prepare() -> str:
         with progress_bar(transient=True) as bar:
-            tasks: dict[str, int] = {}
-
-            def report(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(f"smollm2: {stage}", total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
-            folder = prepare_model("smollm2", progress=report)
+            folder = prepare_model("smollm2", progress=stage_reporter(bar, "smollm2"))
         return f"verified cache at {folder}"
 
     state: dict = {}

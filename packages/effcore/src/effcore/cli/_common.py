@@ -17,6 +17,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -36,6 +37,7 @@ __all__ = [
     "make_app",
     "progress_bar",
     "render_table",
+    "stage_reporter",
     "write_out",
 ]
 
@@ -111,6 +113,20 @@ def progress_bar(*, transient: bool = False) -> Iterator[Progress]:
     )
     with progress:
         yield progress
+
+
+def stage_reporter(bar: Progress, name: str):
+    """A ``(stage, done, total)`` callback drawing one task per stage; byte counts are shown in MiB."""
+    tasks: dict[str, TaskID] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        scale = 2**20 if total > 2**20 else 1
+        if stage not in tasks:
+            label = f"{name}: {stage}" + (" (MiB)" if scale > 1 else "")
+            tasks[stage] = bar.add_task(label, total=total // scale)
+        bar.update(tasks[stage], completed=done // scale, total=total // scale)
+
+    return report
 
 
 def render_table(

@@ -1,0 +1,217 @@
+"""Run a function on ``world_size`` real processes joined by a ``torch.distributed`` process group."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+__all__ = [
+    "LaunchError",
+    "LaunchTimeoutError",
+    "free_port",
+    "launch",
+    "start_method",
+]
+
+# After the first failure, how long the other ranks get to report their own error (often a consequence).
+_ERROR_GRACE_S = 2.0
+_PR_SET_PDEATHSIG = 1
+
+
+class LaunchError(RuntimeError):
+    """A rank raised (or died); ``rank`` names it and ``remote_traceback`` holds its traceback text."""
+
+    def __init__(self, message: str, *, rank: int | None = None, remote_traceback: str = "") -> None:
+        self.rank = rank
+        self.remote_traceback = remote_traceback
+        super().__init__(message)
+
+
+class LaunchTimeoutError(LaunchError, TimeoutError):
+    """The ranks did not all finish within ``timeout_s``; every rank was killed."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_method() -> str:
+    """``"fork"`` when this process can fork safely (Linux, single thread, no CUDA, no process group).
+
+    Forked ranks skip re-importing torch (seconds per rank) and accept functions defined anywhere,
+    test modules included. Otherwise ``"spawn"``, which needs an importable, picklable ``fn``.
+    """
+    safe = (
+        sys.platform == "linux"
+        and "fork" in mp.get_all_start_methods()
+        and threading.active_count() == 1
+        and not torch.cuda.is_initialized()
+        and not (dist.is_available() and dist.is_initialized())
+    )
+    return "fork" if safe else "spawn"
+
+
+def launch(
+    fn: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    backend: str = "gloo",
+    timeout_s: float = 120.0,
+    num_threads: int | None = None,
+) -> list[Any]:
+    """Run ``fn(rank, world_size, *args)`` on ``world_size`` processes and return each rank's result.
+
+    Each rank joins a fresh ``backend`` process group (TCP rendezvous on 127.0.0.1, a free port),
+    runs ``fn`` with ``num_threads`` torch threads (default: the CPU cores shared out among ranks),
+    destroys the group and sends its return value back (it must be picklable).
+
+    Raises:
+        LaunchError: a rank raised or died; the message names the rank that failed first and
+            carries its traceback text (the other ranks are killed).
+        LaunchTimeoutError: not every rank finished within ``timeout_s``; all ranks are killed.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = num_threads or max(1, cores // world_size)
+    ctx = mp.get_context(start_method())
+    port = free_port()
+    pipes = [ctx.Pipe(duplex=False) for _ in range(world_size)]
+    procs = [
+        ctx.Process(
+            target=_rank_main,
+            args=(rank, world_size, port, backend, timeout_s, threads, pipes[rank][1], fn, args),
+            name=f"effcore-rank{rank}",
+        )
+        for rank in range(world_size)
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        for _, send_end in pipes:
+            send_end.close()  # the parent only reads; the children hold the write ends
+        return _collect(procs, [recv_end for recv_end, _ in pipes], fn, world_size, timeout_s)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+            if proc.pid is not None:
+                proc.join()
+        for recv_end, _ in pipes:
+            recv_end.close()
+
+
+def _collect(
+    procs: list[Any],
+    conns: list[multiprocessing.connection.Connection],
+    fn: Callable[..., Any],
+    world_size: int,
+    timeout_s: float,
+) -> list[Any]:
+    deadline = time.monotonic() + timeout_s
+    results: dict[int, Any] = {}
+    errors: dict[int, tuple[float, str]] = {}
+    first_error_at: float | None = None
+    pending = set(range(world_size))
+    while pending:
+        now = time.monotonic()
+        if first_error_at is not None and now - first_error_at > _ERROR_GRACE_S:
+            break
+        if now > deadline:
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise LaunchTimeoutError(
+                f"launch({name}, world_size={world_size}) timed out after {timeout_s:g} s; "
+                f"ranks still running: {sorted(pending)} (all ranks killed)"
+            )
+        waitables: list[Any] = [conns[r] for r in pending] + [procs[r].sentinel for r in pending]
+        multiprocessing.connection.wait(waitables, timeout=min(0.5, max(0.0, deadline - now)))
+        for rank in sorted(pending):
+            if conns[rank].poll():
+                status, *payload = pickle.loads(conns[rank].recv_bytes())
+                if status == "ok":
+                    results[rank] = payload[0]
+                else:
+                    errors[rank] = (payload[0], payload[1])
+                pending.discard(rank)
+            elif not procs[rank].is_alive():
+                procs[rank].join()
+                errors[rank] = (
+                    time.time(),
+                    f"rank {rank} exited with code {procs[rank].exitcode} without a result",
+                )
+                pending.discard(rank)
+        if errors and first_error_at is None:
+            first_error_at = time.monotonic()
+    if errors:
+        rank, (_, tb) = min(errors.items(), key=lambda item: item[1][0])
+        others = sorted(set(errors) - {rank})
+        also = f" (ranks {others} failed too)" if others else ""
+        raise LaunchError(
+            f"rank {rank} of {world_size} failed first{also}:\n{tb}", rank=rank, remote_traceback=tb
+        )
+    return [results[r] for r in range(world_size)]
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _rank_main(
+    rank: int,
+    world_size: int,
+    port: int,
+    backend: str,
+    timeout_s: float,
+    num_threads: int,
+    conn: multiprocessing.connection.Connection,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    _die_with_parent()
+    failed_at: float | None = None  # taken before teardown, whose closed sockets fail the other ranks
+    try:
+        torch.set_num_threads(num_threads)
+        if backend == "nccl":
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=timeout_s),
+        )
+        try:
+            payload = pickle.dumps(("ok", fn(rank, world_size, *args)))
+        except BaseException:
+            failed_at = time.time()
+            raise
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    except BaseException:
+        conn.send_bytes(pickle.dumps(("error", failed_at or time.time(), traceback.format_exc())))
+        conn.close()
+        raise SystemExit(1) from None
+    conn.send_bytes(payload)
+    conn.close()
