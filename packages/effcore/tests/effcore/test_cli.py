@@ -116,3 +116,18 @@ def test_layout_plan_reports_the_switch_volume(tmp_path):
 @pytest.mark.parametrize("bad", [["--mesh", "tp4"], ["--shape", "a,b,c"], ["--dtype", "float99"]])
 def test_malformed_layout_options_are_clean_errors(bad):
     _one_error_line(runner.invoke(app, ["layout", *bad]))
+
+
+def test_an_asset_whose_wheel_is_missing_is_listed_unavailable_and_prepare_fails_cleanly(monkeypatch):
+    from dataclasses import replace
+
+    from effcore.assets import models
+
+    ghost = replace(
+        models.MODEL_ASSETS["smollm2"], name="ghost", distribution="effml-no-such-wheel", module="no_mod"
+    )
+    monkeypatch.setitem(models.MODEL_ASSETS, "ghost", ghost)
+    listing = runner.invoke(app, ["assets", "list"])
+    assert listing.exit_code == 0 and "unavailable" in listing.output
+    line = _one_error_line(runner.invoke(app, ["assets", "prepare", "ghost"]))
+    assert "effml-no-such-wheel" in line and "uv sync" in line

