@@ -10,18 +10,19 @@ from effcore.errors import AssetError, ConfigError, DataNotFoundError, EffmlErro
 
 __version__ = "0.1.0"
 
-__all__ = [
-    # errors
-    "AssetError",
-    "ConfigError",
-    "DataNotFoundError",
+__all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
     # device
     "DeviceSpec",
-    "EffmlError",
-    "LayoutError",
-    "__version__",
     "cuda_available",
     "device_spec",
     "infer_device",
     "known_spec",
+    # errors
+    "AssetError",
+    "ConfigError",
+    "DataNotFoundError",
+    "EffmlError",
+    "LayoutError",
+    # version
+    "__version__",
 ]

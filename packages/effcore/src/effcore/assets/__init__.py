@@ -13,25 +13,25 @@ from effcore.assets.models import (
 )
 from effcore.assets.paths import DATA_ENV, cache_root, data_dir, data_file, verify_data
 
-__all__ = [
-    # corpora
-    "CORPORA",
+__all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
     # paths
     "DATA_ENV",
-    # models
-    "MODEL_ASSETS",
-    "GSM8KProblem",
-    "ModelAsset",
-    "asset",
     "cache_root",
-    "cache_status",
     "data_dir",
     "data_file",
-    "load_causal_lm",
+    "verify_data",
+    # corpora
+    "CORPORA",
+    "GSM8KProblem",
     "load_gsm8k",
     "load_text",
+    # models
+    "MODEL_ASSETS",
+    "ModelAsset",
+    "asset",
+    "cache_status",
+    "load_causal_lm",
     "load_tokenizer",
     "prepare_model",
-    "verify_data",
     "verify_model",
 ]

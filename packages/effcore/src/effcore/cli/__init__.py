@@ -16,16 +16,16 @@ from effcore.cli._common import (
     write_out,
 )
 
-__all__ = [
+__all__ = [  # noqa: RUF022 -- grouped by role, sorted within groups
+    # the effcore app
+    "app",
     # shared option aliases
     "DataDirOpt",
     "DeviceOpt",
-    # app plumbing
-    "EffmlGroup",
     "OutOpt",
     "SeedOpt",
-    # the effcore app
-    "app",
+    # app plumbing and output
+    "EffmlGroup",
     "console",
     "err_console",
     "make_app",

@@ -1,0 +1,11 @@
+"""Test helpers shared by effml packages.
+
+- ``effcore.testing.plugin``: the pytest plugin (auto-loaded): TRITON_INTERPRET, hypothesis
+  profiles, gpu/slow markers, seeding, the ``device`` fixture;
+- ``effcore.testing.strategies``: hypothesis strategies (meshes, layouts, seeded tensors);
+- ``effcore.testing.tolerances``: ``(atol, rtol)`` per dtype and a labelled ``assert_close``;
+- ``effcore.testing.tiny``: tiny random-weight HF models of every supported family;
+- ``effcore.testing.distributed``: ``launch(fn, world_size)`` on real gloo process groups.
+
+Submodules are imported explicitly so that importing one does not pull in hypothesis or pytest.
+"""
