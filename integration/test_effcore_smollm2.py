@@ -34,7 +34,9 @@ def _created(folder) -> float:
 def test_prepare_reuses_a_valid_cache_and_rebuilds_a_truncated_one(cache):
     folder = prepare_model("smollm2")
     first = _created(folder)
-    assert prepare_model("smollm2") == folder and _created(folder) == first, "a valid cache must not be rebuilt"
+    assert prepare_model("smollm2") == folder and _created(folder) == first, (
+        "a valid cache must not be rebuilt"
+    )
     weights = folder / "model.safetensors"
     size = weights.stat().st_size
     with weights.open("r+b") as fh:
@@ -52,7 +54,9 @@ def test_smollm2_perplexity_on_wikitext2_is_sane(cache):
     text = load_text("wikitext2", "test", max_chars=40_000)
     blocks = token_blocks(tok(text, return_tensors="pt").input_ids[0], block_size=256, max_blocks=4)
     result = perplexity(model, blocks)
-    print(f"SmolLM2-135M-Instruct WikiText-2 test perplexity: {result.perplexity:.2f} ({result.tokens} tokens)")
+    print(
+        f"SmolLM2-135M-Instruct WikiText-2 test perplexity: {result.perplexity:.2f} ({result.tokens} tokens)"
+    )
     assert math.isfinite(result.perplexity)
     # A 135M instruct model on tokenised WikiText-2 lands around 25-40; a broken conversion gives thousands.
     assert 5 < result.perplexity < 100

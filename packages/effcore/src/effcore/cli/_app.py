@@ -156,7 +156,10 @@ def profile(
     ] = "smollm2",
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.", min=2)] = 128,
     batch: Annotated[int, typer.Option(help="Sequences per batch.", min=1)] = 1,
-    repeats: Annotated[int, typer.Option(help="Timed repeats (medians are reported).", min=1)] = 5,
+    repeats: Annotated[
+        int,
+        typer.Option(help="Paired rounds (whole model, then per piece); the median round is shown.", min=3),
+    ] = 5,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     out: OutOpt = None,
@@ -171,7 +174,8 @@ def profile(
     console.print(render_table(f"{model}: per-layer forward profile (batch {batch}, seq {seq_len})", rows))
     console.print(
         f"sum of rows {summary['sum_rows_ms']:.2f} ms vs whole model {summary['whole_model_ms']:.2f} ms "
-        f"(ratio {summary['ratio']:.3f})"
+        f"(ratio {summary['ratio']:.3f}, median of {summary['rounds']} paired rounds; "
+        f"spread {summary['ratio_min']:.3f}-{summary['ratio_max']:.3f})"
     )
     write_out(out, {"rows": rows, "summary": summary}, rows=rows)
 
