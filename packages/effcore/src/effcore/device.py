@@ -147,24 +147,17 @@ KNOWN_DEVICES: dict[str, DeviceSpec] = {
         interconnect_bandwidth=450 * _GB,
         source="NVIDIA H100 Tensor Core GPU datasheet (SXM5 80GB): 3.35 TB/s HBM3, NVLink 4 900 GB/s, PCIe Gen5",
     ),
-    "H200": DeviceSpec(
-        name="H200",
-        kind="cuda",
-        memory_bytes=141 * 10**9,
-        peak_flops={
-            "float64": 67 * _TB,
-            "float32": 67 * _TB,
-            "tfloat32": 494.5 * _TB,
-            "bfloat16": 989.4 * _TB,
-            "float16": 989.4 * _TB,
-            "float8": 1978.9 * _TB,
-        },
-        memory_bandwidth=4800 * _GB,
-        host_link_bandwidth=64 * _GB,
-        interconnect_bandwidth=450 * _GB,
-        source="NVIDIA H200 Tensor Core GPU datasheet (SXM 141GB): 4.8 TB/s HBM3e, NVLink 4 900 GB/s, PCIe Gen5",
-    ),
 }
+
+
+# Same compute as the H100 SXM; more and faster memory (HBM3e).
+KNOWN_DEVICES["H200"] = dataclasses.replace(
+    KNOWN_DEVICES["H100"],
+    name="H200",
+    memory_bytes=141 * 10**9,
+    memory_bandwidth=4800 * _GB,
+    source="NVIDIA H200 Tensor Core GPU datasheet (SXM 141GB): 4.8 TB/s HBM3e, NVLink 4 900 GB/s, PCIe Gen5",
+)
 
 
 def known_spec(name: str) -> DeviceSpec:
