@@ -15,7 +15,12 @@ from torch.distributed.tensor import Partial, Placement, Replicate, Shard
 
 from effcore.layout import TensorLayout
 
-__all__ = [
+__all__ = [  # noqa: RUF022 -- grouped by topic, sorted within groups
+    # shapes, dtypes and seeded tensors (kernel and reference tests)
+    "dtypes",
+    "seeded_tensor",
+    "shapes",
+    "tensors",
     # device meshes and tensor layouts (effcore.layout)
     "indivisible_layouts",
     "layout_pairs",
@@ -23,7 +28,6 @@ __all__ = [
     "mesh_shapes",
     "placements",
     "sample_layout_pairs",
-    "seeded_tensor",
     "tensor_layouts",
 ]
 
@@ -39,6 +43,57 @@ def seeded_tensor(shape: Sequence[int], *, dtype: torch.dtype = torch.float32, s
     """A standard-normal tensor from a ``torch.Generator`` seeded with ``seed`` (same on every rank)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(tuple(shape), generator=gen, dtype=torch.float32).to(dtype)
+
+
+# Sizes that break kernels: 1, primes, just-off powers of two (CONVENTIONS.md "adversarial shapes").
+_ADVERSARIAL_SIZES = (1, 2, 3, 5, 7, 13, 16, 17, 31, 33, 64, 127)
+
+
+def shapes(
+    *, min_ndim: int = 1, max_ndim: int = 3, min_size: int = 1, max_size: int = 33, adversarial: bool = True
+) -> st.SearchStrategy[tuple[int, ...]]:
+    """Tensor shapes; with ``adversarial`` the sizes favour 1, primes and off-by-one powers of two."""
+    sizes = st.integers(min_size, max_size)
+    if adversarial:
+        picks = [n for n in _ADVERSARIAL_SIZES if min_size <= n <= max_size]
+        sizes = st.one_of(st.sampled_from(picks), sizes) if picks else sizes
+    return st.lists(sizes, min_size=min_ndim, max_size=max_ndim).map(tuple)
+
+
+def dtypes(
+    *, choices: Sequence[torch.dtype] = (torch.float32, torch.bfloat16, torch.float16)
+) -> st.SearchStrategy[torch.dtype]:
+    """Floating dtypes to test a kernel in (pair with ``effcore.testing.tolerances.tolerance``)."""
+    return st.sampled_from(list(choices))
+
+
+def tensors(
+    *,
+    shape: st.SearchStrategy[tuple[int, ...]] | None = None,
+    dtype: st.SearchStrategy[torch.dtype] | None = None,
+    non_contiguous: bool = True,
+) -> st.SearchStrategy[torch.Tensor]:
+    """Seeded standard-normal tensors; some are non-contiguous views (a transposed or strided slice).
+
+    The draw (shape, dtype, seed, view) is recorded with ``note()`` so a failure is reproducible.
+    """
+
+    @st.composite
+    def build(draw: st.DrawFn) -> torch.Tensor:
+        shp = draw(shape if shape is not None else shapes())
+        dt = draw(dtype if dtype is not None else dtypes(choices=(torch.float32,)))
+        seed = draw(st.integers(0, 2**31 - 1))
+        view = (
+            draw(st.sampled_from(["contiguous", "transposed", "strided"])) if non_contiguous else "contiguous"
+        )
+        note(f"tensor shape={shp} dtype={dt} seed={seed} view={view}")
+        if view == "transposed" and len(shp) >= 2:
+            return seeded_tensor((*shp[:-2], shp[-1], shp[-2]), dtype=dt, seed=seed).transpose(-1, -2)
+        if view == "strided":
+            return seeded_tensor((*shp[:-1], 2 * shp[-1]), dtype=dt, seed=seed)[..., ::2]
+        return seeded_tensor(shp, dtype=dt, seed=seed)
+
+    return build()
 
 
 def _mesh_shape_options(*, min_ranks: int, max_ranks: int, max_ndim: int) -> list[tuple[int, ...]]:
