@@ -2,13 +2,26 @@
 
 Submodules are imported on demand (``effcore.layout``, ``effcore.profiling``, ``effcore.assets``,
 ``effcore.offload``, ``effcore.memory``, ``effcore.lm``, ``effcore.cli``, ``effcore.testing``); the
-names below are the ones nearly every package needs.
+names below are the ones nearly every package needs. They resolve lazily so that ``import effcore``
+(and CLI commands that need no tensors, such as verifying a model cache) do not pay for importing torch.
 """
 
-from effcore.device import DeviceSpec, cuda_available, device_spec, infer_device, known_spec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from effcore.errors import AssetError, ConfigError, DataNotFoundError, EffmlError, LayoutError
 
+if TYPE_CHECKING:
+    from effcore.device import DeviceSpec, cuda_available, device_spec, infer_device, known_spec
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    name: "effcore.device"
+    for name in ("DeviceSpec", "cuda_available", "device_spec", "infer_device", "known_spec")
+}
 
 __all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
     # device
@@ -26,3 +39,9 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
     # version
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'effcore' has no attribute {name!r}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from effcore._io import write_json
 from effcore.errors import ConfigError
 
 __all__ = [
@@ -239,10 +240,7 @@ def measure_cpu_spec(*, cache_dir: Path | None = None, refresh: bool = False) ->
         except (ValueError, TypeError):
             pass  # corrupt cache: measure again and overwrite
     spec = _measure_cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(spec.to_dict(), indent=2))
-    tmp.replace(path)
+    write_json(path, spec.to_dict())
     return spec
 
 

@@ -78,5 +78,5 @@ def test_write_rows_picks_the_format_from_the_suffix(tmp_path: Path) -> None:
     rows = [{"name": "x", "forward_ns": 3, "backward_ns": None}]
     assert json.loads(write_rows(tmp_path / "p.json", rows).read_text()) == rows
     assert write_rows(tmp_path / "p.csv", rows).read_text().splitlines()[0] == "name,forward_ns,backward_ns"
-    with pytest.raises(ConfigError, match=r"\.csv or \.json"):
+    with pytest.raises(ConfigError, match=r"use \.json or \.csv"):
         write_rows(tmp_path / "p.txt", rows)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import importlib.util
 import json
 import logging
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from effcore._io import sha256_file, write_json
 from effcore.assets.paths import cache_root
 from effcore.errors import AssetError
 
@@ -35,7 +35,7 @@ Progress = Callable[[str, int, int], None]
 """Progress callback: ``(stage, done, total)``; stages are 'assemble', 'convert', 'write', 'verify'."""
 
 _MANIFEST = "effml-manifest.json"
-_CHUNK = 8 * 2**20
+_CHUNK = 8 * 2**20  # copy block size when assembling chunked GGUFs
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -117,15 +117,7 @@ def _module_dir(module: str, distribution: str) -> Path:
 
 
 def _sha256(path: Path, progress: Progress | None = None, stage: str = "verify") -> str:
-    digest = hashlib.sha256()
-    total, done = path.stat().st_size, 0
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-            done += len(block)
-            if progress:
-                progress(stage, done, total)
-    return digest.hexdigest()
+    return sha256_file(path, (lambda done, total: progress(stage, done, total)) if progress else None)
 
 
 def _cache_dir(a: ModelAsset) -> Path:
@@ -272,7 +264,7 @@ def _convert(a: ModelAsset, folder: Path, progress: Progress | None) -> None:
         "created": time.time(),
         "files": files,
     }
-    (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_json(tmp / _MANIFEST, manifest)
     if progress:
         progress("write", 1, 1)
     shutil.rmtree(folder, ignore_errors=True)

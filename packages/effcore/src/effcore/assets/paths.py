@@ -7,6 +7,7 @@ from pathlib import Path
 
 import platformdirs
 
+from effcore._io import sha256_file
 from effcore.errors import DataNotFoundError
 
 __all__ = ["DATA_ENV", "cache_root", "data_dir", "data_file", "verify_data"]
@@ -83,8 +84,6 @@ def verify_data(root: str | Path | None = None, *, progress=None) -> list[dict]:
 
     Raises :class:`DataNotFoundError` when the directory or its ``SHA256SUMS`` is missing.
     """
-    import hashlib
-
     base = data_dir(root)
     sums = base / "SHA256SUMS"
     if not sums.is_file():
@@ -99,11 +98,7 @@ def verify_data(root: str | Path | None = None, *, progress=None) -> list[dict]:
         if not path.is_file():
             status = "missing"
         else:
-            h = hashlib.sha256()
-            with path.open("rb") as fh:
-                while block := fh.read(8 * 2**20):
-                    h.update(block)
-            status = "ok" if h.hexdigest() == digest else "checksum mismatch"
+            status = "ok" if sha256_file(path) == digest else "checksum mismatch"
         rows.append({"file": name, "bytes": path.stat().st_size if path.is_file() else 0, "status": status})
         if progress:
             progress(i + 1, len(entries))

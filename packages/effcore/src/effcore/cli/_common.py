@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from effcore._io import write_rows
 from effcore.errors import EffmlError
 
 __all__ = [
@@ -153,23 +152,7 @@ def write_out(path: Path | None, payload: Any, *, rows: Sequence[dict[str, Any]]
     """Write ``payload`` as JSON, or ``rows`` as CSV when ``path`` ends in .csv; atomic (tmp + rename)."""
     if path is None:
         return
-    suffix = path.suffix.lower()
-    if suffix not in {".json", ".csv"}:
-        raise EffmlError(
-            f"--out {path}: unsupported extension {suffix or '(none)'}", hint="use .json or .csv"
-        )
-    if suffix == ".csv" and rows is None:
+    if path.suffix.lower() == ".csv" and rows is None:
         raise EffmlError(f"--out {path}: this command has no tabular result", hint="use .json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if suffix == ".json":
-        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    else:
-        assert rows is not None
-        fields = list(dict.fromkeys(k for row in rows for k in row))
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-    tmp.replace(path)
+    write_rows(path, rows or [], payload=payload)
     err_console.print(f"wrote {path}")

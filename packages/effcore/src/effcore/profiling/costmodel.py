@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from effcore._io import write_json
 from effcore.device import DeviceSpec
 from effcore.errors import ConfigError, DataNotFoundError
 
@@ -88,10 +89,8 @@ class CostModel:
             raise ConfigError(f"not a CostModel: {err}") from None
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        """Write the model as JSON (atomically: an interrupted save leaves the old file)."""
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> CostModel:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from effcore._io import write_rows
 from effcore.errors import ConfigError, DataNotFoundError
 
 __all__ = [
@@ -100,24 +101,6 @@ def _row(name: str, rec: PerfRecord) -> dict[str, Any]:
     # The derived rate is written for readers of the file; the readers below ignore it.
     rate = rec.tflops_per_s
     return {"name": name, **rec.to_dict(), "tflops_per_s": None if math.isnan(rate) else rate}
-
-
-def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Write dict rows (``ModuleProfile.to_dict()``, ...) to ``path``: CSV or JSON by its suffix."""
-    path = Path(path)
-    rows = [dict(row) for row in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".json":
-        path.write_text(json.dumps(rows, indent=2) + "\n")
-    elif path.suffix == ".csv":
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    else:
-        raise ConfigError(f"cannot write rows to {path.name!r}", hint="use a .csv or .json file name")
-    return path
 
 
 def write_records_csv(path: str | Path, records: NamedRecords) -> Path:

@@ -1,0 +1,64 @@
+"""Small file helpers every writer in effcore shares: atomic writes, row tables, SHA-256."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from effcore.errors import ConfigError
+
+__all__ = ["atomic_write_text", "sha256_file", "write_json", "write_rows"]
+
+_BLOCK = 8 * 2**20
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON (non-JSON values via ``str``)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_rows(path: str | Path, rows: Iterable[Mapping[str, Any]], *, payload: Any = None) -> Path:
+    """Write dict rows as CSV or JSON by the suffix of ``path`` (JSON writes ``payload`` when given)."""
+    path = Path(path)
+    rows = [dict(row) for row in rows]
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return write_json(path, rows if payload is None else payload)
+    if suffix != ".csv":
+        raise ConfigError(
+            f"cannot write rows to {path.name!r}: unsupported extension", hint="use .json or .csv"
+        )
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def sha256_file(path: str | Path, progress: Callable[[int, int], None] | None = None) -> str:
+    """SHA-256 of a file read in 8 MiB blocks; ``progress(done_bytes, total_bytes)`` after each block."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    total, done = path.stat().st_size, 0
+    with path.open("rb") as fh:
+        while block := fh.read(_BLOCK):
+            digest.update(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    return digest.hexdigest()
