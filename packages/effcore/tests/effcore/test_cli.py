@@ -131,3 +131,30 @@ def test_an_asset_whose_wheel_is_missing_is_listed_unavailable_and_prepare_fails
     assert listing.exit_code == 0 and "unavailable" in listing.output
     line = _one_error_line(runner.invoke(app, ["assets", "prepare", "ghost"]))
     assert "effml-no-such-wheel" in line and "uv sync" in line
+
+
+def test_profile_with_backward_reports_saved_activations_per_layer(tmp_path):
+    out = tmp_path / "prof.json"
+    args = [
+        "profile",
+        "-m",
+        "tiny-llama",
+        "--seq-len",
+        "16",
+        "--repeats",
+        "3",
+        "--backward",
+        "--device",
+        "cpu",
+    ]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["module"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"embed_tokens", "layers.0", "layers.1", "norm", "lm_head", "other"} <= set(rows)
+    assert rows["layers.0"]["saved MiB"] > 0 and rows["layers.0"]["backward ms"] > 0
+    assert rows["layers.0"]["GFLOP"] == rows["layers.1"]["GFLOP"] > 0
+
+
+def test_unknown_profile_preset_is_a_clean_error():
+    line = _one_error_line(runner.invoke(app, ["profile", "-m", "gpt5"]))
+    assert "unknown model preset 'gpt5'" in line and "tiny-llama" in line

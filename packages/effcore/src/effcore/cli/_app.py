@@ -160,17 +160,30 @@ def profile(
         int,
         typer.Option(help="Paired rounds (whole model, then per piece); the median round is shown.", min=3),
     ] = 5,
+    backward: Annotated[
+        bool,
+        typer.Option(
+            help="Also run backward: backward time and activation MiB saved per piece. The backward hooks "
+            "this needs slow the forward by ~15% on SmolLM2, so the forward check is looser then."
+        ),
+    ] = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     out: OutOpt = None,
 ) -> None:
-    """Per-layer forward time, FLOPs and memory of a causal LM, checked against the whole-model time."""
+    """Per-layer forward time, FLOPs and memory of a causal LM, checked against the whole-model time.
+
+    Rows are the embeddings, rotary embedding, each decoder layer, the final norm, the LM head and
+    'other' (glue code outside them); their forward times should add up to the whole model's.
+    """
     import torch
 
     from effcore.cli._profile import run_profile
 
     torch.manual_seed(seed)
-    rows, summary = run_profile(model=model, seq_len=seq_len, batch=batch, repeats=repeats, device=device)
+    rows, summary = run_profile(
+        model=model, seq_len=seq_len, batch=batch, repeats=repeats, device=device, backward=backward
+    )
     console.print(render_table(f"{model}: per-layer forward profile (batch {batch}, seq {seq_len})", rows))
     console.print(
         f"sum of rows {summary['sum_rows_ms']:.2f} ms vs whole model {summary['whole_model_ms']:.2f} ms "

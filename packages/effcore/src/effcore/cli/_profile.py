@@ -27,12 +27,21 @@ def load_preset(name: str, *, device: str = "auto"):
 
 
 def run_profile(
-    *, model: str, seq_len: int, batch: int, repeats: int, device: str = "auto", warmup: int = 2
+    *,
+    model: str,
+    seq_len: int,
+    batch: int,
+    repeats: int,
+    device: str = "auto",
+    warmup: int = 2,
+    backward: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Profile ``model`` piece by piece (embeddings, each decoder layer, norm, head, the rest).
 
-    Returns table rows (ms, GFLOP, MiB) and a summary comparing the rows' sum with the whole-model
-    forward time measured separately, without hooks.
+    Returns table rows (ms, GFLOP, MiB) and a summary comparing the rows' forward-time sum with the
+    whole-model forward time measured separately, without hooks. ``backward=True`` adds backward
+    time and the activation bytes each piece saves for backward (the per-piece memory that
+    checkpointing or offloading would free); the forward check still compares forward times.
     """
     import torch
 
@@ -49,8 +58,8 @@ def run_profile(
     # would swamp the comparison, while within a pair both see the same conditions.
     rounds = []
     for _ in range(max(repeats, 3)):
-        whole = time_model(net, inputs, warmup=0, repeats=3)
-        profiles = profile_decoder(net, ids, warmup=0, repeats=3)
+        whole = time_model(net, inputs, warmup=0, repeats=3, backward=backward)
+        profiles = profile_decoder(net, ids, warmup=0, repeats=3, backward=backward)
         rounds.append((sum(p.forward_ns for p in profiles) / whole.forward_ns, whole, profiles))
     rounds.sort(key=lambda r: r[0])
     _, whole, profiles = rounds[len(rounds) // 2]
@@ -60,7 +69,11 @@ def run_profile(
             "forward ms": p.forward_ns / 1e6,
             "GFLOP": p.forward_flops / 1e9,
             "params MiB": p.param_bytes / 2**20,
-            "calls": p.calls,
+            **(
+                {"backward ms": (p.backward_ns or 0) / 1e6, "saved MiB": p.activation_bytes / 2**20}
+                if backward
+                else {}
+            ),
         }
         for p in profiles
     ]
