@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from filelock import FileLock
+
 from effcore._io import sha256_file, write_json
 from effcore.assets.paths import cache_root
 from effcore.errors import AssetError
@@ -284,26 +286,25 @@ def prepare_model(name: str, *, refresh: bool = False, progress: Progress | None
             raise AssetError(f"{folder} holds no config.json", hint=f"reinstall {a.distribution}")
         return folder
     folder = _cache_dir(a)
-    if not refresh:
-        reason = _verify(folder, progress) if folder.exists() else "not prepared"
-        if reason is None:
-            return folder
-        if folder.exists():
-            log.warning("cache of %s is unusable (%s): rebuilding", name, reason)
-    _convert(a, folder, progress)
-    reason = _verify(folder, progress)
-    if reason is not None:
-        raise AssetError(
-            f"conversion of {name} produced an invalid cache: {reason}", hint="run with --refresh"
-        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # One converter at a time per asset (parallel test workers, two CLIs): the others wait, then
+    # find a valid cache. The manifest is written from the files on disk, so no re-check follows.
+    with FileLock(str(folder) + ".lock"):
+        if not refresh:
+            reason = _verify(folder, progress) if folder.exists() else "not prepared"
+            if reason is None:
+                return folder
+            if folder.exists():
+                log.warning("cache of %s is unusable (%s): rebuilding", name, reason)
+        _convert(a, folder, progress)
     return folder
 
 
-def load_tokenizer(name: str):
-    """The tokenizer of a prepared asset."""
+def load_tokenizer(name: str, *, folder: Path | None = None):
+    """The tokenizer of a prepared asset (``folder``: an already verified cache, to skip the check)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(prepare_model(name)))
+    return AutoTokenizer.from_pretrained(str(folder or prepare_model(name)))
 
 
 def load_causal_lm(name: str, *, dtype=None, device=None):
@@ -319,4 +320,4 @@ def load_causal_lm(name: str, *, dtype=None, device=None):
     folder = prepare_model(name)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
     model.to(infer_device(device)).eval()
-    return model, load_tokenizer(name)
+    return model, load_tokenizer(name, folder=folder)
