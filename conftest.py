@@ -5,3 +5,5 @@ where effcore is installed (the workspace and each package's isolated environmen
 are identical everywhere: TRITON_INTERPRET=1 without CUDA, hypothesis profiles ``dev``/``ci``
 (derandomized when $CI is set), the gpu/slow markers, per-test seeding and the ``device`` fixture.
 """
+
+pytest_plugins = ["pytester"]  # effcore's plugin tests run inline pytest sessions
