@@ -65,7 +65,9 @@ def test_smollm2_perplexity_on_wikitext2_is_sane(cache):
 def test_smollm2_profile_rows_add_up_to_the_whole_model(cache):
     from effcore.cli._profile import run_profile
 
-    rows, summary = run_profile(model="smollm2", seq_len=64, batch=1, repeats=5, device="cpu")
+    # 24 alternating single steps per side: on this shared 2-core machine single steps vary by
+    # +-25%, and the fastest of 24 settles within a few percent (fastest of 5 did not, reliably).
+    rows, summary = run_profile(model="smollm2", seq_len=48, batch=1, repeats=24, device="cpu")
     layers = [r for r in rows if r["module"].startswith("layers.")]
     assert len(layers) == 30, "SmolLM2-135M has 30 decoder layers"
     assert abs(summary["ratio"] - 1.0) <= 0.10, summary

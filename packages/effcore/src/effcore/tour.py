@@ -49,7 +49,7 @@ def demo(*, quick: bool = False) -> list[dict]:
 
     def prof() -> str:
         _, summary = run_profile(
-            model="smollm2", seq_len=128, batch=1, repeats=3 if quick else 5, device="auto"
+            model="smollm2", seq_len=128, batch=1, repeats=4 if quick else 12, device="auto"
         )
         return (
             f"per-layer sum {summary['sum_rows_ms']:.1f} ms vs whole model {summary['whole_model_ms']:.1f} ms "

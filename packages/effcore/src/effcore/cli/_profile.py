@@ -53,16 +53,21 @@ def run_profile(
     ids = torch.randint(0, net.config.vocab_size, (batch, seq_len), generator=gen).to(dev)
     inputs = {"input_ids": ids}
     time_model(net, inputs, warmup=warmup, repeats=1)
-    # Whole-model and per-piece timings are taken in adjacent pairs and the median pair is kept:
-    # on a shared machine the speed drifts by 10-20% between two separate measurements, which
-    # would swamp the comparison, while within a pair both see the same conditions.
-    rounds = []
-    for _ in range(max(repeats, 3)):
-        whole = time_model(net, inputs, warmup=0, repeats=3, backward=backward)
-        profiles = profile_decoder(net, ids, warmup=0, repeats=3, backward=backward)
-        rounds.append((sum(p.forward_ns for p in profiles) / whole.forward_ns, whole, profiles))
-    rounds.sort(key=lambda r: r[0])
-    _, whole, profiles = rounds[len(rounds) // 2]
+    # Single steps of the whole model (no hooks) and of the instrumented model alternate, and each
+    # side keeps its fastest step. Noise on a shared machine (preemption, CPU steal) only ever
+    # slows a step down, so the fastest of several is a stable estimate of the true time, while
+    # means or medians of two separately measured series drift apart by 10-20% here.
+    wholes, steps = [], []
+    for i in range(max(repeats, 3)):
+        pair = [
+            lambda: wholes.append(time_model(net, inputs, warmup=0, repeats=1, backward=backward)),
+            lambda: steps.append(profile_decoder(net, ids, warmup=0, repeats=1, backward=backward)),
+        ]
+        for run in pair[:: 1 if i % 2 else -1]:
+            run()
+    whole = min(wholes, key=lambda w: w.forward_ns)
+    profiles = min(steps, key=lambda ps: sum(p.forward_ns for p in ps))
+    ratios = sorted(sum(p.forward_ns for p in ps) / w.forward_ns for ps, w in zip(steps, wholes, strict=True))
     rows = [
         {
             "module": p.name.removeprefix("model."),
@@ -82,9 +87,9 @@ def run_profile(
         "model": model,
         "batch": batch,
         "seq_len": seq_len,
-        "rounds": len(rounds),
-        "ratio_min": rounds[0][0],
-        "ratio_max": rounds[-1][0],
+        "steps": len(steps),
+        "pair_ratio_min": ratios[0],
+        "pair_ratio_max": ratios[-1],
         "device": str(dev),
         "sum_rows_ms": total_ns / 1e6,
         "whole_model_ms": whole.forward_ns / 1e6,
