@@ -18,9 +18,10 @@ from effcore.profiling import (
     profile_modules,
     time_model,
 )
+from effcore.testing.tiny import tiny_config, tiny_model
 
-transformers = pytest.importorskip("transformers")
 FP32 = 4
+VOCAB = tiny_config("llama").vocab_size
 
 
 @pytest.fixture
@@ -35,16 +36,11 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def tiny_llama() -> nn.Module:
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=256,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(cfg).eval()
+    return tiny_model("llama")
 
 
 def token_ids(batch: int, seq: int) -> torch.Tensor:
-    return torch.randint(0, 256, (batch, seq), generator=torch.Generator().manual_seed(seq))
+    return torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seq))
 
 
 def by_name(rows: list[ModuleProfile]) -> dict[str, ModuleProfile]:
@@ -106,7 +102,7 @@ def test_profile_decoder_flops_equal_the_analytic_decoder_layer_and_head(tiny_ll
     layer = decoder_layer_cost(
         batch=batch, seq_len=seq, hidden=64, num_heads=4, num_kv_heads=2, intermediate=128
     )
-    head = linear_cost(tokens=batch * seq, in_features=64, out_features=256)
+    head = linear_cost(tokens=batch * seq, in_features=64, out_features=VOCAB)
     for name in ("model.layers.0", "model.layers.1"):
         assert (rows[name].forward_flops, rows[name].backward_flops) == (
             layer.fwd_matmul_flops,
