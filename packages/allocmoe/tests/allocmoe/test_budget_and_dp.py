@@ -1,0 +1,97 @@
+"""Budgets validate against the model; the Alloc-L DP equals brute force and is monotone in B."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from allocmoe.alloc_l import allocate_brute_force, dp_allocate
+from allocmoe.budget import ActivationBudget, ThresholdPolicy, parse_budget
+from effcore.errors import ConfigError
+
+
+@st.composite
+def tables(draw, max_layers: int = 4, max_k: int = 4):
+    L = draw(st.integers(1, max_layers))
+    K = draw(st.integers(1, max_k))
+    vals = st.floats(0.0, 100.0, allow_nan=False, allow_infinity=False)
+    S = [[draw(vals) for _ in range(K)] for _ in range(L)]
+    total = draw(st.integers(L, L * K))
+    return S, total
+
+
+@given(tables())
+def test_dp_equals_brute_force(case):
+    S, total = case
+    ks, obj = dp_allocate(S, total)
+    _, best = allocate_brute_force(S, total)
+    assert sum(ks) <= total and all(1 <= k <= len(S[0]) for k in ks)
+    assert obj == pytest.approx(best, rel=1e-9, abs=1e-9)
+    assert obj == pytest.approx(sum(S[i][k - 1] for i, k in enumerate(ks)), rel=1e-12, abs=1e-12)
+
+
+@given(tables())
+def test_dp_objective_is_monotone_in_budget(case):
+    S, _ = case
+    L, K = len(S), len(S[0])
+    objs = [dp_allocate(S, b)[1] for b in range(L, L * K + 1)]
+    assert all(a >= b - 1e-9 for a, b in itertools.pairwise(objs))
+
+
+def test_dp_prefers_sensitive_layers():
+    # layer 0 loses a lot when cut, layer 1 nothing: the DP cuts layer 1 first
+    S = [[50.0, 20.0, 10.0], [10.0, 10.0, 10.0]]
+    assert dp_allocate(S, 4)[0] == [3, 1]
+
+
+def test_dp_rejects_incomplete_or_bad_tables():
+    with pytest.raises(ConfigError, match="missing"):
+        dp_allocate([[1.0, None]], 2)
+    with pytest.raises(ConfigError, match="ragged"):
+        dp_allocate([[1.0, 2.0], [1.0]], 2)
+    with pytest.raises(ConfigError, match=r"outside 2\.\.4"):
+        dp_allocate([[1.0, 2.0], [1.0, 2.0]], 5)
+
+
+def test_budget_validation_names_the_allowed_values():
+    with pytest.raises(ConfigError, match=r"outside 1\.\.4"):
+        ActivationBudget((0, 2), 4)
+    with pytest.raises(ConfigError, match=r"k_base=3 is outside 0\.\.2"):
+        ActivationBudget((2, 3), 4, k_base=3)
+    with pytest.raises(ConfigError, match="scope"):
+        ActivationBudget((2, 3), 4, scope="batch")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        ThresholdPolicy("top_p", 1.5, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("full", 120), ("1/2", 60), ("0.5", 60), ("2/3", 80), ("5/6", 100), ("40", 40)]
+)
+def test_parse_budget(text, expected):
+    assert parse_budget(text, 30, 4) == expected
+
+
+@pytest.mark.parametrize("text", ["29", "121", "0", "abc", "3/2"])
+def test_parse_budget_rejects_out_of_range(text):
+    with pytest.raises(ConfigError, match=r"(30\.\.120|cannot read)"):
+        parse_budget(text, 30, 4)
+
+
+def test_budget_below_floor_is_an_error():
+    with pytest.raises(ConfigError, match=r"L\*max\(1,k_base\)=60"):
+        parse_budget("40", 30, 4, k_base=2)
+
+
+@given(st.integers(1, 8), st.integers(1, 6), st.data())
+def test_spread_is_uniform_and_exact(L, K, data):
+    total = data.draw(st.integers(L, L * K))
+    b = ActivationBudget.spread(L, K, total, k_base=None)
+    assert b.total == total and max(b.k_layers) - min(b.k_layers) <= 1
+
+
+def test_budget_round_trips_through_dict():
+    b = ActivationBudget((1, 2, 3), 4, k_base=None, scope="sequence", renorm="full")
+    assert ActivationBudget.from_dict(b.to_dict()) == b
