@@ -203,7 +203,7 @@ def profile(
     restart: Annotated[bool, typer.Option(help="Discard an existing profile at --out.")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Alloc-L isolated sensitivity profiling: S[i,k] = calibration perplexity, L x K_orig runs.
+    """Alloc-L isolated sensitivity profiling: S(i,k) = calibration perplexity, L x K_orig runs.
 
     Layers are profiled deep to shallow; layer i runs at top-k, deeper layers at top-1, shallower at
     K_orig. Calibration text: the second half of WikiText-2 validation. Interrupt at any time; the same
@@ -225,7 +225,7 @@ def profile(
             meta={"model": name, "calibration": f"wikitext2 valid 2nd half, {blocks}x{block_size}"},
         )
     rows = [{"layer": i, **{f"k={k + 1}": v for k, v in enumerate(row)}} for i, row in enumerate(prof.S)]
-    console.print(render_table(f"S[i,k]: calibration perplexity ({name})", rows))
+    console.print(render_table(f"S(i,k): calibration perplexity ({name})", rows))
     console.print(f"profile: {out} ({prof.meta.get('profile_seconds', 0):.1f} s of profiling)")
 
 
@@ -382,14 +382,12 @@ def bench(
         "config",
         "batch",
         "prefill_ms",
-        "prefill_iqr_ms",
         "prefill_speedup",
         "decode_ms_per_token",
-        "decode_iqr_ms",
         "decode_speedup",
         "unique_experts_per_layer",
     ]
-    console.print(render_table(f"{name}: latency (speedup vs hf-full)", rows, columns=cols))
+    console.print(render_table(f"{name}: latency, median of {repeats} (speedup vs hf-full; IQR in --out)", rows, columns=cols))
     write_out(out, {"model": name, "budget": pol.to_dict(), "rows": rows}, rows=rows)
 
 

@@ -270,6 +270,11 @@ class BudgetHandle:
             return logits, weights, ids
 
         self._patch(router, "forward", router_forward)
+        if self.engine == "allocmoe" and not _fusable(experts):
+            raise ConfigError(
+                f"the experts of {layer.name} are not SwiGLU experts with gate_up_proj/down_proj weights",
+                hint="use engine='hf' (transformers' own experts forward) for this model",
+            )
         if self.engine == "allocmoe":
             from allocmoe.kernels.experts import fused_experts
 
@@ -309,6 +314,19 @@ class BudgetHandle:
     def remove(self) -> None:
         while self._undo:
             self._undo.pop()()
+
+
+def _fusable(experts: torch.nn.Module) -> bool:
+    """Whether the fused path computes exactly what ``experts`` does (SiLU-gated, no biases)."""
+    act = getattr(experts, "act_fn", None)
+    silu = isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
+    return (
+        silu
+        and isinstance(getattr(experts, "gate_up_proj", None), torch.Tensor)
+        and isinstance(getattr(experts, "down_proj", None), torch.Tensor)
+        and not getattr(experts, "has_bias", False)
+        and not getattr(experts, "is_transposed", False)
+    )
 
 
 def _validate(policy: Policy, num_layers: int, k_orig: int) -> None:

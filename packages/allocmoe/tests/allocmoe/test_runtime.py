@@ -165,3 +165,19 @@ def test_generate_under_a_budget(models):
         out = m.generate(input_ids=ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert out.shape == (2, 9)
     assert stats.activations_per_token == pytest.approx(L * 1)
+
+
+def test_non_swiglu_experts_need_the_hf_engine():
+    m = tiny_model("olmoe")
+    m.set_experts_implementation("eager")
+    L, K = _shape(m)
+    for lay in find_moe_layers(m):
+        lay.block.experts.act_fn = torch.nn.GELU()
+    with pytest.raises(ConfigError, match="engine='hf'"):
+        apply_budget(m, ActivationBudget.full_budget(L, K))
+    ids = _ids(10)
+    with torch.inference_mode():
+        ref = m(input_ids=ids).logits
+        with budgeted(m, ActivationBudget.full_budget(L, K), engine="hf"):
+            out = m(input_ids=ids).logits
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
