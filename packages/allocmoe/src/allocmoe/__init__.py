@@ -1,3 +1,44 @@
-"""allocmoe: Alloc-MoE expert-activation budgets for MoE inference."""
+"""allocmoe: Alloc-MoE expert-activation budgets for MoE inference.
+
+The public API is imported lazily (so ``allocmoe --help`` does not pay for torch):
+
+- budgets: :class:`ActivationBudget`, :class:`ThresholdPolicy`, :func:`parse_budget`
+- running a model under a budget: :func:`budgeted`, :func:`apply_budget`
+- Alloc-L: :func:`profile_sensitivity`, :class:`SensitivityProfile`, :func:`dp_allocate`
+- adapters: :class:`MoEAdapter`, :func:`register_adapter`, :func:`find_moe_layers`
+- evaluation: :func:`evaluate`; the built model: :func:`build_moe`, :func:`load_moe`
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ActivationBudget": "allocmoe.budget",
+    "ThresholdPolicy": "allocmoe.budget",
+    "parse_budget": "allocmoe.budget",
+    "budgeted": "allocmoe.runtime",
+    "apply_budget": "allocmoe.runtime",
+    "BudgetStats": "allocmoe.runtime",
+    "profile_sensitivity": "allocmoe.alloc_l",
+    "SensitivityProfile": "allocmoe.alloc_l",
+    "dp_allocate": "allocmoe.alloc_l",
+    "MoEAdapter": "allocmoe.adapters",
+    "register_adapter": "allocmoe.adapters",
+    "find_moe_layers": "allocmoe.adapters",
+    "evaluate": "allocmoe.evaluate",
+    "build_moe": "allocmoe.build",
+    "load_moe": "allocmoe.build",
+    "BuildRecipe": "allocmoe.build",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'allocmoe' has no attribute {name!r}")

@@ -95,3 +95,10 @@ def test_spread_is_uniform_and_exact(L, K, data):
 def test_budget_round_trips_through_dict():
     b = ActivationBudget((1, 2, 3), 4, k_base=None, scope="sequence", renorm="full")
     assert ActivationBudget.from_dict(b.to_dict()) == b
+
+
+def test_public_api_resolves():
+    import allocmoe
+
+    for name in allocmoe.__all__:
+        assert getattr(allocmoe, name) is not None

@@ -42,7 +42,7 @@ def route_reference(
     Returns ``(scores[T, k_orig] float32, ids[T, k_orig] int64 with -1 where dropped, keep[T, k_orig] bool)``;
     ``scores`` are the gate scores of the ranked experts (also of dropped ones), ranks in descending order.
     """
-    T, E = logits.shape
+    T = logits.shape[0]
     s = logits.float().softmax(-1) if score == "softmax" else logits.float().sigmoid()
     choice = s if choice_bias is None else s + choice_bias.float()
     if candidate_mask is not None:
