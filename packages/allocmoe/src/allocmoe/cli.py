@@ -38,8 +38,9 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="'smollm2-moe' (built by build-model), an HF checkpoint folder, or tiny:<family> "
-        "(mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3).",
+        help="'smollm2-moe' (built by build-model), an HF checkpoint folder, tiny:<family> "
+        "(mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3), or shape:dsv2lite "
+        "(random weights in DeepSeek-V2-Lite's MoE proportions; for bench only).",
     ),
 ]
 ProfileOpt = Annotated[
@@ -65,10 +66,45 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Blocks per forward 
 
 
 # --------------------------------------------------------------------------------------- helpers
+# Random-weight models with the MoE proportions of real ones, for speed only (`bench -m shape:<name>`):
+# DeepSeek-V2-Lite's MoE layer (hidden 2048, 64 routed experts of width 1408, top-6, 2 shared experts,
+# no renormalisation) on Qwen2-MoE's block, with MHA attention in place of MLA and a small vocabulary so
+# the MoE layers dominate as they do in the 27-layer original.
+SHAPES = {
+    "dsv2lite": dict(
+        hidden_size=2048,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        moe_intermediate_size=1408,
+        num_experts=64,
+        num_experts_per_tok=6,
+        shared_expert_intermediate_size=2816,
+        intermediate_size=10944,
+        norm_topk_prob=False,
+        vocab_size=4096,
+        max_position_embeddings=4096,
+    ),
+}
+
+
+def _shape_model(name: str, layers: int = 2):
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2MoeConfig
+
+    if name not in SHAPES:
+        raise ConfigError(f"unknown model shape {name!r}", hint=f"known: {', '.join(SHAPES)}")
+    cfg = Qwen2MoeConfig(**SHAPES[name], num_hidden_layers=layers)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+
+
 def _load(model: str):
     """``(model, tokenizer | None, name)``."""
     import torch
 
+    if model.startswith("shape:"):
+        return _shape_model(model.split(":", 1)[1]), None, model
     if model.startswith("tiny:"):
         from effcore.testing.tiny import tiny_model
 

@@ -53,6 +53,7 @@ def test_profile_allocate_eval(profile, tmp_path):
         (["eval", *TINY, "--methods", "alloc_moe", "-b", "1/2"], "needs a sensitivity profile"),
         (["profile", "-m", "/nonexistent/model"], "neither 'smollm2-moe'"),
         (["profile", "-m", "tiny:llama", "-o", "x.json"], "no MoE block allocmoe can drive"),
+        (["bench", "-m", "shape:nope"], "unknown model shape"),
     ],
 )
 def test_bad_input_is_one_clear_line(profile, args, message, tmp_path, monkeypatch):
