@@ -102,6 +102,9 @@ def _shape_model(name: str, layers: int = 2):
 def _load(model: str):
     """``(model, tokenizer | None, name)``."""
     import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars only
 
     if model.startswith("shape:"):
         return _shape_model(model.split(":", 1)[1]), None, model
