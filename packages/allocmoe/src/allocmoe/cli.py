@@ -426,7 +426,11 @@ def bench(
         "decode_speedup",
         "unique_experts_per_layer",
     ]
-    console.print(render_table(f"{name}: latency, median of {repeats} (speedup vs hf-full; IQR in --out)", rows, columns=cols))
+    console.print(
+        render_table(
+            f"{name}: latency, median of {repeats} (speedup vs hf-full; IQR in --out)", rows, columns=cols
+        )
+    )
     write_out(out, {"model": name, "budget": pol.to_dict(), "rows": rows}, rows=rows)
 
 

@@ -26,7 +26,9 @@ def demo(*, quick: bool = False) -> list[dict]:
     def step(name: str, fn) -> None:
         t0 = time.perf_counter()
         result = fn()
-        rows.append({"package": "allocmoe", "step": name, "result": result, "seconds": time.perf_counter() - t0})
+        rows.append(
+            {"package": "allocmoe", "step": name, "result": result, "seconds": time.perf_counter() - t0}
+        )
 
     def load() -> str:
         model = tok = None
@@ -44,7 +46,9 @@ def demo(*, quick: bool = False) -> list[dict]:
             model = tiny_model("qwen2_moe")
         layers = find_moe_layers(model)
         state.update(model=model, tok=tok, L=len(layers), K=model_k_orig(model, layers))
-        kind = "built SmolLM2-MoE" if tok is not None else "tiny random Qwen2-MoE (build-model for the real one)"
+        kind = (
+            "built SmolLM2-MoE" if tok is not None else "tiny random Qwen2-MoE (build-model for the real one)"
+        )
         return f"{kind}: {state['L']} MoE layers, top-{state['K']} of {layers[0].num_experts} experts"
 
     def blocks(split: str, n: int, size: int) -> torch.Tensor:
