@@ -7,6 +7,7 @@ the per-round times and the ratio of medians. Decode time is per generated token
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -42,12 +43,14 @@ def _one_round(model, ids: torch.Tensor, new_tokens: int) -> tuple[float, float]
     out = model(input_ids=ids, use_cache=True)
     _sync(device)
     prefill = time.perf_counter() - t0
-    cache = out.past_key_values
+    # transformers >= 5.2x names the KV cache `cache` (`past_key_values` before, now deprecated)
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache = getattr(out, key)
     nxt = out.logits[:, -1:].argmax(-1)
     t1 = time.perf_counter()
     for _ in range(new_tokens):
-        out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model(input_ids=nxt, use_cache=True, **{key: cache})
+        cache = getattr(out, key)
         nxt = out.logits[:, -1:].argmax(-1)
     _sync(device)
     decode = (time.perf_counter() - t1) / max(1, new_tokens)

@@ -31,24 +31,43 @@ __all__ = ["BudgetHandle", "BudgetStats", "Engine", "LayerStats", "apply_budget"
 Engine = Literal["allocmoe", "hf"]
 
 
-@dataclass(slots=True)
 class LayerStats:
-    """What one MoE layer spent: tokens routed, (token, expert) pairs kept, distinct experts per call."""
+    """What one MoE layer spent: tokens routed, (token, expert) pairs kept, distinct experts per call.
 
-    tokens: int = 0
-    activations: int = 0
-    calls: int = 0
-    unique_experts: int = 0
-    load: torch.Tensor | None = None
+    Counts accumulate on the model's device without a host sync per call (decode steps stay cheap);
+    the properties read them.
+    """
+
+    __slots__ = ("_load", "_unique", "calls", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.calls = 0
+        self._load: torch.Tensor | None = None
+        self._unique: torch.Tensor | None = None
 
     def add(self, ids: torch.Tensor, tokens: int, num_experts: int) -> None:
-        valid = ids[ids >= 0]
-        counts = torch.bincount(valid, minlength=num_experts).cpu()
-        self.load = counts if self.load is None else self.load + counts
+        # dropped slots are -1: shift by one so they land in bin 0, which is discarded
+        counts = torch.bincount(ids.reshape(-1) + 1, minlength=num_experts + 1)[1:]
+        present = (counts > 0).sum()
+        self._load = counts if self._load is None else self._load + counts
+        self._unique = present if self._unique is None else self._unique + present
         self.tokens += tokens
-        self.activations += int(valid.numel())
         self.calls += 1
-        self.unique_experts += int((counts > 0).sum())
+
+    @property
+    def load(self) -> torch.Tensor | None:
+        """Kept (token, expert) pairs per expert."""
+        return None if self._load is None else self._load.cpu()
+
+    @property
+    def activations(self) -> int:
+        return 0 if self._load is None else int(self._load.sum())
+
+    @property
+    def unique_experts(self) -> int:
+        """Distinct experts used, summed over calls."""
+        return 0 if self._unique is None else int(self._unique)
 
 
 @dataclass(slots=True)
@@ -129,6 +148,14 @@ def select(
     k_l, k_base = policy.k_layers[layer], policy.k_base
     if k_base is None or k_base >= k_l:  # plain top-k_l (the Uniform baseline, and the full budget)
         k_base, per_token = k_l, 0
+        simple = choice_bias is None and candidate_mask is None and valid_tokens is None
+        if simple and backend != "triton" and not (spec.normalize and policy.renorm == "full"):
+            # the model's own routing with top-k_l: one topk, nothing to drop (the decode fast path)
+            s = logits.float().softmax(-1) if spec.score == "softmax" else logits.float().sigmoid()
+            w, ids = torch.topk(s, k_l, dim=-1)
+            if spec.normalize:
+                w = w / w.sum(-1, keepdim=True)
+            return (w * spec.scaling if spec.scaling != 1.0 else w), ids
     else:
         per_token = k_l - k_base
     pools = 1

@@ -9,6 +9,7 @@ import torch
 
 from allocmoe.alloc_l import SensitivityProfile, profile_sensitivity
 from allocmoe.baselines import lexi_sensitivity
+from allocmoe.evaluate import evaluate
 from effcore.errors import ConfigError
 from effcore.testing.tiny import tiny_model
 
@@ -25,9 +26,13 @@ def test_prefix_cache_equals_naive_runs(family):
     assert cached.complete and naive.complete
     for row_c, row_n in zip(cached.S, naive.S, strict=True):
         assert row_c == pytest.approx(row_n, rel=1e-5)
-    # deeper layers at top-1 while layer i runs at K_orig is not the full model: S[0][K-1] is the
-    # model with every deeper layer cut, so it is at least as high as the last layer's full entry
     assert all(math.isfinite(v) and v > 1 for row in cached.S for v in row)
+    # the isolated protocol chains: layer i at top-1 (deeper at 1) is the same model as layer i-1 at
+    # K_orig (deeper at 1), so S[i][1] == S[i-1][K_orig]; and the last layer at K_orig is the full model
+    for i in range(1, len(cached.S)):
+        assert cached.S[i][0] == pytest.approx(cached.S[i - 1][-1], rel=1e-5)
+    full = evaluate(m, _blocks(), batch_size=2).perplexity
+    assert cached.S[-1][-1] == pytest.approx(full, rel=1e-5)
 
 
 def test_profile_resumes_after_an_interruption(tmp_path):
