@@ -29,7 +29,7 @@ _EXPORTS = {
     "MoEAdapter": "allocmoe.adapters",
     "register_adapter": "allocmoe.adapters",
     "find_moe_layers": "allocmoe.adapters",
-    "evaluate": "allocmoe.evaluate",
+    "evaluate": "allocmoe.evaluation",
     "build_moe": "allocmoe.build",
     "load_moe": "allocmoe.build",
     "BuildRecipe": "allocmoe.build",

@@ -330,7 +330,7 @@ def eval_(
     """
     from allocmoe.baselines import METHODS, calibrate_threshold, lexi_sensitivity, method_policy
     from allocmoe.budget import ActivationBudget, parse_budget
-    from allocmoe.evaluate import evaluate
+    from allocmoe.evaluation import evaluate
 
     m, tok, name = _load(model)
     L, K = _shape(m)

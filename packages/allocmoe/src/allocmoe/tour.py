@@ -18,7 +18,7 @@ def demo(*, quick: bool = False) -> list[dict]:
     from allocmoe.adapters import find_moe_layers, model_k_orig
     from allocmoe.alloc_l import profile_sensitivity
     from allocmoe.budget import ActivationBudget
-    from allocmoe.evaluate import evaluate
+    from allocmoe.evaluation import evaluate
 
     rows: list[dict] = []
     state: dict = {}

@@ -9,7 +9,7 @@ import torch
 
 from allocmoe.alloc_l import SensitivityProfile, profile_sensitivity
 from allocmoe.baselines import lexi_sensitivity
-from allocmoe.evaluate import evaluate
+from allocmoe.evaluation import evaluate
 from effcore.errors import ConfigError
 from effcore.testing.tiny import tiny_model
 

@@ -97,8 +97,15 @@ def test_budget_round_trips_through_dict():
     assert ActivationBudget.from_dict(b.to_dict()) == b
 
 
-def test_public_api_resolves():
+def test_public_api_resolves_to_the_objects_not_to_submodules():
+    import importlib
+    import pkgutil
+    import types
+
     import allocmoe
 
+    for mod in pkgutil.walk_packages(allocmoe.__path__, "allocmoe."):
+        importlib.import_module(mod.name)  # a submodule named like an export would shadow it
     for name in allocmoe.__all__:
-        assert getattr(allocmoe, name) is not None
+        if name != "__version__":
+            assert not isinstance(getattr(allocmoe, name), types.ModuleType), name
