@@ -1,6 +1,6 @@
 """End to end on the built SmolLM2-MoE (skipped with a reason until `allocmoe build-model` has run).
 
-The build takes about 20 minutes on 2 CPU cores, so CI does not run it; on a machine where the model is
+The build takes about 10 minutes on 2 CPU cores, so CI does not run it; on a machine where the model is
 cached this checks the real model under the real budgets.
 """
 

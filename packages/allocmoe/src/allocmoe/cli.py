@@ -24,7 +24,7 @@ app = make_app(
     "allocmoe",
     "Alloc-MoE: spend a fixed budget of routed-expert activations where it matters.\n\n"
     "Typical session on the built-in model (SmolLM2-135M upcycled into a 30-layer Qwen2-MoE):\n\n"
-    "  allocmoe build-model                 # once, ~20 min on 2 CPU cores, cached\n\n"
+    "  allocmoe build-model                 # once, ~10 min on 2 CPU cores, cached\n\n"
     "  allocmoe profile -o prof.json        # Alloc-L sensitivity, resumable\n\n"
     "  allocmoe allocate --budget 1/2 --profile prof.json\n\n"
     "  allocmoe eval --budget 1/2 --profile prof.json\n\n"

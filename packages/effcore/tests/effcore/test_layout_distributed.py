@@ -198,3 +198,20 @@ def test_launch_timeout_kills_ranks_and_names_the_timeout() -> None:
     with pytest.raises(LaunchTimeoutError, match=r"timed out after 1\.5 s"):
         launch(_sleep, 2, 60.0, timeout_s=1.5)
     assert time.monotonic() - start < 15, "launch must not wait for the sleeping ranks"
+
+
+def test_fork_stays_safe_with_tqdms_monitor_thread_but_not_with_others():
+    import threading
+
+    from effcore.testing.distributed import start_method
+
+    assert start_method() == "fork"
+    for name, expected in (("tqdm_monitor", "fork"), ("worker", "spawn")):
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait, name=name, daemon=True)
+        t.start()
+        try:
+            assert start_method() == expected
+        finally:
+            stop.set()
+            t.join()

@@ -60,10 +60,16 @@ def start_method() -> str:
     Forked ranks skip re-importing torch (seconds per rank) and accept functions defined anywhere,
     test modules included. Otherwise ``"spawn"``, which needs an importable, picklable ``fn``.
     """
+    # tqdm's monitor thread (started by any progress bar, e.g. transformers' weight loading) only
+    # sleeps and polls; it holds no lock a forked rank needs, so it does not make forking unsafe.
+    others = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and t.name != "tqdm_monitor"
+    ]
     safe = (
         sys.platform == "linux"
         and "fork" in mp.get_all_start_methods()
-        and threading.active_count() == 1
+        and threading.current_thread() is threading.main_thread()
+        and not others
         and not torch.cuda.is_initialized()
         and not (dist.is_available() and dist.is_initialized())
     )
