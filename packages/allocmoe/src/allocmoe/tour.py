@@ -61,7 +61,7 @@ def demo(*, quick: bool = False) -> list[dict]:
 
     def profile() -> str:
         real = state["tok"] is not None
-        calib = blocks("calib", 2 if real else 4, 128 if real else 32)
+        calib = blocks("calib", 1 if real else 4, 64 if real else 32)  # 180 entries on the real model
         prof = profile_sensitivity(state["model"], calib)
         state["prof"] = prof
         return f"S(i,k) for {prof.num_layers}x{prof.k_orig} entries in {prof.meta['profile_seconds']:.1f} s"
