@@ -20,7 +20,7 @@ import torch
 
 from allocmoe.adapters import find_moe_layers, model_k_orig
 from allocmoe.budget import ActivationBudget, ThresholdPolicy, check_total
-from allocmoe.runtime import BudgetHandle
+from allocmoe.runtime import BudgetHandle, threshold_keep
 
 __all__ = [
     "METHODS",
@@ -94,12 +94,7 @@ def _mean_kept(logits: list[torch.Tensor], specs, kind: str, value: float, k_ori
     for lg, spec in zip(logits, specs, strict=True):
         s = lg.softmax(-1) if spec.score == "softmax" else lg.sigmoid()
         topv = s.topk(k_orig, dim=-1).values
-        if kind == "top_p":
-            frac = topv / s.sum(-1, keepdim=True).clamp_min(1e-20)
-            keep = (frac.cumsum(-1) - frac) < value
-        else:
-            keep = topv >= value * topv[:, :1]
-        keep[:, 0] = True
+        keep = threshold_keep(topv, s.sum(-1, keepdim=True), kind, value)
         total += float(keep.sum(-1).float().mean())
     return total
 

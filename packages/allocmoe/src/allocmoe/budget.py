@@ -13,7 +13,7 @@ only on average; :class:`ThresholdPolicy` describes them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Literal
 
@@ -107,9 +107,6 @@ class ActivationBudget:
         check_total(total, num_layers, k_orig, kw.get("k_base") or 1)
         q, r = divmod(total, num_layers)
         return cls(tuple(q + (1 if i < r else 0) for i in range(num_layers)), k_orig, **kw)
-
-    def with_(self, **changes) -> ActivationBudget:
-        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -60,7 +60,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from filelock import FileLock
 
 from allocmoe._upcycle import (
@@ -245,25 +244,15 @@ def evaluate_lm(
     model: torch.nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, progress: Progress | None = None
 ) -> dict[str, float]:
     """Perplexity and next-token (argmax) accuracy of a causal LM on ``[n, T]`` token blocks."""
-    nll, correct, count = 0.0, 0, 0
-    n = blocks.shape[0]
-    for start in range(0, n, batch_size):
-        ids = blocks[start : start + batch_size]
-        logits = model(input_ids=ids).logits[:, :-1].float()
-        labels = ids[:, 1:]
-        nll += float(
-            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
-        )
-        correct += int((logits.argmax(-1) == labels).sum())
-        count += labels.numel()
-        if progress:
-            progress("eval", min(start + batch_size, n), n)
-    return {
-        "perplexity": math.exp(nll / count),
-        "nll": nll / count,
-        "accuracy": correct / count,
-        "tokens": count,
-    }
+    from allocmoe.evaluation import evaluate
+
+    r = evaluate(
+        model,
+        blocks,
+        batch_size=batch_size,
+        progress=(lambda d, t: progress("eval", d, t)) if progress else None,
+    )
+    return {"perplexity": r.perplexity, "nll": r.nll, "accuracy": r.accuracy, "tokens": r.tokens}
 
 
 @torch.inference_mode()

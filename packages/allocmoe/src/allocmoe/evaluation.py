@@ -19,6 +19,7 @@ class QualityResult:
     """Perplexity and top-1 next-token accuracy over ``tokens`` predictions, and the spent budget."""
 
     perplexity: float
+    nll: float
     accuracy: float
     tokens: int
     activations_per_token: float
@@ -76,6 +77,7 @@ def evaluate(
         unique = sum(r["unique_experts_per_call"] for r in rows) / len(rows)
     return QualityResult(
         perplexity=math.exp(nll / tokens),
+        nll=nll / tokens,
         accuracy=correct / tokens,
         tokens=tokens,
         activations_per_token=spent,

@@ -26,7 +26,16 @@ from allocmoe.adapters import MoELayer, RouterSpec, find_moe_layers, model_k_ori
 from allocmoe.budget import ActivationBudget, Policy, ThresholdPolicy
 from effcore.errors import ConfigError
 
-__all__ = ["BudgetHandle", "BudgetStats", "Engine", "LayerStats", "apply_budget", "budgeted", "select"]
+__all__ = [
+    "BudgetHandle",
+    "BudgetStats",
+    "Engine",
+    "LayerStats",
+    "apply_budget",
+    "budgeted",
+    "select",
+    "threshold_keep",
+]
 
 Engine = Literal["allocmoe", "hf"]
 
@@ -109,6 +118,22 @@ def _normalise(topv: torch.Tensor, keep: torch.Tensor, spec: RouterSpec, renorm:
     return w
 
 
+def threshold_keep(topv: torch.Tensor, total: torch.Tensor, kind: str, value: float) -> torch.Tensor:
+    """Which ranked slots a threshold policy keeps (rank 0 always).
+
+    ``topv[T, K]``: ranked gate scores; ``total[T, 1]``: the sum of all of a token's scores. ``top_p``
+    keeps the smallest prefix whose normalised scores reach ``value``; ``naee`` keeps a rank when its
+    score is at least ``value`` times the top-1 score.
+    """
+    if kind == "top_p":
+        frac = topv / total.clamp_min(1e-20)
+        keep = (frac.cumsum(-1) - frac) < value
+    else:
+        keep = topv >= value * topv[:, :1]
+    keep[:, 0] = True
+    return keep
+
+
 def select(
     logits: torch.Tensor,
     *,
@@ -134,12 +159,7 @@ def select(
     if isinstance(policy, ThresholdPolicy):
         topv, ids, keep = route(logits, k_orig=k_orig, k_base=k_orig, n_extra=None, **common)
         s_all = logits.float().softmax(-1) if spec.score == "softmax" else logits.float().sigmoid()
-        if policy.kind == "top_p":
-            frac = topv / s_all.sum(-1, keepdim=True).clamp_min(1e-20)
-            keep = (frac.cumsum(-1) - frac) < policy.value
-        else:
-            keep = topv >= policy.value * topv[:, :1]
-        keep[:, 0] = True
+        keep = threshold_keep(topv, s_all.sum(-1, keepdim=True), policy.kind, policy.value)
         if valid_tokens is not None:
             keep &= valid_tokens[:, None]
         ids = torch.where(keep, ids, torch.full_like(ids, -1))
