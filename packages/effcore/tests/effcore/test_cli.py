@@ -158,3 +158,24 @@ def test_profile_with_backward_reports_saved_activations_per_layer(tmp_path):
 def test_unknown_profile_preset_is_a_clean_error():
     line = _one_error_line(runner.invoke(app, ["profile", "-m", "gpt5"]))
     assert "unknown model preset 'gpt5'" in line and "tiny-llama" in line
+
+
+def test_error_messages_print_square_brackets_literally():
+    # Messages quote TOML tables and ranges ("[eml]", "[0, 1)"); rich must not read them as markup.
+    import typer
+
+    from effcore.cli import make_app
+    from effcore.errors import ConfigError
+
+    demo = make_app("demo", "demo")
+
+    @demo.command()
+    def fail() -> None:
+        raise ConfigError("[eml] has unknown keys ['spectra']; rate must be in [0, 1)")
+
+    @demo.command()
+    def other() -> None:  # a second command keeps Typer in group mode
+        typer.echo("ok")
+
+    line = _one_error_line(runner.invoke(demo, ["fail"]))
+    assert line == "error: [eml] has unknown keys ['spectra']; rate must be in [0, 1)"
