@@ -120,6 +120,14 @@ def train(
     fix_every: Annotated[
         int | None, typer.Option("--fix-every", help="Weight Fixation every N steps (free EMLs; 0: never).")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML with [eml] (spectrum, nonlinearity, parametrisation, convention, anchor, ...) and "
+            "[recipe] (any recipe field) tables; the flags above override it.",
+        ),
+    ] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard the run folder's checkpoint.")] = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -129,7 +137,7 @@ def train(
 ) -> None:
     """Train a preset on MNIST or CIFAR-10: checkpoint every epoch, resume when run again."""
     from tfdmnet.models import get_preset
-    from tfdmnet.train import get_recipe
+    from tfdmnet.train import get_recipe, load_overrides
     from tfdmnet.train import train as run_training
 
     _threads(threads)
@@ -138,6 +146,8 @@ def train(
     r = get_recipe(recipe or f"{dataset}-cpu")
     if r.dataset != dataset:
         raise ConfigError(f"recipe {recipe!r} is for {r.dataset}, not {dataset}")
+    if config is not None:
+        cfg, r = load_overrides(config, cfg, r)
     r = r.replace(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, augment=augment,
                   limit_train=limit_train, holdout=holdout, fix_every=fix_every, seed=seed)  # fmt: skip
     dev = _device(device)

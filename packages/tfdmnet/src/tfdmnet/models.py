@@ -170,7 +170,7 @@ class NetConfig:
             else layer
             for layer in self.layers
         )
-        name = self.name.replace("-mixture", "").replace("-tfdmnet", "").replace("-cemnet", "")
+        name = self.name.removesuffix("-mixture").removesuffix("-tfdmnet")
         return dataclasses.replace(self, name=f"{name}-cnn", layers=layers, head_domain="spatial")
 
     def to_dict(self) -> dict[str, Any]:
@@ -405,6 +405,10 @@ class TFDMNet(nn.Module):
                 else:
                     add(f"pool{n_pool}", nn.MaxPool2d(k, s), "pool")
                 size = out
+        if domain == "frequency" and cfg.head_domain == "spatial":
+            n_ifft += 1
+            add(f"to_spatial{n_ifft}", ToSpatial(size, opt.spectrum), "ifft")
+            domain = "spatial"
         self.out_domain, self.out_size, self.out_channels = domain, size, ch
         self.blocks["head"] = self._head(cfg, domain, size, ch)
         self.block_info["head"] = {"kind": "head", "domain": cfg.head_domain, "channels": cfg.num_classes}
@@ -416,10 +420,7 @@ class TFDMNet(nn.Module):
             h, wf = (size[0], size[1] // 2 + 1) if cfg.eml.spectrum == "half" else size
             return ComplexHead(ch * h * wf, cfg.head[0], cfg.num_classes, dropout=cfg.head_dropout,
                                dropout_mode=cfg.eml.dropout_mode)  # fmt: skip
-        mods: list[nn.Module] = []
-        if domain == "frequency":
-            mods.append(ToSpatial(size, cfg.eml.spectrum))
-        mods.append(nn.Flatten())
+        mods: list[nn.Module] = [nn.Flatten()]
         features = ch * size[0] * size[1]
         for width in cfg.head:
             mods += [nn.Linear(features, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]

@@ -34,6 +34,7 @@ __all__ = [
     "cifar10_paper",
     "evaluate",
     "get_recipe",
+    "load_overrides",
     "load_run",
     "lr_at",
     "mnist_cpu",
@@ -141,6 +142,35 @@ def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}", hint=f"choose one of {', '.join(RECIPES)}")
     return RECIPES[name]()
+
+
+def load_overrides(path: str | Path, cfg: NetConfig, recipe: Recipe) -> tuple[NetConfig, Recipe]:
+    """Apply a TOML file's ``[eml]`` (:class:`EMLOptions` fields) and ``[recipe]`` (:class:`Recipe`
+    fields) tables; unknown tables or keys are errors that list the allowed ones."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid TOML ({err})") from None
+    unknown = set(data) - {"eml", "recipe"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}", hint="use [eml] and [recipe]")
+    for table, target in (("eml", cfg.eml), ("recipe", recipe)):
+        allowed = {f.name for f in dataclasses.fields(target)}
+        bad = set(data.get(table, {})) - allowed
+        if bad:
+            raise ConfigError(
+                f"{path}: [{table}] has unknown keys {sorted(bad)}", hint=f"allowed: {sorted(allowed)}"
+            )
+    if data.get("eml"):
+        cfg = dataclasses.replace(cfg, eml=dataclasses.replace(cfg.eml, **data["eml"]))
+    if data.get("recipe"):
+        recipe = dataclasses.replace(recipe, **data["recipe"])
+    return cfg, recipe
 
 
 def _optimizer(model: torch.nn.Module, r: Recipe) -> torch.optim.Optimizer:

@@ -53,6 +53,39 @@ def test_train_then_eval_on_synthetic_mnist(mnist_dir, tmp_path):
     _fails([*args[:-2], "--lr", "0.5"], "holds a different run")
 
 
+def test_config_file_sets_eml_options_and_recipe_fields(mnist_dir, tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        '[eml]\nspectrum = "full"\nnonlinearity = "spatial_relu"\n[recipe]\nepochs = 1\nbatch_size = 64\n'
+    )
+    run = tmp_path / "run"
+    _ok(
+        [
+            "train",
+            "--config",
+            str(toml),
+            "--data-dir",
+            str(mnist_dir),
+            "--run-dir",
+            str(run),
+            "--device",
+            "cpu",
+        ]
+    )
+    from tfdmnet.train import load_run
+
+    state = load_run(run)
+    assert (
+        state["model"]["eml"]["spectrum"] == "full"
+        and state["model"]["eml"]["nonlinearity"] == "spatial_relu"
+    )
+    assert state["recipe"]["epochs"] == 1 and state["recipe"]["batch_size"] == 64
+    toml.write_text("[eml]\nspectra = 'full'\n")
+    _fails(["train", "--config", str(toml)], "[eml] has unknown keys ['spectra']")
+    toml.write_text("[eml\n")
+    _fails(["train", "--config", str(toml)], "is not valid TOML")
+
+
 def test_train_without_data_fails_in_one_line(tmp_path):
     _fails(
         ["train", "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "r")], "mnist/mnist.npz not found"

@@ -111,6 +111,18 @@ def test_a_kernel_with_the_wrong_conjugation_is_caught(conj_a, conj_b, what):
         assert_close(bad, freq_mix_reference(x.detach(), w.detach()), label=what)
 
 
+@needs_triton
+@pytest.mark.parametrize("conj_a", [False, True])
+@pytest.mark.parametrize("conj_b", [False, True])
+def test_the_complex_gemm_kernel_reads_any_strides(conj_a, conj_b):
+    # Batched (F, M, K) @ (F, K, N) on transposed and sliced views, against torch.matmul.
+    a = _complex((3, 17, 5), dtype=torch.complex64, seed=4).transpose(1, 2)  # (3, 5, 17), strided
+    b = _complex((3, 17, 40), dtype=torch.complex64, seed=5)[:, :, ::2]  # (3, 17, 20), strided
+    got = fm._cgemm(a, b, conj_a=conj_a, conj_b=conj_b, allow_tf32=False)
+    want = torch.matmul(a.conj() if conj_a else a, b.conj() if conj_b else b)
+    assert_close(got, want, label=f"cgemm conj_a={conj_a} conj_b={conj_b}", scale=4)
+
+
 def test_freq_mix_refuses_real_or_mismatched_operands():
     x = torch.zeros(2, 3, 4, 3, dtype=torch.complex64)
     with pytest.raises(ConfigError, match="complex spectra"):

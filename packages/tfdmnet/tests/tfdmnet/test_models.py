@@ -90,8 +90,15 @@ def test_a_mixture_may_return_to_space():
                     layers=(Conv(channels=4), Freq(channels=4), Conv(channels=5), Pool(), Freq(channels=6)),
                     head=(8,))  # fmt: skip
     model = build_model(cfg)
-    assert [n for n in model.blocks if n.startswith("to_")] == ["to_freq1", "to_spatial1", "to_freq2"]
+    assert [n for n in model.blocks if n.startswith("to_")] == [
+        "to_freq1",
+        "to_spatial1",
+        "to_freq2",
+        "to_spatial2",
+    ]
     _one_step(model)
+    rows = network_table(model)
+    assert all(r["measured_macs"] == r["analytic_macs"] for r in rows), rows
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -6,9 +6,10 @@ spectra: a batched complex GEMM with one ``(N x C) @ (C x O)`` product per frequ
 - :func:`freq_mix_reference` is the definition (an ``einsum``), the oracle of every test.
 - :func:`freq_mix_torch` is the fastest torch formulation on CPU: contiguous frequency-major operands
   and one complex ``bmm`` (``../shared/TOOLCHAIN.md``: strided or einsum forms are 2-4x slower there).
-- :func:`freq_mix_triton` runs ``_freq_mix_fwd_kernel`` forward and backward (:class:`FreqMixFunction`).
-  Complex tensors are read in place through ``torch.view_as_real`` strides (real at +0, imaginary at
-  +1), so no operand is copied or split into planes.
+- :func:`freq_mix_triton` runs ``_freq_mix_fwd_kernel`` forward and backward (:class:`FreqMixFunction`)
+  on frequency-major copies of the operands (the torch path's layout). The kernel reads complex
+  tensors through ``torch.view_as_real`` strides (real at +0, imaginary at +1, any strides), so nothing
+  is split into real and imaginary planes.
 
 Gradients follow PyTorch's complex convention (the conjugate Wirtinger derivative): with ``G = dL/dY``,
 ``dX[n,c,f] = sum_o G[n,o,f] W[o,c,f]`` and ``dW[o,c,f] = sum_n conj(G[n,o,f]) X[n,c,f]``. Both are the
@@ -198,50 +199,60 @@ def _cgemm(
     return c
 
 
-def _freq_views(x: torch.Tensor) -> torch.Tensor:
-    # (N, C, H, W') -> (F, N, C) as a strided view when H and W' merge (they do for FFT outputs).
+def _freq_major(x: torch.Tensor) -> torch.Tensor:
+    # (N, C, H, W') -> contiguous (F, N, C): a batched GEMM wants its tiles' inner dims contiguous for
+    # coalesced loads; in the FFT layout the contiguous dim is the frequency, which no tile spans.
+    # One copy of O(N*C*F) against the GEMM's O(N*C*O*F) work, the same layout the torch path uses.
     n, c, h, wf = x.shape
-    return x.reshape(n, c, h * wf).permute(2, 0, 1)
+    return x.reshape(n, c, h * wf).permute(2, 0, 1).contiguous()
 
 
-def freq_mix_forward(x: torch.Tensor, w: torch.Tensor, *, allow_tf32: bool = False) -> torch.Tensor:
-    """Triton forward: ``Y = sum_c X * conj(W)`` for X (N, C, H, W') and W (O, C, H, W')."""
-    n, _, h, wf = x.shape
-    o = w.shape[0]
-    xs = _freq_views(x)  # (F, N, C)
-    wt = _freq_views(w).transpose(1, 2)  # (F, C, O)
-    y = _cgemm(xs, wt, conj_a=False, conj_b=True, allow_tf32=allow_tf32)  # (F, N, O)
-    return y.permute(1, 2, 0).reshape(n, o, h, wf)
+def freq_mix_forward(xs: torch.Tensor, ws: torch.Tensor, *, allow_tf32: bool = False) -> torch.Tensor:
+    """Triton forward on frequency-major operands: ``Y[f] = X[f] @ conj(W[f])^T``.
+
+    ``xs`` is (F, N, C) and ``ws`` is (F, O, C) (see ``_freq_major``); returns (F, N, O).
+    """
+    return _cgemm(xs, ws.transpose(1, 2), conj_a=False, conj_b=True, allow_tf32=allow_tf32)
 
 
 def freq_mix_backward(
-    grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, *, allow_tf32: bool = False
+    g: torch.Tensor, xs: torch.Tensor, ws: torch.Tensor, *, allow_tf32: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton backward: ``(dX, dW)`` for the output gradient ``grad`` (N, O, H, W')."""
-    n, c, h, wf = x.shape
-    o = w.shape[0]
-    g = _freq_views(grad)  # (F, N, O)
-    dx = _cgemm(g, _freq_views(w), conj_a=False, conj_b=False, allow_tf32=allow_tf32)  # (F, N, C)
-    dw = _cgemm(g.transpose(1, 2), _freq_views(x), conj_a=True, conj_b=False, allow_tf32=allow_tf32)
-    return dx.permute(1, 2, 0).reshape(n, c, h, wf), dw.permute(1, 2, 0).reshape(o, c, h, wf)
+    """Triton backward on frequency-major operands: ``(dX, dW)`` as (F, N, C) and (F, O, C).
+
+    ``dX[f] = G[f] @ W[f]`` and ``dW[f] = conj(G[f])^T @ X[f]`` for the output gradient ``g`` (F, N, O).
+    """
+    dx = _cgemm(g, ws, conj_a=False, conj_b=False, allow_tf32=allow_tf32)
+    dw = _cgemm(g.transpose(1, 2), xs, conj_a=True, conj_b=False, allow_tf32=allow_tf32)
+    return dx, dw
+
+
+def _from_freq_major(t: torch.Tensor, h: int, wf: int) -> torch.Tensor:
+    # contiguous (F, A, B) -> contiguous (A, B, H, W')
+    return t.permute(1, 2, 0).reshape(t.shape[1], t.shape[2], h, wf)
 
 
 class FreqMixFunction(torch.autograd.Function):
-    """Autograd for the Triton path; both gradients run the same kernel."""
+    """Autograd for the Triton path: X (N, C, H, W'), W (O, C, H, W') -> Y (N, O, H, W').
+
+    Saves the frequency-major copies (not the inputs), so backward reads them without another copy.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, allow_tf32: bool = False) -> torch.Tensor:
-        ctx.save_for_backward(x, w)
-        ctx.allow_tf32 = allow_tf32
-        return freq_mix_forward(x, w, allow_tf32=allow_tf32)
+        h, wf = x.shape[-2:]
+        xs, ws = _freq_major(x), _freq_major(w)
+        ctx.save_for_backward(xs, ws)
+        ctx.allow_tf32, ctx.hw = allow_tf32, (h, wf)
+        return _from_freq_major(freq_mix_forward(xs, ws, allow_tf32=allow_tf32), h, wf)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, w = ctx.saved_tensors
-        dx, dw = freq_mix_backward(grad, x, w, allow_tf32=ctx.allow_tf32)
+        xs, ws = ctx.saved_tensors
+        dx, dw = freq_mix_backward(_freq_major(grad), xs, ws, allow_tf32=ctx.allow_tf32)
         return (
-            dx if ctx.needs_input_grad[0] else None,
-            dw if ctx.needs_input_grad[1] else None,
+            _from_freq_major(dx, *ctx.hw) if ctx.needs_input_grad[0] else None,
+            _from_freq_major(dw, *ctx.hw) if ctx.needs_input_grad[1] else None,
             None,
         )
 
