@@ -1,0 +1,169 @@
+"""Adaptive plans against every static strategy on one dynamic-length stream, side by side, on gloo.
+
+    uv run paradyse profile -m bench --nproc 4 -o prof.json      # once, on a quiet machine
+    uv run python packages/paradyse/benchmarks/bench_adaptive.py --profile prof.json --steps 24 \\
+        --min-len 256 --max-len 4096 --cap auto --out bench-adaptive.json
+
+One process group of ``--world`` ranks; one model per method, identically initialised. Every step
+draws one sequence (log-normal lengths over real text, ``paradyse.data``) and every method trains on
+it in turn (alternating, so drift hits all alike): ``adaptive`` (our planner), ``paradyse`` (the
+paper's heuristic) and the four static strategies. A method whose plan does not fit the memory cap
+(analytic model) skips the step and counts an OOM. With ``--measure-memory`` (default) each method's
+real peak on each step is tracked in a second, untimed pass and compared with the cap.
+
+``--cap auto`` sets the cap 15 % above what the leanest plan needs at ``--max-len``: the fast
+strategies then run out on the longest sequences. Throughput ratios are adaptive / static over the
+steps the static strategy could run; the median and IQR of the per-step time ratios are reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def _bench(rank: int, world: int, opts: dict) -> dict:
+    import torch.distributed as dist
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from paradyse.config import STRATEGIES, ModelConfig, PlanError
+    from paradyse.costmodel import Profile
+    from paradyse.data import LengthSampler, TextStream, load_corpus
+    from paradyse.planner import CostTable, HeuristicState, Planner, compress, paradyse_plan
+    from paradyse.train import ParadyseLM, train_step
+
+    prof = Profile.load(opts["profile"])
+    cfg: ModelConfig = prof.model
+    prof.check(model=cfg, world_size=world)
+    models = prof.time_models()
+    cap = opts["cap"]
+    methods = ["adaptive", "paradyse", *STRATEGIES]
+    nets = {m: ParadyseLM(cfg, seed=0) for m in methods}
+    opts_ = {m: torch.optim.AdamW(nets[m].parameters(), lr=3e-4) for m in methods}
+    planner = Planner(cap=cap, layers=cfg.layers, switch_cost=prof.switch_cost_s)
+    heuristic = HeuristicState()
+    lengths = LengthSampler(min_len=opts["min_len"], max_len=opts["max_len"], multiple=world, seed=opts["seed"],
+                            median=opts["median"])  # fmt: skip
+    stream = TextStream(load_corpus(opts["corpus"]), lengths, steps=opts["steps"])
+    rows = []
+    for step, (tokens, targets) in enumerate(stream):
+        s = tokens.shape[1]
+        table = CostTable.build(cfg, world, s, models)
+        sl = s // world
+        local = tokens[:, rank * sl : (rank + 1) * sl], targets[:, rank * sl : (rank + 1) * sl]
+        for m in methods:
+            row = {"step": step, "seq_len": s, "method": m}
+            try:
+                if m == "adaptive":
+                    plan = planner.plan(table).layers
+                elif m == "paradyse":
+                    plan = paradyse_plan(table, cap, heuristic).layers
+                    if table.memory(plan) > cap:
+                        raise PlanError("over the cap")
+                else:
+                    plan = (m,) * cfg.layers
+                    if table.memory(plan) > cap:
+                        raise PlanError("over the cap")
+            except PlanError:
+                rows.append({**row, "oom": True})
+                continue
+            dist.barrier()
+            t0 = time.perf_counter()
+            train_step(nets[m], opts_[m], *local, plan, s)
+            elapsed = torch.tensor([time.perf_counter() - t0])
+            dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+            row.update(
+                oom=False, plan=compress(plan), seconds=float(elapsed), predicted_bytes=table.memory(plan)
+            )
+            if opts["measure_memory"]:
+                tracker = MemTracker()
+                tracker.track_external(nets[m], opts_[m])
+                with tracker:
+                    train_step(nets[m], opts_[m], *local, plan, s)
+                peak = torch.tensor(
+                    [float(tracker.get_tracker_snapshot("peak").get(torch.device("cpu"), {}).get("Total", 0))]
+                )
+                dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+                row["peak_bytes"] = int(peak)
+            rows.append(row)
+        if rank == 0:
+            print(json.dumps({"step": step, "seq_len": s}), flush=True)
+    return {"rows": rows, "cap": cap}
+
+
+def _summary(rows: list[dict], cap: int) -> list[dict]:
+    by = {}
+    for r in rows:
+        by.setdefault(r["method"], {})[r["step"]] = r
+    ada = by["adaptive"]
+    out = []
+    for m, steps in by.items():
+        ran = {k: r for k, r in steps.items() if not r["oom"]}
+        common = [k for k in ran if not ada[k]["oom"]]
+        tokens = sum(ran[k]["seq_len"] for k in ran)
+        secs = sum(ran[k]["seconds"] for k in ran)
+        ratios = [ran[k]["seconds"] / ada[k]["seconds"] for k in common]
+        q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [float("nan")] * 3
+        peaks = [ran[k].get("peak_bytes", 0) for k in ran]
+        out.append({
+            "method": m, "steps_run": len(ran), "oom_steps": len(steps) - len(ran),
+            "tokens_per_s": tokens / secs if secs else 0.0,
+            "adaptive_speedup_on_common": sum(ran[k]["seconds"] for k in common) / max(1e-12, sum(ada[k]["seconds"] for k in common)),
+            "step_ratio_median": statistics.median(ratios) if ratios else float("nan"), "step_ratio_iqr": q[2] - q[0],
+            "max_peak_MiB": max(peaks, default=0) / 2**20, "peak_over_cap": any(p > cap for p in peaks),
+        })  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--min-len", type=int, default=256)
+    ap.add_argument("--max-len", type=int, default=4096)
+    ap.add_argument("--median", type=int, default=None)
+    ap.add_argument("--cap", default="auto", help="bytes per rank, a size like 1GiB, or auto")
+    ap.add_argument("--corpus", default="tinyshakespeare")
+    ap.add_argument("--no-measure-memory", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    from rich.console import Console
+
+    from effcore.cli import render_table
+    from effcore.testing.distributed import launch
+    from paradyse.cli import parse_bytes
+    from paradyse.costmodel import Profile
+    from paradyse.planner import CostTable
+
+    prof = Profile.load(args.profile)
+    world = prof.world_size
+    if args.cap == "auto":
+        s = args.max_len // world * world
+        table = CostTable.build(prof.model, world, s, prof.time_models())
+        cap = int(1.15 * min(table.memory((k,) * prof.model.layers) for k in table.time))
+    else:
+        cap = parse_bytes(args.cap)
+    opts = {"profile": str(args.profile), "steps": args.steps, "min_len": args.min_len, "max_len": args.max_len,
+            "median": args.median, "cap": cap, "corpus": args.corpus, "measure_memory": not args.no_measure_memory,
+            "seed": args.seed}  # fmt: skip
+    t0 = time.perf_counter()
+    res = launch(_bench, world, opts, timeout_s=7200)[0]
+    summary = _summary(res["rows"], cap)
+    console = Console()
+    console.print(render_table(f"{prof.model.name} on {world} gloo ranks, cap {cap / 2**20:.0f} MiB, "
+                               f"{args.steps} steps ({time.perf_counter() - t0:.0f} s)", summary))  # fmt: skip
+    if args.out:
+        args.out.write_text(
+            json.dumps({"cap": cap, "summary": summary, "rows": res["rows"]}, indent=2) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Model shapes, the strategy names and the divisibility rules every strategy needs, checked up front."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from effcore.errors import ConfigError
+
+__all__ = [
+    "MODELS",
+    "STRATEGIES",
+    "ModelConfig",
+    "PlanError",
+    "Strategy",
+    "check_plan",
+    "check_sequence",
+    "get_model",
+]
+
+Strategy = Literal["megatron", "ulysses", "ring", "metp"]
+STRATEGIES: tuple[str, ...] = ("megatron", "ulysses", "ring", "metp")
+"""The strategy library: Megatron TP+SP, Ulysses (all-to-all) + ZeRO-3, ring attention + ZeRO-3, METP."""
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+class PlanError(ConfigError):
+    """A plan or an input is impossible: unknown strategy, wrong length, indivisible shapes, no memory."""
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class ModelConfig:
+    """A stack of identical pre-norm transformer blocks (RMSNorm, RoPE, causal GQA attention, GELU MLP).
+
+    ``ffn`` defaults to ``4 * hidden``. Shapes are validated here; what depends on the parallel degree
+    (heads and KV heads divisible by it) is checked by :func:`check_plan` / :meth:`check_degree`.
+    """
+
+    name: str = "custom"
+    hidden: int
+    heads: int
+    kv_heads: int | None = None
+    layers: int
+    ffn: int | None = None
+    causal: bool = True
+    rope_theta: float = 10_000.0
+    eps: float = 1e-6
+    attn_chunk: int = 1024  # ring attention's query rows per score block
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        kv = self.heads if self.kv_heads is None else self.kv_heads
+        object.__setattr__(self, "kv_heads", kv)
+        object.__setattr__(self, "ffn", 4 * self.hidden if self.ffn is None else self.ffn)
+        for name in ("hidden", "heads", "kv_heads", "layers", "ffn"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
+        if (self.hidden // self.heads) % 2:
+            raise ConfigError(f"head_dim={self.hidden // self.heads} must be even for RoPE")
+        if self.heads % kv:
+            raise ConfigError(
+                f"heads={self.heads} is not a multiple of kv_heads={kv} (grouped-query attention)"
+            )
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"ModelConfig.dtype={self.dtype!r} is not one of {', '.join(_DTYPES)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def dtype_bytes(self) -> int:
+        return torch.empty((), dtype=self.torch_dtype).element_size()
+
+    @property
+    def params_per_layer(self) -> int:
+        """Weights of one block: Q, K, V, O, W1, W2 and the two norm vectors."""
+        h, d = self.hidden, self.head_dim
+        return h * self.heads * d * 2 + h * self.kv_heads * d * 2 + 2 * h * self.ffn + 2 * h
+
+    def check_degree(self, p: int) -> None:
+        """Every strategy shards heads, KV heads and the FFN over ``p`` ranks: they must divide."""
+        if p < 1:
+            raise PlanError(f"the parallel degree must be >= 1, got {p}")
+        bad = [
+            f"{name}={value}"
+            for name, value in (("heads", self.heads), ("kv_heads", self.kv_heads), ("ffn", self.ffn))
+            if value % p
+        ]
+        if bad:
+            raise PlanError(
+                f"{', '.join(bad)} not divisible by the parallel degree {p}",
+                hint="every rank holds 1/p of the heads, KV heads and FFN columns; pick a degree that "
+                "divides them (or change kv_heads)",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise ConfigError(f"not a paradyse model config: {err}") from None
+
+
+def check_sequence(seq_len: int, p: int) -> None:
+    """Activations are sharded along the sequence between layers: ``seq_len`` must divide by ``p``."""
+    if seq_len < 1:
+        raise PlanError(f"sequence length must be >= 1, got {seq_len}")
+    if seq_len % p:
+        raise PlanError(
+            f"sequence length {seq_len} is not divisible by the parallel degree {p}",
+            hint=f"pad it to {-(-seq_len // p) * p} (the data stream pads to a multiple of p)",
+        )
+
+
+def check_plan(plan: list[str] | tuple[str, ...] | str, layers: int) -> list[str]:
+    """A plan is one strategy name per layer (a single name means all layers); returns the list."""
+    names = [plan] * layers if isinstance(plan, str) else list(plan)
+    if len(names) != layers:
+        raise PlanError(f"a plan needs one strategy per layer: got {len(names)} for {layers} layers")
+    unknown = sorted({n for n in names if n not in STRATEGIES})
+    if unknown:
+        raise PlanError(f"unknown strategy {', '.join(unknown)}", hint=f"choose from {', '.join(STRATEGIES)}")
+    return names
+
+
+MODELS: dict[str, ModelConfig] = {
+    # Unit tests and the gloo benchmarks (2-core CPU).
+    "tiny": ModelConfig(name="tiny", hidden=64, heads=8, kv_heads=4, layers=2, ffn=128, attn_chunk=5),
+    "small": ModelConfig(name="small", hidden=128, heads=8, kv_heads=4, layers=4),
+    "bench": ModelConfig(name="bench", hidden=256, heads=8, kv_heads=4, layers=4),
+    # The paper's time-fit configurations (time_calculator.py), for the simulator.
+    "paper-1b": ModelConfig(name="paper-1b", hidden=1024, heads=16, layers=24, dtype="bfloat16"),
+    "paper-7b": ModelConfig(name="paper-7b", hidden=4096, heads=32, layers=32, dtype="bfloat16"),
+    "paper-wide": ModelConfig(name="paper-wide", hidden=8192, heads=64, layers=5, dtype="bfloat16"),
+}
+
+
+def get_model(name: str) -> ModelConfig:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}", hint=f"choose one of {', '.join(MODELS)}")
+    return MODELS[name]

@@ -1,0 +1,252 @@
+"""The switchable transformer: one weight shard per rank and layer, four strategies that all read it.
+
+Every rank holds, per layer, ``1/p`` of each weight (head-aligned for attention, column/row blocks
+for the MLP) and a copy of the two norm vectors. Between layers activations are ``[b, s/p, h]``,
+sharded along the sequence in rank order. Each strategy reads the same shard its own way, so a plan
+(one strategy name per layer) is a Python dispatch: switching moves no weights and no activations.
+
+| strategy | attention | MLP | weights used |
+|---|---|---|---|
+| ``megatron`` | all-gather the sequence, local heads, reduce-scatter (TP + SP) | same | the shard as a TP shard |
+| ``ulysses`` | all-to-all sequence <-> heads, full-sequence attention on ``H/p`` heads | local | ZeRO-3 all-gather |
+| ``ring`` | ring attention over sequence blocks, all heads | local | ZeRO-3 all-gather |
+| ``metp`` | per shard ``i``: broadcast it, ring attention on its heads, accumulate | per shard | one broadcast shard at a time, recomputed in backward |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from paradyse.attention import apply_rope, local_attention, ring_attention, rope_tables
+from paradyse.comm import (
+    all_reduce_grads,
+    broadcast_from,
+    heads_to_seq,
+    rank_and_size,
+    reduce_scatter_seq,
+    seq_to_heads,
+    sp_column_linear,
+    zero3_linear,
+)
+from paradyse.config import ModelConfig, check_plan, check_sequence
+
+__all__ = [
+    "ATTENTION",
+    "MLP",
+    "ParallelBlock",
+    "ParallelTransformer",
+    "full_weights",
+    "rms_norm",
+    "shard_weights",
+]
+
+WEIGHT_NAMES = ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w1", "w2")
+# How each weight is split over ranks: the dim (None: replicated).
+SHARD_DIM = {"attn_norm": None, "wq": 0, "wk": 0, "wv": 0, "wo": 1, "mlp_norm": None, "w1": 0, "w2": 1}
+
+
+def full_weights(cfg: ModelConfig, layer: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The full (unsharded) weights of one layer, deterministic in ``(seed, layer)``, in fp32."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + layer)
+    h, d, f = cfg.hidden, cfg.head_dim, cfg.ffn
+
+    def lin(out: int, inp: int) -> torch.Tensor:
+        return torch.randn(out, inp, generator=g) / inp**0.5
+
+    return {
+        "attn_norm": 1 + 0.1 * torch.randn(h, generator=g),
+        "wq": lin(cfg.heads * d, h),
+        "wk": lin(cfg.kv_heads * d, h),
+        "wv": lin(cfg.kv_heads * d, h),
+        "wo": lin(h, cfg.heads * d) / cfg.layers**0.5,
+        "mlp_norm": 1 + 0.1 * torch.randn(h, generator=g),
+        "w1": lin(f, h),
+        "w2": lin(h, f) / cfg.layers**0.5,
+    }
+
+
+def shard_weights(weights: dict[str, torch.Tensor], rank: int, p: int) -> dict[str, torch.Tensor]:
+    """This rank's shard of every weight (norms replicated)."""
+    out = {}
+    for name, w in weights.items():
+        dim = SHARD_DIM[name]
+        out[name] = w.clone() if dim is None else w.chunk(p, dim=dim)[rank].clone()
+    return out
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    # [b, s, n*d] -> [b, n, s, d]
+    b, s, _ = x.shape
+    return x.view(b, s, n, -1).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    # [b, n, s, d] -> [b, s, n*d]
+    b, n, s, d = x.shape
+    return x.transpose(1, 2).reshape(b, s, n * d)
+
+
+class ParallelBlock(nn.Module):
+    """One pre-norm block holding this rank's weight shards; ``forward(x, strategy)``."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, *, group=None, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg, self.layer, self.group = cfg, layer, group
+        self.rank, self.p = rank_and_size(group)
+        cfg.check_degree(self.p)
+        shards = shard_weights(full_weights(cfg, layer, seed=seed), self.rank, self.p)
+        for name in WEIGHT_NAMES:
+            setattr(self, name, nn.Parameter(shards[name].to(cfg.torch_dtype)))
+
+    def replicated(self) -> list[nn.Parameter]:
+        return [self.attn_norm, self.mlp_norm]
+
+    def rope(self, start: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = torch.arange(start, start + length, device=device)
+        cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        # cast once: q and k then share one saved copy of each table
+        dt = self.cfg.torch_dtype
+        return cos.to(device=device, dtype=dt), sin.to(device=device, dtype=dt)
+
+    def forward(self, x: torch.Tensor, strategy: str) -> torch.Tensor:
+        eps = self.cfg.eps
+        x = x + ATTENTION[strategy](self, rms_norm(x, self.attn_norm, eps))
+        return x + MLP[strategy](self, rms_norm(x, self.mlp_norm, eps))
+
+
+# ----------------------------------------------------------------------------------- attention
+
+
+def _attn_megatron(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
+    cfg, p = blk.cfg, blk.p
+    q, k, v = sp_column_linear(xn, [blk.wq, blk.wk, blk.wv], blk.group)  # [b, s, heads/p * d]
+    s = q.shape[1]
+    cos, sin = blk.rope(0, s, xn.device)
+    q = apply_rope(_heads(q, cfg.heads // p), cos, sin)
+    k = apply_rope(_heads(k, cfg.kv_heads // p), cos, sin)
+    v = _heads(v, cfg.kv_heads // p)
+    o = _merge_heads(local_attention(q, k, v, causal=cfg.causal))
+    return reduce_scatter_seq(o @ blk.wo.t(), blk.group)  # partial sums over heads -> [b, s/p, h]
+
+
+def _qkv_zero3(blk: ParallelBlock, xn: torch.Tensor):
+    cfg = blk.cfg
+    sl = xn.shape[1]
+    cos, sin = blk.rope(blk.rank * sl, sl, xn.device)
+    g = blk.group
+    q = apply_rope(_heads(zero3_linear(xn, blk.wq, 0, g), cfg.heads), cos, sin)
+    k = apply_rope(_heads(zero3_linear(xn, blk.wk, 0, g), cfg.kv_heads), cos, sin)
+    v = _heads(zero3_linear(xn, blk.wv, 0, g), cfg.kv_heads)
+    return q, k, v  # [b, heads, s/p, d] at global positions
+
+
+def _attn_ulysses(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
+    q, k, v = _qkv_zero3(blk, xn)
+    # [b, H, s/p, d] -> [b, s/p, H, d] -a2a-> [b, s, H/p, d] -> [b, H/p, s, d]
+    q, k, v = (seq_to_heads(t.transpose(1, 2), blk.group).transpose(1, 2) for t in (q, k, v))
+    o = local_attention(q, k, v, causal=blk.cfg.causal)
+    o = heads_to_seq(o.transpose(1, 2), blk.group)  # [b, s/p, H, d]
+    return zero3_linear(o.flatten(2), blk.wo, 1, blk.group)
+
+
+def _attn_ring(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
+    q, k, v = _qkv_zero3(blk, xn)
+    o = ring_attention(q, k, v, causal=blk.cfg.causal, chunk=blk.cfg.attn_chunk, group=blk.group)
+    return zero3_linear(_merge_heads(o), blk.wo, 1, blk.group)
+
+
+def _metp_attn_shard(blk: ParallelBlock, i: int, xn, wq, wk, wv, wo) -> torch.Tensor:
+    cfg, p = blk.cfg, blk.p
+    sl = xn.shape[1]
+    cos, sin = blk.rope(blk.rank * sl, sl, xn.device)
+    wq, wk, wv, wo = (broadcast_from(w, i, blk.group) for w in (wq, wk, wv, wo))
+    q = apply_rope(_heads(xn @ wq.t(), cfg.heads // p), cos, sin)
+    k = apply_rope(_heads(xn @ wk.t(), cfg.kv_heads // p), cos, sin)
+    v = _heads(xn @ wv.t(), cfg.kv_heads // p)
+    o = ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, group=blk.group)
+    return _merge_heads(o) @ wo.t()
+
+
+def _attn_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
+    # One shard's heads at a time; each part is recomputed in backward (its broadcast and ring run
+    # again), so only the layer input and the running sum stay alive: METP's minimal activations.
+    out = None
+    for i in range(blk.p):
+        part = checkpoint(_metp_attn_shard, blk, i, xn, blk.wq, blk.wk, blk.wv, blk.wo, use_reentrant=False)
+        out = part if out is None else out + part
+    return out
+
+
+# ----------------------------------------------------------------------------------------- MLP
+
+
+def _mlp_megatron(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
+    (up,) = sp_column_linear(xn, [blk.w1], blk.group)
+    return reduce_scatter_seq(F.gelu(up, approximate="tanh") @ blk.w2.t(), blk.group)
+
+
+def _mlp_zero3(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
+    up = F.gelu(zero3_linear(xn, blk.w1, 0, blk.group), approximate="tanh")
+    return zero3_linear(up, blk.w2, 1, blk.group)
+
+
+def _metp_mlp_shard(blk: ParallelBlock, i: int, xn, w1, w2) -> torch.Tensor:
+    w1, w2 = broadcast_from(w1, i, blk.group), broadcast_from(w2, i, blk.group)
+    return F.gelu(xn @ w1.t(), approximate="tanh") @ w2.t()
+
+
+def _mlp_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
+    out = None
+    for i in range(blk.p):
+        part = checkpoint(_metp_mlp_shard, blk, i, xn, blk.w1, blk.w2, use_reentrant=False)
+        out = part if out is None else out + part
+    return out
+
+
+ATTENTION: dict[str, Callable[[ParallelBlock, torch.Tensor], torch.Tensor]] = {
+    "megatron": _attn_megatron,
+    "ulysses": _attn_ulysses,
+    "ring": _attn_ring,
+    "metp": _attn_metp,
+}
+MLP: dict[str, Callable[[ParallelBlock, torch.Tensor], torch.Tensor]] = {
+    "megatron": _mlp_megatron,
+    "ulysses": _mlp_zero3,
+    "ring": _mlp_zero3,
+    "metp": _mlp_metp,
+}
+
+
+class ParallelTransformer(nn.Module):
+    """``layers`` blocks on this rank; ``forward(x [b, s/p, h], plan)`` with one strategy per layer."""
+
+    def __init__(self, cfg: ModelConfig, *, group=None, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg, self.group = cfg, group
+        self.rank, self.p = rank_and_size(group)
+        self.blocks = nn.ModuleList(ParallelBlock(cfg, i, group=group, seed=seed) for i in range(cfg.layers))
+
+    def forward(self, x: torch.Tensor, plan: Sequence[str] | str) -> torch.Tensor:
+        names = check_plan(plan, self.cfg.layers)
+        if x.ndim != 3 or x.shape[-1] != self.cfg.hidden:
+            raise ValueError(f"expected [b, s/p, {self.cfg.hidden}] activations, got {tuple(x.shape)}")
+        check_sequence(x.shape[1] * self.p, self.p)
+        for block, strategy in zip(self.blocks, names, strict=True):
+            x = block(x, strategy)
+        return x
+
+    def replicated(self) -> list[nn.Parameter]:
+        return [p for b in self.blocks for p in b.replicated()]
+
+    def finish_grads(self) -> None:
+        """After backward: sum the replicated norms' gradients (sharded weights need nothing)."""
+        all_reduce_grads(self.replicated(), self.group)

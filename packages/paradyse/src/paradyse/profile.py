@@ -1,0 +1,130 @@
+"""Profiling on a live process group: per-layer forward+backward time of each strategy per length.
+
+Run on every rank of the group (``paradyse profile`` launches it under torchrun). Each timing is the
+slowest rank's (the step waits for it), the median of ``repeats`` after ``warmup`` calls. Saved
+activation bytes are measured too (``effcore.memory.track_activations``) and stored beside the
+analytic figure, and one mixed plan per strategy pair estimates the cost of a switch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from effcore.memory import TensorTracker, track_activations
+from paradyse.comm import rank_and_size
+from paradyse.config import STRATEGIES, ModelConfig, check_sequence
+from paradyse.costmodel import Profile, hardware_id
+from paradyse.memory_model import activation_bytes
+from paradyse.model import ParallelTransformer
+
+__all__ = ["measure_step", "run_profile", "saved_bytes"]
+
+
+def _max_over_ranks(value: float, group) -> float:
+    _, p = rank_and_size(group)
+    if p == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return float(t.item())
+
+
+def measure_step(
+    model: ParallelTransformer, plan, x: torch.Tensor, *, repeats: int = 3, warmup: int = 1, group=None
+) -> tuple[float, float]:
+    """(median, IQR) seconds of one forward + backward of ``plan`` on the local shard ``x``."""
+    times = []
+    for i in range(warmup + repeats):
+        if group is not None or rank_and_size()[1] > 1:
+            dist.barrier(group=group)
+        t0 = time.perf_counter()
+        y = model(x, plan)
+        y.sum().backward()
+        model.finish_grads()
+        elapsed = _max_over_ranks(time.perf_counter() - t0, group)
+        for p in model.parameters():
+            p.grad = None
+        if i >= warmup:
+            times.append(elapsed)
+    times.sort()
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
+    return statistics.median(times), q[2] - q[0]
+
+
+def saved_bytes(model: ParallelTransformer, plan, x: torch.Tensor) -> int:
+    """Bytes the forward of ``plan`` keeps for backward on this rank (measured)."""
+    tracker = TensorTracker()
+    with track_activations(tracker):
+        y = model(x, plan)
+    total = tracker.total()
+    y.sum().backward()
+    model.finish_grads()
+    for p in model.parameters():
+        p.grad = None
+    return total
+
+
+def run_profile(
+    cfg: ModelConfig,
+    seq_lens: Sequence[int],
+    *,
+    strategies: Sequence[str] = STRATEGIES,
+    batch: int = 1,
+    repeats: int = 3,
+    warmup: int = 1,
+    switch: bool = True,
+    group=None,
+    backend: str = "gloo",
+    device_name: str | None = None,
+    on_point: Callable[[dict], None] | None = None,
+) -> Profile:
+    """Profile every strategy at every length on this group; every rank returns the same Profile."""
+    rank, p = rank_and_size(group)
+    for s in seq_lens:
+        check_sequence(s, p)
+    model = ParallelTransformer(cfg, group=group)
+    points = []
+    for s in seq_lens:
+        gen = torch.Generator().manual_seed(s)
+        x = torch.randn(batch, s, cfg.hidden, generator=gen, dtype=cfg.torch_dtype)
+        # the stack's input requires grad in training (it is the embedding's output)
+        local = x[:, rank * (s // p) : (rank + 1) * (s // p)].clone().requires_grad_(True)
+        for k in strategies:
+            med, iqr = measure_step(model, k, local, repeats=repeats, warmup=warmup, group=group)
+            point = {
+                "strategy": k, "seq_len": s, "layer_time_s": med / cfg.layers, "iqr_s": iqr / cfg.layers,
+                "activation_bytes": saved_bytes(model, k, local) // cfg.layers,
+                "activation_bytes_analytic": activation_bytes(cfg, k, s, p, batch=batch),
+            }  # fmt: skip
+            points.append(point)
+            if on_point:
+                on_point(point)
+    switch_cost = _switch_cost(model, cfg, seq_lens, strategies, points, batch, repeats, warmup, group) if (
+        switch and cfg.layers >= 2 and len(strategies) >= 2) else 0.0  # fmt: skip
+    return Profile(hardware=hardware_id(backend, device_name), world_size=p, batch=batch, model=cfg,
+                   points=points, switch_cost_s=switch_cost)  # fmt: skip
+
+
+def _switch_cost(model, cfg, seq_lens, strategies, points, batch, repeats, warmup, group) -> float:
+    # Time half-and-half plans at the middle length; the excess over the pure strategies' layer
+    # times is what one boundary costs (clamped at 0: on CPU it is within noise).
+    rank, p = rank_and_size(group)
+    s = sorted(seq_lens)[len(seq_lens) // 2]
+    x = torch.randn(batch, s, cfg.hidden, generator=torch.Generator().manual_seed(s), dtype=cfg.torch_dtype)
+    local = x[:, rank * (s // p) : (rank + 1) * (s // p)].clone().requires_grad_(True)
+    per_layer = {pt["strategy"]: pt["layer_time_s"] for pt in points if pt["seq_len"] == s}
+    half = cfg.layers // 2
+    excess = []
+    for a in strategies:
+        for b in strategies:
+            if a == b:
+                continue
+            plan = [a] * half + [b] * (cfg.layers - half)
+            med, _ = measure_step(model, plan, local, repeats=repeats, warmup=warmup, group=group)
+            excess.append(med - half * per_layer[a] - (cfg.layers - half) * per_layer[b])
+    return max(0.0, statistics.median(excess))

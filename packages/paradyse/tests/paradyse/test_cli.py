@@ -1,0 +1,139 @@
+"""The paradyse CLI: planning and simulation in-process; profile and train under a real torchrun."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from paradyse.cli import app, parse_bytes
+from paradyse.config import MODELS
+from paradyse.costmodel import Profile, hardware_id
+
+runner = CliRunner()
+
+
+def _ok(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _fails(args, match, code=2):
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert match in result.output, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.fixture
+def profile_file(tmp_path):
+    cfg = MODELS["tiny"]
+    pts = [{"strategy": k, "seq_len": s, "layer_time_s": a + b * s, "iqr_s": 0.0, "activation_bytes": 0,
+            "activation_bytes_analytic": 0}
+           for k, a, b in (("megatron", 1e-3, 1e-6), ("ulysses", 2e-3, 8e-7), ("ring", 2e-3, 9e-7), ("metp", 5e-3, 1e-6))
+           for s in (16, 32, 64, 128)]  # fmt: skip
+    return Profile(hardware=hardware_id("gloo"), world_size=2, batch=1, model=cfg, points=pts).save(
+        tmp_path / "profile.json"
+    )
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("To be, or not to be, that is the question.\n" * 300)
+    return path
+
+
+def test_help_lists_the_commands():
+    out = _ok(["--help"])
+    for command in ("profile", "plan", "simulate", "train"):
+        assert command in out
+
+
+def test_plan_prints_the_plan_and_writes_json(profile_file, tmp_path):
+    out = _ok(
+        [
+            "plan",
+            "-p",
+            str(profile_file),
+            "--seq-len",
+            "64",
+            "--memory-cap",
+            "1GiB",
+            "-o",
+            str(tmp_path / "p.json"),
+        ]
+    )
+    assert "plan:" in out and "megatron x2" in out
+    assert json.loads((tmp_path / "p.json").read_text())["plan"] == ["megatron", "megatron"]
+    assert "plan:" in _ok(["plan", "-p", str(profile_file), "--seq-len", "64", "--planner", "paradyse"])
+
+
+def test_bad_input_fails_in_one_line(profile_file, tmp_path):
+    _fails(["plan", "-p", str(tmp_path / "none.json")], "not found")
+    _fails(
+        ["plan", "-p", str(profile_file), "--seq-len", "63"], "63 is not divisible by the parallel degree 2"
+    )
+    _fails(["plan", "-p", str(profile_file), "--seq-len", "1048576", "--memory-cap", "64MiB"],
+           "needs")  # fmt: skip
+    _fails(["plan", "-p", str(profile_file), "--memory-cap", "lots"], "cannot read a memory size")
+    _fails(["profile", "-m", "tiny", "--nproc", "3"], "not divisible by the parallel degree 3")
+    _fails(["train", "-p", str(profile_file), "--nproc", "4"], "measured on 2 ranks, not 4")
+    _fails(["simulate", "-m", "paper-7b", "--gpus", "24"], "not divisible by the parallel degree 24")
+
+
+def test_a_sequence_no_plan_can_hold_names_the_memory_needed(profile_file):
+    out = _fails(
+        ["plan", "-p", str(profile_file), "--seq-len", "1048576", "--memory-cap", "64MiB"], "GiB per rank"
+    )
+    assert "leanest plan" in out and "the cap is 0.06 GiB" in out
+
+
+def test_simulate_reproduces_the_qualitative_result(tmp_path):
+    out = _ok(["simulate", "-m", "paper-7b", "--gpus", "32", "--samples", "20", "--plot", str(tmp_path / "s.png"),
+               "-o", str(tmp_path / "s.json")])  # fmt: skip
+    assert "adaptive" in out
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["distribution"]["summary"]["adaptive"]["oom"] == 0
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_parse_bytes():
+    assert (
+        parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("80GB") == 80 * 10**9 and parse_bytes("512") == 512
+    )
+
+
+@pytest.mark.distributed
+def test_train_under_torchrun_switches_and_logs(profile_file, corpus, tmp_path):
+    log = tmp_path / "steps.jsonl"
+    out = _ok(["train", "-p", str(profile_file), "--nproc", "2", "--steps", "4", "--min-len", "16", "--max-len",
+               "128", "--corpus", str(corpus), "--memory-cap", "1GiB", "--log", str(log)])  # fmt: skip
+    assert "4 steps ran" in out
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert all(r["plan"] and r["loss"] > 0 and r["seq_len"] % 2 == 0 for r in records)
+
+
+@pytest.mark.distributed
+def test_a_rank_that_dies_stops_the_job_in_bounded_time(profile_file, corpus, tmp_path):
+    t0 = time.perf_counter()
+    out = _fails(["train", "-p", str(profile_file), "--nproc", "2", "--steps", "50", "--min-len", "16",
+                  "--max-len", "64", "--corpus", str(corpus), "--log", str(tmp_path / "l.jsonl"),
+                  "--fail-at", "1:2", "--timeout", "120"], "rank 1 died with exit code 17")  # fmt: skip
+    assert time.perf_counter() - t0 < 90, "the surviving rank must not hang"
+    assert "error:" in out
+
+
+@pytest.mark.distributed
+def test_profile_under_torchrun_writes_a_loadable_profile(tmp_path):
+    out_file = tmp_path / "prof.json"
+    _ok(["profile", "-m", "tiny", "--nproc", "2", "--seq-lens", "16,32,48", "--repeats", "1", "--no-switch",
+         "-o", str(out_file)])  # fmt: skip
+    prof = Profile.load(out_file)
+    assert prof.world_size == 2 and len(prof.points) == 12
+    assert all(pt["activation_bytes"] == pt["activation_bytes_analytic"] for pt in prof.points)

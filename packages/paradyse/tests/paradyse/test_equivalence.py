@@ -1,0 +1,94 @@
+"""Every strategy and every mix equals the single-process block stack, forward and backward, on gloo."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from effcore.testing.distributed import launch
+from paradyse.config import ModelConfig
+from paradyse.model import SHARD_DIM, ParallelTransformer
+from paradyse.reference import reference_forward, reference_weights
+
+pytestmark = pytest.mark.distributed
+
+GQA = ModelConfig(name="gqa", hidden=64, heads=8, kv_heads=4, layers=2, ffn=128, attn_chunk=5)
+MHA = ModelConfig(name="mha", hidden=32, heads=4, layers=2, ffn=64, causal=False)
+FP64 = ModelConfig(
+    name="fp64", hidden=32, heads=4, kv_heads=4, layers=2, ffn=64, dtype="float64", attn_chunk=3
+)
+
+PLANS = {
+    "gqa": [
+        "megatron",
+        "ulysses",
+        "ring",
+        "metp",
+        ("megatron", "metp"),
+        ("ring", "ulysses"),
+        ("metp", "ring"),
+    ],
+    "mha": ["megatron", "ulysses", "ring", "metp", ("ulysses", "megatron")],
+    "fp64": ["megatron", "ulysses", "ring", "metp"],
+}
+
+
+def _errors(cfg: ModelConfig, plans, rank: int, p: int, batch: int = 2, per_rank: int = 8) -> dict[str, dict]:
+    s = per_rank * p
+    dt = cfg.torch_dtype
+    x = torch.randn(batch, s, cfg.hidden, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(
+        dt
+    )
+    gy = torch.randn(
+        batch, s, cfg.hidden, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    ).to(dt)
+    ref = reference_weights(cfg)
+    xr = x.clone().requires_grad_(True)
+    yr = reference_forward(cfg, ref, xr)
+    (yr * gy).sum().backward()
+    sl = slice(rank * per_rank, (rank + 1) * per_rank)
+    out = {}
+    for plan in plans:
+        model = ParallelTransformer(cfg)
+        xl = x[:, sl].clone().requires_grad_(True)
+        y = model(xl, plan)
+        (y * gy[:, sl]).sum().backward()
+        model.finish_grads()
+
+        def rel(a, b):
+            a, b = a.detach(), b.detach()
+            return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+        dw = 0.0
+        for i, blk in enumerate(model.blocks):
+            for name, dim in SHARD_DIM.items():
+                want = ref[i][name].grad if dim is None else ref[i][name].grad.chunk(p, dim)[rank]
+                dw = max(dw, rel(getattr(blk, name).grad, want))
+        out[str(plan)] = {"y": rel(y, yr[:, sl]), "dx": rel(xl.grad, xr.grad[:, sl]), "dW": dw}
+    return out
+
+
+def _all_checks(rank: int, p: int) -> dict[str, dict]:
+    return {
+        name: _errors(cfg, PLANS[name], rank, p) for name, cfg in (("gqa", GQA), ("mha", MHA), ("fp64", FP64))
+    }
+
+
+def _assert(results: list[dict], p: int) -> None:
+    tol = {"gqa": 2e-6, "mha": 2e-6, "fp64": 1e-12}
+    for name in ("gqa", "mha", "fp64"):
+        for plan in PLANS[name]:
+            for what in ("y", "dx", "dW"):
+                worst = max(r[name][str(plan)][what] for r in results)
+                assert worst < tol[name], (
+                    f"{name} plan {plan} at world {p}: relative error of {what} = {worst:.2e}"
+                )
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_every_strategy_and_mix_equals_the_single_process_stack(world):
+    _assert(launch(_all_checks, world, timeout_s=600), world)
+
+
+def test_single_process_strategies_equal_the_reference():
+    _assert([_all_checks(0, 1)], 1)
