@@ -24,7 +24,7 @@ def mnist_root():
     return root
 
 
-def test_cli_trains_resumes_and_evaluates_lenet_tfdmnet(mnist_root, tmp_path):
+def test_cli_trains_and_evaluates_lenet_tfdmnet(mnist_root, tmp_path):
     from tfdmnet.cli import app
 
     runner = CliRunner()
