@@ -3,13 +3,14 @@
 Methods (each computes the same-size output of a ``k x k`` convolution with ``C -> C`` channels):
 
 - ``conv2d``: the peer, ``F.conv2d(x, w, padding=k//2)`` (oneDNN on CPU, cuDNN on GPU);
-- ``eml``: our layer as a drop-in replacement for one conv: rfft2, EML (filters transformed every
-  call, as in training), irfft2;
+- ``eml``: our layer as a drop-in replacement for one conv: rfft2, EML, irfft2;
 - ``eml_in_domain``: the EML alone on a spectrum, as it runs between frequency-domain layers;
 - ``fft_conv``: an FFT convolution written the plain way: rfft2 of input and padded kernel, an
   ``einsum`` over non-contiguous spectra, irfft2.
 
-``fwd`` times a forward pass without autograd; ``fwd+bwd`` a forward and backward of ``out.sum()``.
+``fwd`` times an inference forward (no autograd; the EML in eval mode, so its filter spectra are
+computed once and cached, as a deployed layer would); ``fwd+bwd`` a training step's forward and
+backward of ``out.sum()`` (the filters are transformed on every call, their gradient flows back).
 Ratios are ``conv2d time / method time``: above 1 the method is faster than the convolution.
 """
 
@@ -55,6 +56,7 @@ def _methods(
     eml = EML(c, w.shape[0], size, k, backend=backend).to(x.device)
     with torch.no_grad():
         eml.weight.copy_(w)
+    eml.weight._owner = eml  # lets _time switch the layer between eval (inference) and train
     xf = to_freq(x.detach()).requires_grad_(x.requires_grad)
 
     def conv() -> torch.Tensor:
@@ -80,6 +82,9 @@ def _methods(
 
 
 def _time(fn: Callable[[], torch.Tensor], leaves: list[torch.Tensor], mode: str, device) -> float:
+    for leaf in leaves:  # the EML's weight: eval (cached filters) for inference, train for a step
+        if isinstance(leaf, torch.nn.Parameter) and hasattr(leaf, "_owner"):
+            leaf._owner.train(mode != "fwd")
     _sync(device)
     t0 = time.perf_counter()
     if mode == "fwd":

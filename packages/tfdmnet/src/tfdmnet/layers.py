@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effcore.errors import ConfigError
-from tfdmnet.kernels.mixing import BACKENDS, Backend, freq_mix
+from tfdmnet.kernels.mixing import BACKENDS, Backend, freq_mix, freq_mix_torch_fm, resolve_backend
 from tfdmnet.spectral import (
     ANCHORS,
     SPECTRA,
@@ -25,6 +25,7 @@ from tfdmnet.spectral import (
     fix_spectrum,
     freq_shape,
     kernel_spectrum,
+    kernel_spectrum_conj_fm,
     to_freq,
     to_spatial,
 )
@@ -171,15 +172,17 @@ class EML(nn.Module):
         """The complex ``(out, in, H, W')`` filters this layer multiplies by."""
         if self.parametrisation == "free":
             return torch.view_as_complex(self.weight)
+        return self._cached("full", kernel_spectrum)
+
+    def _cached(self, kind: str, fn) -> torch.Tensor:
+        # Training: transform the kernel on every forward. Inference with fixed weights: once (an
+        # optimizer step, .to() or load_state_dict changes the version, device or dtype: recomputed).
         if self.training or torch.is_grad_enabled():
             self._cache = None
-            return kernel_spectrum(self.weight, self.size, spectrum=self.spectrum, anchor=self.anchor)
-        # Inference with fixed weights: transform the kernel once (an optimizer step, .to() or a
-        # load_state_dict changes the version, device or dtype and invalidates the cache).
-        key = (self.weight._version, self.weight.device, self.weight.dtype)
+            return fn(self.weight, self.size, spectrum=self.spectrum, anchor=self.anchor)
+        key = (kind, self.weight._version, self.weight.device, self.weight.dtype)
         if self._cache is None or self._cache[0] != key:
-            spec = kernel_spectrum(self.weight, self.size, spectrum=self.spectrum, anchor=self.anchor)
-            self._cache = (key, spec)
+            self._cache = (key, fn(self.weight, self.size, spectrum=self.spectrum, anchor=self.anchor))
         return self._cache[1]
 
     def spatial_kernel(self) -> torch.Tensor:
@@ -204,10 +207,14 @@ class EML(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_spectrum(x, "EML", self.in_channels, self.freq_shape)
-        wf = self.filter_spectrum()
-        if wf.dtype != x.dtype:
-            wf = wf.to(x.dtype)
-        y = freq_mix(x, wf, backend=self.backend)
+        if self.parametrisation == "spatial" and resolve_backend(self.backend, x.device) == "torch":
+            # CPU path: the conjugate filters straight in frequency-major layout (a DFT of the k x k
+            # support), then one complex bmm.
+            wt = self._cached("conj_fm", kernel_spectrum_conj_fm)
+            y = freq_mix_torch_fm(x, wt if wt.dtype == x.dtype else wt.to(x.dtype))
+        else:
+            wf = self.filter_spectrum()
+            y = freq_mix(x, wf if wf.dtype == x.dtype else wf.to(x.dtype), backend=self.backend)
         if self.convention == "tfdmnet":
             # conj(X) * K == conj(X * conj(K)) for the authors' conjugate-on-input form.
             y = y.conj()

@@ -15,7 +15,8 @@ Presets (plain functions, ``PRESETS`` by name):
   11-13 at 2x2 (full 2x2 kernels), frequency pooling, complex FC 512.
 - ``alexnet-mixture``: ``AlexNet_mixture`` for ImageNet: conv1 11x11/4 spatial, conv2 an EML at
   27x27 (K=5), conv3-5 EMLs at 13x13 (K=3).
-- ``<name>-cnn``: the twin of each. Every preset takes ``width`` (a channel multiplier, for CPU recipes).
+- ``<name>-cnn``: the twin of each (``-cnn-matched``: with variance-matched dropout, see
+  :meth:`NetConfig.cnn_twin`). Every preset takes ``width`` (a channel multiplier, for CPU recipes).
 """
 
 from __future__ import annotations
@@ -162,16 +163,31 @@ class NetConfig:
     def has_eml(self) -> bool:
         return any(isinstance(layer, Freq) for layer in self.layers)
 
-    def cnn_twin(self) -> NetConfig:
-        """The CNN of the same shape: every EML becomes a ``padding=k//2`` conv with the same dropout."""
+    def cnn_twin(self, *, dropout: Literal["same", "matched"] = "same") -> NetConfig:
+        """The CNN of the same shape: every EML becomes a ``padding=k//2`` conv.
+
+        ``dropout="same"`` gives each conv the EML's dropout rate ``p`` as ordinary (Bernoulli)
+        dropout. ``"matched"`` gives it the rate whose multiplier has the variance of the EML's
+        Gaussian noise ``N(1, (p/2)^2)``: ``p' = s / (1 + s)`` with ``s = (p/2)^2`` (0.06 for p = 0.5),
+        so both networks are regularised alike.
+        """
+        if dropout not in ("same", "matched"):
+            raise ConfigError(f"cnn_twin dropout={dropout!r} is not same or matched")
+
+        def rate(p: float) -> float:
+            return p if dropout == "same" else round((p / 2) ** 2 / (1 + (p / 2) ** 2), 4)
+
         layers = tuple(
-            Conv(channels=layer.channels, kernel=layer.twin_kernel or layer.kernel, dropout=layer.dropout)
+            Conv(
+                channels=layer.channels, kernel=layer.twin_kernel or layer.kernel, dropout=rate(layer.dropout)
+            )
             if isinstance(layer, Freq)
             else layer
             for layer in self.layers
         )
         name = self.name.removesuffix("-mixture").removesuffix("-tfdmnet")
-        return dataclasses.replace(self, name=f"{name}-cnn", layers=layers, head_domain="spatial")
+        suffix = "-cnn" if dropout == "same" else "-cnn-matched"
+        return dataclasses.replace(self, name=f"{name}{suffix}", layers=layers, head_domain="spatial")
 
     def to_dict(self) -> dict[str, Any]:
         def layer(spec: Layer) -> dict[str, Any]:
@@ -297,11 +313,13 @@ def alexnet_mixture(*, width: float = 1.0, num_classes: int = 1000) -> NetConfig
     )
 
 
-def _twin(fn: Callable[..., NetConfig]) -> Callable[..., NetConfig]:
+def _twin(fn: Callable[..., NetConfig], dropout: str = "same") -> Callable[..., NetConfig]:
     def twin(**kw: Any) -> NetConfig:
-        return fn(**kw).cnn_twin()
+        return fn(**kw).cnn_twin(dropout=dropout)
 
-    twin.__doc__ = f"The CNN twin of ``{fn.__name__}`` (same widths, EMLs as convolutions)."
+    twin.__doc__ = (
+        f"The CNN twin of ``{fn.__name__}`` (same widths, EMLs as convolutions, {dropout} dropout)."
+    )
     return twin
 
 
@@ -309,8 +327,10 @@ PRESETS: dict[str, Callable[..., NetConfig]] = {
     "lenet-tfdmnet": lenet_tfdmnet,
     "lenet-cemnet": lenet_cemnet,
     "lenet-cnn": _twin(lenet_tfdmnet),
+    "lenet-cnn-matched": _twin(lenet_tfdmnet, "matched"),
     "vgg16-mixture": vgg16_mixture,
     "vgg16-cnn": _twin(vgg16_mixture),
+    "vgg16-cnn-matched": _twin(vgg16_mixture, "matched"),
     "alexnet-mixture": alexnet_mixture,
     "alexnet-cnn": _twin(alexnet_mixture),
 }

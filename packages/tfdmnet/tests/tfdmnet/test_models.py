@@ -78,6 +78,19 @@ def test_vgg16_mixture_follows_the_paper_split():
     assert twin.head == cfg.head and twin.head_domain == "spatial"
 
 
+def test_matched_twin_dropout_has_the_variance_of_the_gaussian_noise():
+    cfg = get_preset("vgg16-mixture")
+    same, matched = cfg.cnn_twin(), cfg.cnn_twin(dropout="matched")
+    assert same.name == "vgg16-cnn" and matched.name == "vgg16-cnn-matched"
+    for spec, a, b in zip(cfg.layers, same.layers, matched.layers, strict=True):
+        if isinstance(spec, Freq):
+            assert a.dropout == spec.dropout
+            # Bernoulli(p') inverted dropout multiplies by 0 or 1/(1-p'): variance p'/(1-p')
+            assert b.dropout / (1 - b.dropout) == pytest.approx((spec.dropout / 2) ** 2, rel=1e-3)
+        elif not isinstance(spec, Pool):
+            assert a.dropout == b.dropout == spec.dropout
+
+
 def test_alexnet_mixture_keeps_only_conv1_spatial():
     model = build_model("alexnet-mixture")
     info = model.block_info
@@ -158,12 +171,19 @@ def test_conv_count_matches_torchs_flop_counter():
 def test_eml_flop_formula_matches_the_executed_ops(h, w, c, o, spectrum):
     from tfdmnet.layers import EML, ToFreq, ToSpatial
 
-    layer = torch.nn.Sequential(ToFreq(spectrum), EML(c, o, (h, w), min(2, h, w), spectrum=spectrum,
-                                                      backend="torch"), ToSpatial((h, w), spectrum))  # fmt: skip
-    x = torch.zeros(3, c, h, w)
-    measured, _ = measure_flops(lambda: layer(x))  # training mode: the filters are transformed too
-    expected = eml_flops(batch=3, cin=c, cout=o, size=(h, w), spectrum=spectrum, weight_fft=True)
-    assert measured == expected["total"]
+    k = min(2, h, w)
+    for backend, transform in (("torch", "dft"), ("reference", "fft")):
+        if backend == "reference" and c == 1:
+            continue  # einsum contracts a size-1 channel dim with an elementwise multiply, not a bmm
+        eml = EML(c, o, (h, w), k, spectrum=spectrum, backend=backend)
+        layer = torch.nn.Sequential(ToFreq(spectrum), eml, ToSpatial((h, w), spectrum))
+        x = torch.zeros(3, c, h, w)
+        measured, _ = measure_flops(
+            lambda f=layer, inp=x: f(inp)
+        )  # training: the filters are transformed too
+        expected = eml_flops(batch=3, cin=c, cout=o, size=(h, w), spectrum=spectrum, weight_transform=transform,
+                             kernel=k)  # fmt: skip
+        assert measured == expected["total"], backend
 
 
 def test_fft_cost_model():

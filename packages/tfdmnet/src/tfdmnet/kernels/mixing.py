@@ -39,6 +39,7 @@ __all__ = [
     "freq_mix_forward",
     "freq_mix_reference",
     "freq_mix_torch",
+    "freq_mix_torch_fm",
     "freq_mix_triton",
     "resolve_backend",
     "triton_available",
@@ -75,13 +76,23 @@ def freq_mix_reference(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def freq_mix_torch(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The same product as one contiguous complex ``bmm`` over the ``H*W'`` frequencies (autograd-able)."""
     _check_operands(x, w)
+    o, c, h, wf = w.shape
+    wt = w.conj().reshape(o, c, h * wf).permute(2, 1, 0).contiguous()  # (F, C, O)
+    return freq_mix_torch_fm(x, wt)
+
+
+def freq_mix_torch_fm(x: torch.Tensor, w_conj_fm: torch.Tensor) -> torch.Tensor:
+    """:func:`freq_mix_torch` with the filters already as ``conj(W)`` in frequency-major ``(F, C, O)``."""
     n, c, h, wf = x.shape
-    o = w.shape[0]
     f = h * wf
+    if w_conj_fm.shape[:2] != (f, c):
+        raise ConfigError(
+            f"freq_mix: frequency-major filters {tuple(w_conj_fm.shape)} do not fit X {tuple(x.shape)}",
+            hint="the filters are (H*W', C, O) for X (N, C, H, W')",
+        )
     xf = x.reshape(n, c, f).permute(2, 0, 1).contiguous()  # (F, N, C)
-    wt = w.conj().reshape(o, c, f).permute(2, 1, 0).contiguous()  # (F, C, O)
-    y = torch.bmm(xf, wt)  # (F, N, O)
-    return y.permute(1, 2, 0).reshape(n, o, h, wf)
+    y = torch.bmm(xf, w_conj_fm)  # (F, N, O)
+    return y.permute(1, 2, 0).reshape(n, w_conj_fm.shape[2], h, wf)
 
 
 def _next_pow2(n: int) -> int:
