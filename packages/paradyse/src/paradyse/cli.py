@@ -25,10 +25,10 @@ from effcore.errors import ConfigError
 app = make_app(
     "paradyse",
     "ParaDySe: pick, for every sequence, the fastest per-layer mix of parallel strategies that fits.\n\n"
-    "  paradyse profile -m bench --nproc 4 -o prof.json   # time the 4 strategies (gloo)\n\n"
-    "  paradyse plan -p prof.json --seq-len 8192          # the plan for one length\n\n"
-    "  paradyse train -p prof.json --nproc 4 --steps 30   # train, switching per batch\n\n"
-    "  paradyse simulate -m paper-7b --gpus 32            # H100/H200 predictions up to 624K tokens\n\n"
+    "[bold]paradyse profile[/] -m bench --nproc 4 -o prof.json: time the strategies (gloo)\n\n"
+    "[bold]paradyse plan[/] -p prof.json --seq-len 8192: the plan for one length\n\n"
+    "[bold]paradyse train[/] -p prof.json --nproc 4 --steps 30: train, switching per batch\n\n"
+    "[bold]paradyse simulate[/] -m paper-7b --gpus 32: H100/H200 predictions up to 624K tokens\n\n"
     "Strategies: megatron (TP+SP), ulysses (all-to-all + ZeRO-3), ring (ring attention + ZeRO-3), "
     "metp (memory-minimal fallback).",
 )

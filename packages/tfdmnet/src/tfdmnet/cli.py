@@ -24,14 +24,14 @@ from effcore.errors import ConfigError
 app = make_app(
     "tfdmnet",
     "TFDMNet: convolutions replaced by element-wise multiplications in the frequency domain (EMLs).\n\n"
-    "  tfdmnet models                                   # the presets, their parameters and MACs\n\n"
-    "  tfdmnet train -m lenet-tfdmnet --run-dir runs/a  # MNIST, ~5 min on 2 CPU cores\n\n"
-    "  tfdmnet train -m lenet-cnn --run-dir runs/b      # its CNN twin, same recipe\n\n"
-    "  tfdmnet eval --run-dir runs/a                    # test accuracy of a checkpoint\n\n"
-    "  tfdmnet ops -m vgg16-mixture                     # per-layer op counts vs the CNN twin\n\n"
-    "  tfdmnet bench                                    # EML vs conv2d vs FFT conv timings\n\n"
-    "Data is read from --data-dir, $EFFML_DATA or ../shared/data (mnist/mnist.npz, "
-    "cifar10/cifar10_jpg.tar.gz). An interrupted `train` resumes from its last epoch when run again.",
+    "[bold]tfdmnet models[/]: the presets, their parameters and MACs\n\n"
+    "[bold]tfdmnet train[/] -m lenet-tfdmnet --run-dir runs/a: MNIST, ~7 min on 2 CPU cores\n\n"
+    "[bold]tfdmnet train[/] -m lenet-cnn --run-dir runs/b: its CNN twin, same recipe\n\n"
+    "[bold]tfdmnet eval[/] --run-dir runs/a: test accuracy of a checkpoint\n\n"
+    "[bold]tfdmnet ops[/] -m vgg16-mixture: per-layer op counts against the CNN twin\n\n"
+    "[bold]tfdmnet bench[/]: EML vs conv2d vs a plain FFT convolution, timed\n\n"
+    "Data: --data-dir, $EFFML_DATA or ../shared/data (mnist/mnist.npz, cifar10/cifar10_jpg.tar.gz). "
+    "An interrupted `train` resumes from its last epoch when run again.",
 )
 
 ModelOpt = Annotated[
