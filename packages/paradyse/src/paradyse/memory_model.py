@@ -23,7 +23,14 @@ from dataclasses import dataclass
 
 from paradyse.config import ModelConfig, check_plan
 
-__all__ = ["MemoryEstimate", "activation_bytes", "estimate_memory", "state_bytes", "transient_bytes"]
+__all__ = [
+    "MemoryEstimate",
+    "activation_bytes",
+    "estimate_memory",
+    "lm_bytes",
+    "state_bytes",
+    "transient_bytes",
+]
 
 _FP32 = 4
 
@@ -86,6 +93,21 @@ def state_bytes(cfg: ModelConfig, p: int, *, optimizer_states: int = 2) -> int:
     per_layer = (cfg.params_per_layer - 2 * cfg.hidden) // p + 2 * cfg.hidden
     n = per_layer * cfg.layers
     return n * cfg.dtype_bytes * 2 + n * _FP32 * optimizer_states
+
+
+def lm_bytes(cfg: ModelConfig, seq_len: int, p: int, *, batch: int = 1, vocab: int = 256,
+             optimizer_states: int = 2) -> int:  # fmt: skip
+    """What the language model around the stack adds on one rank (``paradyse.train.ParadyseLM``).
+
+    The replicated embedding (tied head) and final norm with gradients and optimizer state, the
+    embedding output, the final norm's saved tensors, and the fp32 logits with the softmax cross
+    entropy's saved log-probabilities and their gradient.
+    """
+    b, sl, h, e = batch, seq_len // p, cfg.hidden, cfg.dtype_bytes
+    params = vocab * h + h
+    states = params * (2 * e + optimizer_states * _FP32)
+    acts = 3 * b * sl * h * e + 3 * b * sl * vocab * _FP32
+    return states + acts
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

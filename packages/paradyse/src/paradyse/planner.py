@@ -46,8 +46,10 @@ class CostTable:
     @classmethod
     def build(
         cls, cfg: ModelConfig, p: int, seq_len: int, models: Mapping[str, TimeModel], *, batch: int = 1,
-        strategies: Sequence[str] = STRATEGIES,
+        strategies: Sequence[str] = STRATEGIES, extra_bytes: int = 0,
     ) -> CostTable:  # fmt: skip
+        """The table at ``seq_len``; ``extra_bytes`` is memory outside the block stack (e.g. the
+        language model's embedding and logits, :func:`paradyse.memory_model.lm_bytes`)."""
         names = [k for k in strategies if k in models]
         if not names:
             raise PlanError("no time model for any strategy", hint="profile the strategies first")
@@ -56,7 +58,7 @@ class CostTable:
             time={k: float(models[k].predict(seq_len)) for k in names},
             act={k: activation_bytes(cfg, k, seq_len, p, batch=batch) for k in names},
             transient={k: transient_bytes(cfg, k, seq_len, p, batch=batch) for k in names},
-            states=state_bytes(cfg, p),
+            states=state_bytes(cfg, p) + extra_bytes,
         )  # fmt: skip
 
     def memory(self, plan: Sequence[str]) -> int:

@@ -29,6 +29,7 @@ from paradyse.comm import all_reduce_grads, rank_and_size
 from paradyse.config import STRATEGIES, ModelConfig, PlanError
 from paradyse.costmodel import Profile, hardware_id
 from paradyse.data import LengthSampler, TextStream, load_corpus
+from paradyse.memory_model import lm_bytes
 from paradyse.model import ParallelTransformer, rms_norm
 from paradyse.planner import CostTable, HeuristicState, Plan, Planner, compress, paradyse_plan
 
@@ -149,7 +150,8 @@ def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str,
             if args.fail_at is not None and args.fail_at == (rank, step):
                 os._exit(17)  # a rank dies without a word, as a crashed process would
             s = tokens.shape[1]
-            table = CostTable.build(cfg, p, s, models, batch=args.batch)
+            table = CostTable.build(cfg, p, s, models, batch=args.batch,
+                                    extra_bytes=lm_bytes(cfg, s, p, batch=args.batch))  # fmt: skip
             record: dict[str, Any] = {"step": step, "seq_len": s}
             try:
                 plan = _choose(args.mode, table, planner, heuristic, args, cfg)

@@ -76,3 +76,56 @@ def test_states_are_one_shard_per_rank_for_every_strategy():
     est = estimate_memory(cfg, ["megatron", "metp", "metp"], 1024, 4)
     assert est.total == est.states + est.activations + est.transient
     assert est.transient == max(transient_bytes(cfg, k, 1024, 4) for k in ("megatron", "metp"))
+
+
+def _train_peaks(rank: int, p: int, profile: str, corpus: str) -> dict[str, list[dict]]:
+    from paradyse.memory_model import lm_bytes
+    from paradyse.planner import CostTable
+    from paradyse.train import TrainArgs, train_worker
+
+    cfg = ModelConfig(hidden=64, heads=8, kv_heads=4, layers=3, ffn=256, attn_chunk=32)
+    # a cap that only METP-heavy plans meet at the longest length: the adaptive plans then mix
+    table = CostTable.build(cfg, p, 256, _flat_models(), extra_bytes=lm_bytes(cfg, 256, p))
+    tight = int(1.02 * table.memory(("megatron", "metp", "metp")))
+    out = {}
+    for mode, cap in (
+        ("adaptive", tight),
+        ("metp", 2**30),
+        ("ring", 2**30),
+        ("ulysses", 2**30),
+        ("megatron", 2**30),
+    ):
+        args = TrainArgs(model=cfg.to_dict(), profile=profile, mode=mode, steps=4, min_len=64, max_len=256,
+                         distribution="bimodal", corpus=corpus, memory_cap=cap, measure_memory=True,
+                         any_hardware=True)  # fmt: skip
+        out[mode] = train_worker(args)
+    return out
+
+
+def _flat_models():
+    from paradyse.costmodel import TimeModel
+
+    return {k: TimeModel(strategy=k, coef=(0.0, t, 0.0), cv_error=0.0, profiled_max=1, n_points=3)
+            for k, t in (("megatron", 1e-5), ("ulysses", 2e-5), ("ring", 3e-5), ("metp", 4e-5))}  # fmt: skip
+
+
+def test_training_steps_never_peak_above_their_predicted_memory(tmp_path):
+    from paradyse.costmodel import Profile
+
+    cfg = ModelConfig(hidden=64, heads=8, kv_heads=4, layers=3, ffn=256, attn_chunk=32)
+    pts = [{"strategy": k, "seq_len": s, "layer_time_s": t * s, "iqr_s": 0.0, "activation_bytes": 0,
+            "activation_bytes_analytic": 0}
+           for k, t in (("megatron", 1e-5), ("ulysses", 2e-5), ("ring", 3e-5), ("metp", 4e-5)) for s in (32, 64, 128)]  # fmt: skip
+    prof = Profile(hardware="x", world_size=2, batch=1, model=cfg, points=pts).save(tmp_path / "p.json")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcdefghij" * 200)
+    by_mode = launch(_train_peaks, 2, str(prof), str(corpus), timeout_s=600)[0]
+    plans = {r["plan"] for r in by_mode["adaptive"] if not r["oom"]}
+    assert any("metp" in pl and "megatron" in pl for pl in plans), (
+        f"the tight cap should force mixes: {plans}"
+    )
+    for mode, records in by_mode.items():
+        assert len(records) == 4
+        for r in records:
+            assert not r["oom"], (mode, r)
+            assert r["peak_bytes"] <= r["predicted_bytes"], (mode, r)
