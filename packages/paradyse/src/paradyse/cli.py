@@ -127,6 +127,14 @@ def _show_profile(prof) -> None:
     console.print(f"switch cost per boundary: {prof.switch_cost_s * 1e3:.2f} ms")
 
 
+def _plain_ticks(ax, values) -> None:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xticks(list(values))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _plot_profile(prof, path: Path) -> None:
     import matplotlib
 
@@ -144,6 +152,7 @@ def _plot_profile(prof, path: Path) -> None:
         ax.plot(grid, m.predict(grid) * 1e3, "-", color=line.get_color(), lw=0.8)
     ax.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="ms per layer (fwd+bwd)",
            title=f"{prof.model.name}, {prof.world_size} ranks")  # fmt: skip
+    _plain_ticks(ax, sorted({pt["seq_len"] for pt in prof.points}))
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -278,8 +287,12 @@ def _plot_sim(curve: dict, path: Path) -> None:
         pts = [(r["seq_len"], r[f"{k}_s"]) for r in rows if r.get(f"{k}_s") is not None]
         if pts:
             ax.plot(*zip(*pts, strict=True), "o-" if k != "adaptive" else "k--", label=k, lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="seconds per step",
+    ax.set(xscale="log", yscale="log", xlabel="sequence length (K tokens)", ylabel="seconds per step",
            title=f"{curve['model']} on {curve['p']} x {curve['hardware']}")  # fmt: skip
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1024:.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -299,6 +299,11 @@ def _plot_bench(rows: list[dict], path: Path) -> None:
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set(xscale="log", yscale="log", xlabel="feature-map size", ylabel="conv2d time / method time",
                title=mode)  # fmt: skip
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xticks(sorted({r["size"] for r in rows}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
