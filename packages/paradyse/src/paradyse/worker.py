@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dist.init_process_group("gloo", timeout=timeout)
         (_profile if argv[0] == "profile" else _train)(job)
+        # Leave together: a rank that tears its connections down while a peer is still writing
+        # results can make the peer's gloo threads abort (seen as SIGABRT at exit).
+        dist.barrier()
     except EffmlError as err:
         print(f"error: rank {rank}: {err}", file=sys.stderr, flush=True)
         return err.exit_code
