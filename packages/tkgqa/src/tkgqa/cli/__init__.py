@@ -1,0 +1,29 @@
+"""The ``tkgqa`` command line: index a temporal KG, search it, ask and evaluate agents, serve a local LLM."""
+
+from __future__ import annotations
+
+from effcore.cli import make_app
+from tkgqa.cli._agent import ask, eval_cmd, replay
+from tkgqa.cli._kg import index, search
+from tkgqa.cli._serve import serve_llm
+
+__all__ = ["app"]
+
+app = make_app(
+    "tkgqa",
+    "Temporal KG question answering with AT2QA's search agent on MultiTQ.\n\n"
+    "  tkgqa index                                     # embed the 227,892 MultiTQ facts once (15-20 min, cached)\n\n"
+    '  tkgqa search "visit China" -e "Barack Obama" --position front --sort time_asc\n\n'
+    '  tkgqa ask "Who visited China on 8 May 2013?"    # the deterministic planner\n\n'
+    "  tkgqa eval --split dev --out dev.json           # strict + lenient Hits@1, per type, vs AT2QA\n\n"
+    "  tkgqa serve-llm --llm smollm2                   # an OpenAI-compatible server on 127.0.0.1:8765\n\n"
+    "  tkgqa eval -p openai --base-url http://127.0.0.1:8765/v1 -n 20 --log run.jsonl\n\n"
+    "  tkgqa replay run.jsonl                          # re-run the logged tool calls, compare the hits\n\n"
+    "Data: --data-dir, $EFFML_DATA or ../shared/data (multitq/, icews14/). Caches: $EFFML_CACHE/tkgqa.",
+)
+app.command()(index)
+app.command()(search)
+app.command()(ask)
+app.command("eval")(eval_cmd)
+app.command()(replay)
+app.command("serve-llm")(serve_llm)

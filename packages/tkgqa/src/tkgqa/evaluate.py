@@ -1,0 +1,126 @@
+"""Evaluation: run a policy over questions, score both metrics, break down, compare with AT2QA per question."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tkgqa.agent import AgentResult, Policy, run_agent
+from tkgqa.metrics import breakdown, lenient_correct, strict_correct
+from tkgqa.questions import Question
+from tkgqa.search import SearchTool
+
+__all__ = ["BREAKDOWN_KEYS", "EvalReport", "evaluate", "reference_rows", "score_result"]
+
+BREAKDOWN_KEYS = ("qtype", "qlabel", "answer_type", "time_level", "meta_source")
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalReport:
+    """Per-question rows, the breakdown table and the comparison with AT2QA's published results."""
+
+    rows: list[dict[str, Any]]
+    table: list[dict[str, Any]]
+    comparison: dict[str, Any] = field(default_factory=dict)
+    results: list[AgentResult] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return self.table[0] if self.table else {}
+
+
+def score_result(q: Question, res: AgentResult) -> dict[str, Any]:
+    """One row: both Hits@1 metrics, counters and the question's metadata."""
+    first = res.answers[0] if res.answers else ""
+    return {
+        "quid": q.quid, "question": q.question, "gold": q.answers, "pred": first,
+        "strict": strict_correct(first, q.answers), "lenient": lenient_correct(res.final_text, q.answers),
+        "tool_calls": res.tool_calls, "step_cap": res.hit_step_cap, "best_effort": res.best_effort,
+        "repairs": res.repairs, "tool_errors": res.tool_errors, "seconds": res.seconds,
+        "qtype": q.qtype, "qlabel": q.qlabel, "answer_type": q.answer_type, "time_level": q.time_level,
+        "meta_source": q.meta_source, "split": q.split,
+    }  # fmt: skip
+
+
+def _counters(sel: list[dict]) -> dict[str, Any]:
+    n = max(len(sel), 1)
+    return {
+        "tool_calls": sum(r["tool_calls"] for r in sel) / n,
+        "step_cap_hits": sum(bool(r["step_cap"]) for r in sel),
+        "repairs": sum(r["repairs"] for r in sel),
+    }
+
+
+def reference_rows(questions: Sequence[Question], reference: dict[int, dict]) -> list[dict[str, Any]]:
+    """AT2QA's published predictions scored with *our* two metrics on the same questions."""
+    out = []
+    for q in questions:
+        ref = reference.get(q.quid)
+        if ref is None:
+            continue
+        pred = ref.get("pred") or ""
+        out.append({
+            "quid": q.quid, "strict": strict_correct(_first_item(pred), q.answers),
+            "lenient": lenient_correct(f"<answer>{pred}</answer>" if pred else "", q.answers),
+            "published_correct": bool(ref.get("correct")), "tool_calls": int(ref.get("n_tool_calls") or 0),
+            "step_cap": int(ref.get("n_tool_calls") or 0) >= 20 and not pred, "repairs": 0,
+            "qtype": q.qtype, "qlabel": q.qlabel, "answer_type": q.answer_type, "time_level": q.time_level,
+            "meta_source": q.meta_source,
+        })  # fmt: skip
+    return out
+
+
+def _first_item(pred: str) -> str:
+    from tkgqa.metrics import split_answer_list
+
+    items = split_answer_list(pred)
+    return items[0] if items else pred
+
+
+def evaluate(
+    questions: Sequence[Question],
+    policy_factory: Callable[[], Policy],
+    tool: SearchTool,
+    *,
+    max_steps: int = 20,
+    reference: dict[int, dict] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    keep_results: bool = True,
+) -> EvalReport:
+    """Run every question through a fresh policy, score it, and build the breakdown (and comparison)."""
+    rows, results = [], []
+    policy = policy_factory()
+    for i, q in enumerate(questions):
+        res = run_agent(q.question, policy, tool, quid=q.quid, max_steps=max_steps)
+        extra = getattr(policy, "last", None)
+        if extra is not None:
+            res.extra = {"form": extra.qtype, "notes": extra.notes}
+        rows.append(score_result(q, res))
+        if keep_results:
+            results.append(res)
+        if progress:
+            progress(i + 1, len(questions))
+    table = breakdown(rows, BREAKDOWN_KEYS, ("strict", "lenient"), extra=_counters)
+    comparison: dict[str, Any] = {}
+    if reference:
+        ref = reference_rows(questions, reference)
+        ours = {r["quid"]: r for r in rows}
+        both = [(ours[r["quid"]], r) for r in ref if r["quid"] in ours]
+        for o, r in both:  # question by question, same rules on both sides
+            o["at2qa_strict"], o["at2qa_lenient"], o["at2qa_tool_calls"] = (
+                r["strict"],
+                r["lenient"],
+                r["tool_calls"],
+            )
+            o["at2qa_pred"] = (reference.get(o["quid"]) or {}).get("pred")
+        comparison = {
+            "n": len(both),
+            "at2qa_table": breakdown(
+                ref, BREAKDOWN_KEYS, ("strict", "lenient", "published_correct"), extra=_counters
+            ),
+            "only_ours_strict": sum(o["strict"] and not r["strict"] for o, r in both),
+            "only_at2qa_strict": sum(r["strict"] and not o["strict"] for o, r in both),
+            "both_strict": sum(o["strict"] and r["strict"] for o, r in both),
+            "neither_strict": sum(not o["strict"] and not r["strict"] for o, r in both),
+        }
+    return EvalReport(rows=rows, table=table, comparison=comparison, results=results)

@@ -1,0 +1,142 @@
+"""Policies for the agent loop: the deterministic planner and an OpenAI-compatible chat client."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+
+from tkgqa.agent import PolicyError
+from tkgqa.planner import Planner, PlanOutcome
+from tkgqa.prompt import system_prompt
+from tkgqa.search import tool_schema
+
+__all__ = ["ENV_API_KEY", "ENV_BASE_URL", "ENV_MODEL", "OpenAIChatPolicy", "PlannerPolicy"]
+
+ENV_BASE_URL = "TKGQA_BASE_URL"
+ENV_MODEL = "TKGQA_MODEL"
+ENV_API_KEY = "OPENAI_API_KEY"
+
+
+class PlannerPolicy:
+    """Drives :class:`Planner` through the agent loop: each planned call becomes a tool call message."""
+
+    name = "planner"
+
+    def __init__(self, planner: Planner, *, answers: int = 1) -> None:
+        self.planner = planner
+        self.answers = answers
+        self._gen = None
+        self._n = 0
+        self.last: PlanOutcome | None = None
+
+    def start(self, question: str) -> list[dict[str, Any]]:
+        self._gen = self.planner.run(question)
+        self._n = 0
+        self.last = None
+        return [
+            {"role": "system", "content": "deterministic MultiTQ planner"},
+            {"role": "user", "content": question},
+        ]
+
+    def next(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        if self._gen is None:
+            raise PolicyError("PlannerPolicy.next() before start()")
+        try:
+            if messages[-1].get("role") == "tool":
+                obs = json.loads(messages[-1]["content"])
+                call = self._gen.send(obs if isinstance(obs, list) else [])
+            else:
+                call = next(self._gen)
+        except StopIteration as stop:
+            self.last = stop.value
+            picked = stop.value.answers[: self.answers]
+            body = ", ".join(picked)
+            return {
+                "role": "assistant",
+                "content": f"<answer>{body}</answer>" if body else "<answer>unknown</answer>",
+            }
+        self._n += 1
+        return {"role": "assistant", "content": None, "tool_calls": [{
+            "id": f"call_{self._n}", "type": "function",
+            "function": {"name": "vector_search", "arguments": json.dumps(call)},
+        }]}  # fmt: skip
+
+
+class OpenAIChatPolicy:
+    """An OpenAI-compatible ``/chat/completions`` client (function calling) with AT2QA's prompt.
+
+    Options fall back to ``$TKGQA_BASE_URL``, ``$TKGQA_MODEL`` and ``$OPENAI_API_KEY``. Requests use
+    the standard library (``urllib``) with a bounded timeout; a malformed response is retried
+    ``retries`` times (counted as repairs); an unreachable server is one clear :class:`PolicyError`.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        temperature: float = 0.0,
+        fewshot: bool = True,
+        retries: int = 2,
+        with_top_k: bool = False,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or "http://127.0.0.1:8765/v1").rstrip("/")
+        self.model = model or os.environ.get(ENV_MODEL) or "local"
+        self.api_key = api_key or os.environ.get(ENV_API_KEY) or ""
+        self.timeout, self.temperature, self.retries = timeout, temperature, retries
+        self.prompt = system_prompt(fewshot=fewshot)
+        self.tools = [tool_schema(with_top_k=with_top_k)]
+        self.name = f"openai:{self.model}"
+
+    def start(self, question: str) -> list[dict[str, Any]]:
+        return [{"role": "system", "content": self.prompt}, {"role": "user", "content": question}]
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as err:
+            body = err.read().decode("utf-8", "replace")[:300]
+            raise PolicyError(f"LLM server at {url} answered HTTP {err.code}: {body}",
+                              hint="check --model and the API key ($OPENAI_API_KEY)") from None  # fmt: skip
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            reason = getattr(err, "reason", err)
+            raise PolicyError(
+                f"cannot reach the LLM server at {url} ({reason})",
+                hint=f"start one with `tkgqa serve-llm`, or pass --base-url / set ${ENV_BASE_URL}",
+            ) from None
+
+    def next(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        payload = {"model": self.model, "messages": messages, "tools": self.tools, "tool_choice": "auto",
+                   "temperature": self.temperature}  # fmt: skip
+        repairs = 0
+        for _ in range(self.retries + 1):
+            try:
+                data = self._post(payload)
+                msg = data["choices"][0]["message"]
+                if not isinstance(msg, dict):
+                    raise TypeError("message is not an object")
+            except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+                repairs += 1
+                continue
+            # tkgqa's own server reports the repairs it made while parsing the model's text.
+            out = {
+                "role": "assistant",
+                "content": msg.get("content"),
+                "_repairs": repairs + int(msg.get("tkgqa_repairs") or 0),
+            }
+            if msg.get("tool_calls"):
+                out["tool_calls"] = msg["tool_calls"]
+            return out
+        raise PolicyError(f"the LLM server at {self.base_url} sent {repairs} malformed responses in a row",
+                          hint="check that it speaks the OpenAI chat-completions format")  # fmt: skip

@@ -1,0 +1,91 @@
+"""Wiring: KG + encoder + cached index + tool, and the policies the CLI and the tour build on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from effcore.errors import ConfigError
+from tkgqa.agent import Policy
+from tkgqa.embed import Encoder, FactIndex, get_encoder, load_or_build_index
+from tkgqa.loaders import load_kg
+from tkgqa.search import SearchTool
+from tkgqa.store import TemporalKG
+
+__all__ = ["POLICIES", "Runtime", "open_runtime", "policy_factory"]
+
+POLICIES = ("planner", "openai", "local")
+
+
+@dataclass(kw_only=True, slots=True)
+class Runtime:
+    """Everything a question needs: the KG, its encoder and index, and the search tool over them."""
+
+    store: TemporalKG
+    encoder: Encoder
+    index: FactIndex
+    tool: SearchTool
+    _planner: object = None
+
+    def planner(self, **config):
+        """The deterministic planner over this KG (built once; ``config`` -> :class:`PlannerConfig`)."""
+        from tkgqa.planner import Planner, PlannerConfig
+        from tkgqa.relations import RelationScorer
+
+        if self._planner is None or config:
+            scorer = RelationScorer(self.store.relations.names, self.encoder)
+            self._planner = Planner(self.store.entities.names, scorer, PlannerConfig(**config))
+        return self._planner
+
+
+def open_runtime(
+    kg: str | Path = "multitq",
+    *,
+    data_dir: str | Path | None = None,
+    encoder: str = "minilm",
+    mode: str = "default",
+    rebuild: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    device: str = "cpu",
+) -> Runtime:
+    """Load the KG (``multitq``, ``icews14`` or a TSV path), its encoder and its verified cached index."""
+    store = load_kg(kg, data_dir)
+    enc = get_encoder(encoder, device=device)
+    index = load_or_build_index(store, enc, rebuild=rebuild, progress=progress)
+    return Runtime(store=store, encoder=enc, index=index, tool=SearchTool(store, index, enc, mode=mode))
+
+
+def policy_factory(
+    name: str,
+    runtime: Runtime,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 60.0,
+    llm: str = "smollm2",
+    fewshot: bool = True,
+) -> tuple[Callable[[], Policy], Callable[[], None]]:
+    """``(make_policy, close)`` for ``planner``, ``openai`` (any OpenAI-compatible server) or ``local``.
+
+    ``local`` loads ``llm`` with transformers, serves it on a free loopback port (the same server as
+    ``tkgqa serve-llm``) and talks to it over HTTP, so the client path is the one real servers get.
+    """
+    from tkgqa.policies import OpenAIChatPolicy, PlannerPolicy
+
+    if name == "planner":
+        planner = runtime.planner()
+        return (lambda: PlannerPolicy(planner)), (lambda: None)
+    if name == "openai":
+        return (lambda: OpenAIChatPolicy(base_url=base_url, model=model, api_key=api_key, timeout=timeout,
+                                         fewshot=fewshot)), (lambda: None)  # fmt: skip
+    if name == "local":
+        from tkgqa.llm import LocalChatModel
+        from tkgqa.server import serve_in_thread
+
+        chat = LocalChatModel(llm)
+        server, url = serve_in_thread(chat.chat, model_name=llm)
+        return (lambda: OpenAIChatPolicy(base_url=url, model=llm, timeout=max(timeout, 300.0),
+                                         fewshot=fewshot)), server.shutdown  # fmt: skip
+    raise ConfigError(f"unknown policy {name!r}", hint=f"use one of {', '.join(POLICIES)}")
