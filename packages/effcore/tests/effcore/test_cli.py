@@ -179,3 +179,16 @@ def test_error_messages_print_square_brackets_literally():
 
     line = _one_error_line(runner.invoke(demo, ["fail"]))
     assert line == "error: [eml] has unknown keys ['spectra']; rate must be in [0, 1)"
+
+
+def test_int_list_parses_and_refuses_with_the_flag():
+    import pytest
+
+    from effcore.cli import int_list
+    from effcore.errors import EffmlError
+
+    assert int_list("8, 16,32", "--sizes") == [8, 16, 32]
+    with pytest.raises(EffmlError, match="--sizes takes comma-separated integers, got '4,x'"):
+        int_list("4,x", "--sizes")
+    with pytest.raises(EffmlError, match="--sizes needs positive integers"):
+        int_list("0,4", "--sizes")

@@ -15,6 +15,7 @@ from effcore.cli import (
     SeedOpt,
     console,
     err_console,
+    int_list,
     make_app,
     progress_bar,
     render_table,
@@ -54,16 +55,6 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{flag} needs positive integers, got {text!r}")
-    return values
-
-
 @app.command()
 def profile(
     model: ModelOpt = "bench",
@@ -93,7 +84,7 @@ def profile(
 
     cfg = get_model(model)
     cfg.check_degree(nproc)
-    lens = _ints(seq_lens, "--seq-lens")
+    lens = int_list(seq_lens, "--seq-lens")
     for s in lens:
         check_sequence(s, nproc)
     names = [k.strip() for k in strategies.split(",") if k.strip()]

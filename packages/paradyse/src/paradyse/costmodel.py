@@ -35,6 +35,7 @@ __all__ = [
     "TimeModel",
     "fit_time_model",
     "hardware_id",
+    "nnls_relative",
     "paper_time_models",
 ]
 
@@ -108,8 +109,8 @@ def paper_time_models(layers: int = 32) -> dict[str, TimeModel]:
     }
 
 
-def _nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    # Minimise sum(((X c - y) / y)^2) with c >= 0: with 3 coefficients, try every support set.
+def nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Minimise ``sum(((X c - y) / y)^2)`` over ``c >= 0`` (few columns: every support set is tried)."""
     a, b = x / y[:, None], np.ones_like(y)
     best, best_err = np.zeros(x.shape[1]), np.inf
     for k in range(1, x.shape[1] + 1):
@@ -141,9 +142,9 @@ def fit_time_model(
     errs = np.empty(len(s))
     for f in range(folds):
         test = ids == f
-        c = _nnls_relative(x[~test], y[~test])
+        c = nnls_relative(x[~test], y[~test])
         errs[test] = np.abs(x[test] @ c - y[test]) / y[test]
-    c = _nnls_relative(x, y)
+    c = nnls_relative(x, y)
     coef = (float(c[0]), float(c[1] / scale), float(c[2] / scale**2))
     return TimeModel(strategy=strategy, coef=coef, cv_error=float(errs.mean()), profiled_max=int(s.max()),
                      n_points=len(s))  # fmt: skip

@@ -30,7 +30,7 @@ import numpy as np
 from effcore.device import DeviceSpec, known_spec
 from effcore.errors import ConfigError
 from paradyse.config import STRATEGIES, ModelConfig, PlanError
-from paradyse.costmodel import Profile
+from paradyse.costmodel import Profile, nnls_relative
 from paradyse.planner import CostTable, Planner, compress
 
 __all__ = ["Hardware", "LayerWork", "calibrate", "gpu_hardware", "layer_work", "simulate"]
@@ -103,26 +103,6 @@ def time_models(cfg: ModelConfig, p: int, hw: Hardware, *, batch: int = 1) -> di
     return {k: _HardwareTime(cfg, k, p, hw, batch) for k in STRATEGIES}
 
 
-def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    # relative least squares with non-negative coefficients (3 unknowns: try every support)
-    import itertools
-
-    a, bvec = x / y[:, None], np.ones_like(y)
-    best, best_err = np.zeros(x.shape[1]), np.inf
-    for k in range(1, x.shape[1] + 1):
-        for support in itertools.combinations(range(x.shape[1]), k):
-            cols = list(support)
-            sol, *_ = np.linalg.lstsq(a[:, cols], bvec, rcond=None)
-            if np.any(sol < 0):
-                continue
-            c = np.zeros(x.shape[1])
-            c[cols] = sol
-            err = float(np.sum((a @ c - bvec) ** 2))
-            if err < best_err:
-                best, best_err = c, err
-    return best
-
-
 def calibrate(profile: Profile) -> tuple[Hardware, dict[str, float]]:
     """Fit ``(F, B, lat)`` to a profile's per-layer times; returns the hardware and, per strategy, the
     mean |relative error| of leave-one-out predictions."""
@@ -141,9 +121,9 @@ def calibrate(profile: Profile) -> tuple[Hardware, dict[str, float]]:
     errors: dict[str, list[float]] = {}
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        c = _nnls(xs[keep], y[keep])
+        c = nnls_relative(xs[keep], y[keep])
         errors.setdefault(names[i], []).append(abs(float(xs[i] @ c) - y[i]) / y[i])
-    c = _nnls(xs, y) / scale
+    c = nnls_relative(xs, y) / scale
     inv = [1.0 / v if v > 0 else math.inf for v in c[:2]]
     hw = Hardware(name=f"calibrated: {profile.hardware}", flops=inv[0], bandwidth=inv[1], latency=float(c[2]),
                   memory_bytes=0, source=f"fitted to {len(y)} profiled points")  # fmt: skip

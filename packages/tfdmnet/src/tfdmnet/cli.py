@@ -14,6 +14,7 @@ from effcore.cli import (
     SeedOpt,
     console,
     err_console,
+    int_list,
     make_app,
     progress_bar,
     render_table,
@@ -225,8 +226,8 @@ def ops(
     from tfdmnet.ops import network_table, sweep_table
 
     if sweep or model is None:
-        rows = sweep_table(sizes=_ints(sizes, "--sizes"), kernels=_ints(kernels, "--kernels"),
-                           channels=_ints(channels, "--channels"), spectrum=spectrum)  # fmt: skip
+        rows = sweep_table(sizes=int_list(sizes, "--sizes"), kernels=int_list(kernels, "--kernels"),
+                           channels=int_list(channels, "--channels"), spectrum=spectrum)  # fmt: skip
         console.print(render_table(f"EML vs conv2d, MACs per image ({spectrum} spectrum)", rows))
         write_out(out, rows, rows=rows)
         return
@@ -240,16 +241,6 @@ def ops(
     write_out(
         out, payload, rows=[{"net": cfg.name, **r} for r in ours] + [{"net": "twin", **r} for r in twin]
     )
-
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{flag} needs positive integers, got {text!r}")
-    return values
 
 
 @app.command()
@@ -269,8 +260,8 @@ def bench(
     from tfdmnet.bench import bench_layers
 
     _threads(threads)
-    cases = [(batch, c, hw, k) for c in _ints(channels, "--channels") for hw in _ints(sizes, "--sizes")
-             for k in _ints(kernels, "--kernels") if k <= hw]  # fmt: skip
+    cases = [(batch, c, hw, k) for c in int_list(channels, "--channels") for hw in int_list(sizes, "--sizes")
+             for k in int_list(kernels, "--kernels") if k <= hw]  # fmt: skip
     with progress_bar() as bar:
         task = bar.add_task("benchmark cases", total=len(cases))
         rows = bench_layers(cases, repeat=repeat, device=_device(device), backend=backend,

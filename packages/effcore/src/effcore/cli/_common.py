@@ -34,6 +34,7 @@ __all__ = [
     "SeedOpt",
     "console",
     "err_console",
+    "int_list",
     "make_app",
     "progress_bar",
     "render_table",
@@ -66,6 +67,19 @@ OutOpt = Annotated[
         "--out", "-o", help="Also write the results to this file: .json or .csv.", show_default=False
     ),
 ]
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """Parse a comma-separated list of positive integers given to ``flag`` (``"8,16,32"``)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise EffmlError(
+            f"{flag} takes comma-separated integers, got {text!r}", hint="e.g. 8,16,32"
+        ) from None
+    if not values or min(values) < 1:
+        raise EffmlError(f"{flag} needs positive integers, got {text!r}")
+    return values
 
 
 def _fail(message: str) -> None:

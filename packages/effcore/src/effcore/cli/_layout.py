@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from effcore.cli._common import OutOpt, console, render_table, write_out
+from effcore.cli._common import OutOpt, console, int_list, render_table, write_out
 from effcore.errors import ConfigError
 
 
@@ -18,13 +18,6 @@ def _pairs(text: str, what: str) -> dict[str, str]:
             raise ConfigError(f"{what} entry {item!r} is not NAME=VALUE", hint=f"e.g. {what} dp=2,tp=4")
         out[key.strip()] = value.strip()
     return out
-
-
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{what} {text!r} is not a comma-separated list of integers") from None
 
 
 def layout(
@@ -66,7 +59,7 @@ def layout(
     mesh_sizes = {k: int(v) for k, v in _pairs(mesh, "--mesh").items() if v.isdigit()}
     if len(mesh_sizes) != len(_pairs(mesh, "--mesh")):
         raise ConfigError(f"--mesh {mesh!r} needs integer sizes", hint="e.g. --mesh dp=2,tp=4")
-    common = dict(dims=names, shape=_ints(shape, "--shape"), mesh=mesh_sizes, dtype=torch_dtype)
+    common = dict(dims=names, shape=tuple(int_list(shape, "--shape")), mesh=mesh_sizes, dtype=torch_dtype)
     partial_dims = [p.strip() for p in partial.split(",") if p.strip()]
     src = TensorLayout.build(**common, shard=_pairs(shard, "--shard"), partial=partial_dims)
     layouts = [("source", src)]
