@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from effcore._io import write_json
+from effcore.io import write_json
 from tkgqa.runtime import open_runtime
 from tkgqa.search import SearchTool
 

@@ -28,8 +28,8 @@ import torch
 from allocmoe.adapters import find_moe_layers, model_k_orig
 from allocmoe.budget import ActivationBudget, check_total
 from allocmoe.runtime import BudgetHandle
-from effcore._io import write_json
 from effcore.errors import ConfigError, DataNotFoundError
+from effcore.io import write_json
 
 __all__ = [
     "SensitivityProfile",

@@ -71,9 +71,9 @@ from allocmoe._upcycle import (
     train_router,
     upcycle,
 )
-from effcore._io import sha256_file, write_json
 from effcore.assets import cache_root, cache_status, load_text, prepare_model
 from effcore.errors import AssetError, ConfigError
+from effcore.io import sha256_file, write_json
 from effcore.lm import token_blocks
 
 __all__ = [

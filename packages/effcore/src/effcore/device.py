@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from effcore._io import write_json
 from effcore.errors import ConfigError
+from effcore.io import write_json
 
 __all__ = [
     "KNOWN_DEVICES",

@@ -25,6 +25,10 @@ class EffmlError(Exception):
         self.hint = hint
         super().__init__(f"{message} ({hint})" if hint else message)
 
+    def __str__(self) -> str:
+        # the plain message even for a KeyError subclass (KeyError.__str__ would quote it)
+        return Exception.__str__(self)
+
 
 class ConfigError(EffmlError, ValueError):
     """A configuration value is out of range or inconsistent."""

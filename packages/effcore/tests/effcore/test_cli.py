@@ -192,3 +192,31 @@ def test_int_list_parses_and_refuses_with_the_flag():
         int_list("4,x", "--sizes")
     with pytest.raises(EffmlError, match="--sizes needs positive integers"):
         int_list("0,4", "--sizes")
+
+
+def test_progress_bar_writes_plain_lines_when_stderr_is_not_a_terminal(capsys) -> None:
+    from effcore.cli import _common
+
+    assert not _common.err_console.is_terminal  # pytest captures stderr
+    with _common.progress_bar() as bar:
+        for _ in bar.track(range(20), description="[eml] work"):
+            pass
+        task = bar.add_task("bytes", total=4)
+        for _ in range(4):
+            bar.advance(task)
+    lines = capsys.readouterr().err.splitlines()
+    work = [line for line in lines if line.startswith("[eml] work:")]
+    assert work[0].startswith("[eml] work: 0/20 (0%") and work[-1].startswith("[eml] work: 20/20 (100%")
+    assert len(work) == 11  # every tenth, each once
+    assert [line.split(" (")[0] for line in lines if line.startswith("bytes")][-1] == "bytes: 4/4"
+
+
+def test_an_effml_error_that_is_also_a_key_error_prints_its_message_unquoted() -> None:
+    from effcore.errors import EffmlError
+
+    class Missing(EffmlError, KeyError):
+        pass
+
+    err = Missing("unknown entity 'Obama'", hint="did you mean 'Barack Obama'?")
+    assert str(err) == "unknown entity 'Obama' (did you mean 'Barack Obama'?)"
+    assert isinstance(err, KeyError)

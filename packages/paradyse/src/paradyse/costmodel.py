@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from effcore._io import write_json
 from effcore.errors import ConfigError, DataNotFoundError
+from effcore.io import write_json
 from paradyse.config import STRATEGIES, ModelConfig
 
 __all__ = [

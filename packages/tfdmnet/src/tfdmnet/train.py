@@ -21,8 +21,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from effcore._io import write_json
 from effcore.errors import ConfigError, EffmlError
+from effcore.io import write_json
 from tfdmnet.data import ImageSet, augment_cifar, batches, load_dataset
 from tfdmnet.models import NetConfig, TFDMNet
 

@@ -194,7 +194,7 @@ def run_agent(
 
 def write_trajectories(path: str | Path, results: list[AgentResult]) -> Path:
     """All runs as JSONL (one object per question), written atomically."""
-    from effcore._io import atomic_write_text
+    from effcore.io import atomic_write_text
 
     text = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results)
     return atomic_write_text(path, text)

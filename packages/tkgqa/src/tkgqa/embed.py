@@ -17,9 +17,9 @@ from typing import Protocol
 import numpy as np
 from filelock import FileLock
 
-from effcore._io import sha256_file, write_json
 from effcore.assets import cache_root
 from effcore.errors import AssetError, ConfigError
+from effcore.io import sha256_file, write_json
 
 __all__ = [
     "Encoder",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from effcore._io import sha256_file
 from effcore.assets import data_file
 from effcore.errors import DataNotFoundError
+from effcore.io import sha256_file
 from tkgqa.store import TemporalKG, iso_to_day
 
 __all__ = [

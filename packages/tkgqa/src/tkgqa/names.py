@@ -54,9 +54,6 @@ class UnknownNameError(EffmlError, KeyError):
         )
         super().__init__(f"unknown {kind} {name!r}", hint=hint)
 
-    def __str__(self) -> str:  # KeyError would quote the message
-        return Exception.__str__(self)
-
 
 class AmbiguousNameError(EffmlError, KeyError):
     """A normalised name that several KG names share."""
@@ -67,9 +64,6 @@ class AmbiguousNameError(EffmlError, KeyError):
             f"{kind} {name!r} matches {len(candidates)} names",
             hint="use one of " + ", ".join(repr(c) for c in candidates),
         )
-
-    def __str__(self) -> str:
-        return Exception.__str__(self)
 
 
 class NameIndex:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from effcore._io import sha256_file, write_json
 from effcore.assets.paths import cache_root
 from effcore.errors import AssetError
+from effcore.io import sha256_file, write_json
 
 __all__ = [
     "MODEL_ASSETS",

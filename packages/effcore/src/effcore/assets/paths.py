@@ -7,8 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
-from effcore._io import sha256_file
 from effcore.errors import DataNotFoundError
+from effcore.io import sha256_file
 
 __all__ = ["DATA_ENV", "cache_root", "data_dir", "data_file", "verify_data"]
 

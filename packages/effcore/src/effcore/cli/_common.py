@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +24,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from effcore._io import write_rows
 from effcore.errors import EffmlError
+from effcore.io import write_rows
 
 __all__ = [
     "DataDirOpt",
@@ -114,9 +115,55 @@ def make_app(name: str, help: str) -> typer.Typer:
     )
 
 
+class _LogProgress(Progress):
+    """Progress for a stderr that is not a terminal (a log file, CI): no live bar (it would only be
+    drawn once, at the end), but one plain line per task at every tenth of the way and at least every
+    ``every_s`` seconds, so a long job in a log still says how far it is."""
+
+    def __init__(self, *columns: Any, every_s: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*columns, disable=True, auto_refresh=False, **kwargs)
+        self._every_s = every_s
+        self._last: dict[TaskID, tuple[int, float]] = {}
+
+    def _report(self, task_id: TaskID) -> None:
+        task = self._tasks.get(task_id)
+        if task is None or task.total is None:
+            return
+        total = max(float(task.total), 1.0)
+        tenth = min(int(10 * task.completed / total), 10)
+        now = time.monotonic()
+        last_tenth, last_t = self._last.get(task_id, (-1, now))
+        if tenth > last_tenth or now - last_t >= self._every_s:
+            self._last[task_id] = (tenth, now)
+            err_console.print(
+                f"{task.description}: {task.completed:g}/{task.total:g}"
+                f" ({100 * task.completed / total:.0f}%, {task.elapsed or 0.0:.0f} s)",
+                markup=False,
+                highlight=False,
+            )
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self._report(task_id)
+        return task_id
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:  # type: ignore[override]
+        super().update(task_id, **kwargs)
+        self._report(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._report(task_id)
+
+
 @contextmanager
 def progress_bar(*, transient: bool = False) -> Iterator[Progress]:
-    """A rich progress bar on stderr (so ``--out -`` style stdout stays clean)."""
+    """A rich progress bar on stderr (so ``--out -`` style stdout stays clean); when stderr is not a
+    terminal, plain progress lines instead (see ``_LogProgress``)."""
+    if not err_console.is_terminal:
+        with _LogProgress(TextColumn("{task.description}"), console=err_console) as progress:
+            yield progress
+        return
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

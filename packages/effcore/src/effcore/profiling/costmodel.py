@@ -12,9 +12,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from effcore._io import write_json
 from effcore.device import DeviceSpec
 from effcore.errors import ConfigError, DataNotFoundError
+from effcore.io import write_json
 
 __all__ = ["CostModel", "ModelKind", "fit_cost_model", "roofline_ns"]
 

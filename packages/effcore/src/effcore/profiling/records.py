@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from effcore._io import write_rows
 from effcore.errors import ConfigError, DataNotFoundError
+from effcore.io import write_rows
 
 __all__ = [
     "NamedRecords",

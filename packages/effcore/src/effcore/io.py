@@ -1,4 +1,4 @@
-"""Small file helpers every writer in effcore shares: atomic writes, row tables, SHA-256."""
+"""Small file helpers every effml writer shares: atomic writes, row tables, SHA-256."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import csv
 import hashlib
 import io
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,25 @@ _BLOCK = 8 * 2**20
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file."""
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file.
+
+    The temporary file is unique (two writers of one path never share it), flushed to disk before the
+    rename, and removed when the write fails, so an interrupted or failed write leaves the old file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
