@@ -198,17 +198,21 @@ def test_progress_bar_writes_plain_lines_when_stderr_is_not_a_terminal(capsys) -
     from effcore.cli import _common
 
     assert not _common.err_console.is_terminal  # pytest captures stderr
-    with _common.progress_bar() as bar:
+    with _common.progress_bar() as bar:  # a quick job: one line per task, when it completes
         for _ in bar.track(range(20), description="[eml] work"):
             pass
         task = bar.add_task("bytes", total=4)
         for _ in range(4):
             bar.advance(task)
+        bar.update(task, completed=4)  # already reported: no second line
     lines = capsys.readouterr().err.splitlines()
-    work = [line for line in lines if line.startswith("[eml] work:")]
-    assert work[0].startswith("[eml] work: 0/20 (0%") and work[-1].startswith("[eml] work: 20/20 (100%")
-    assert len(work) == 11  # every tenth, each once
-    assert [line.split(" (")[0] for line in lines if line.startswith("bytes")][-1] == "bytes: 4/4"
+    assert [line.split(" (")[0] for line in lines] == ["[eml] work: 20/20", "bytes: 4/4"]
+
+    with _common._LogProgress(min_gap_s=0.0) as bar:  # a slow job: a line at every tenth
+        for _ in bar.track(range(20), description="slow"):
+            pass
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"slow: {2 * i}/20" for i in range(1, 11)]
 
 
 def test_an_effml_error_that_is_also_a_key_error_prints_its_message_unquoted() -> None:

@@ -117,12 +117,13 @@ def make_app(name: str, help: str) -> typer.Typer:
 
 class _LogProgress(Progress):
     """Progress for a stderr that is not a terminal (a log file, CI): no live bar (it would only be
-    drawn once, at the end), but one plain line per task at every tenth of the way and at least every
-    ``every_s`` seconds, so a long job in a log still says how far it is."""
+    drawn once, at the end) but plain lines: one when a task completes, and on the way one at each
+    tenth reached at least ``min_gap_s`` after the previous line (and one every ``every_s`` seconds),
+    so a long job in a log says how far it is and a quick one prints a single line."""
 
-    def __init__(self, *columns: Any, every_s: float = 30.0, **kwargs: Any) -> None:
+    def __init__(self, *columns: Any, min_gap_s: float = 5.0, every_s: float = 30.0, **kwargs: Any) -> None:
         super().__init__(*columns, disable=True, auto_refresh=False, **kwargs)
-        self._every_s = every_s
+        self._min_gap_s, self._every_s = min_gap_s, every_s
         self._last: dict[TaskID, tuple[int, float]] = {}
 
     def _report(self, task_id: TaskID) -> None:
@@ -132,8 +133,11 @@ class _LogProgress(Progress):
         total = max(float(task.total), 1.0)
         tenth = min(int(10 * task.completed / total), 10)
         now = time.monotonic()
-        last_tenth, last_t = self._last.get(task_id, (-1, now))
-        if tenth > last_tenth or now - last_t >= self._every_s:
+        last_tenth, last_t = self._last.setdefault(task_id, (0, now))
+        if last_tenth == 10:
+            return
+        gap = now - last_t
+        if tenth == 10 or (tenth > last_tenth and gap >= self._min_gap_s) or gap >= self._every_s:
             self._last[task_id] = (tenth, now)
             err_console.print(
                 f"{task.description}: {task.completed:g}/{task.total:g}"
