@@ -71,7 +71,7 @@ from allocmoe._upcycle import (
     train_router,
     upcycle,
 )
-from effcore.assets import cache_root, cache_status, load_text, prepare_model
+from effcore.assets import cache_root, cache_status, load_text, prepare_model, quiet_transformers
 from effcore.errors import AssetError, ConfigError
 from effcore.io import sha256_file, write_json
 from effcore.lm import token_blocks
@@ -510,7 +510,8 @@ def load_moe(path_or_none: str | Path | None = None, *, dtype: torch.dtype | Non
     reason = _check(folder, full=False) if folder.exists() else "not built"
     if reason is not None:
         raise AssetError(f"the upcycled MoE at {folder} is unusable: {reason}", hint=_BUILD_HINT)
-    model = Qwen2MoeForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32).eval()
+    with quiet_transformers():
+        model = Qwen2MoeForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32).eval()
     tokenizer = (
         AutoTokenizer.from_pretrained(str(folder)) if (folder / "tokenizer_config.json").is_file() else None
     )

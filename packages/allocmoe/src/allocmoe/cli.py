@@ -126,7 +126,10 @@ def _load(model: str):
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    m = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    from effcore.assets import quiet_transformers
+
+    with quiet_transformers():
+        m = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(str(path)) if (path / "tokenizer_config.json").is_file() else None
     return m, tok, str(path)
 

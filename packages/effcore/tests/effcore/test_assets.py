@@ -106,3 +106,23 @@ def test_minilm_asset_is_a_ready_folder_from_its_wheel():
     except AssetError as err:
         pytest.skip(f"model wheels not installed: {err}")
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def test_quiet_transformers_silences_and_restores_the_previous_state():
+    from transformers.utils import logging as hf_logging
+
+    from effcore.assets import quiet_transformers
+
+    before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    with quiet_transformers():
+        assert hf_logging.get_verbosity() == hf_logging.ERROR
+        assert not hf_logging.is_progress_bar_enabled()
+    assert (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()) == before
+    hf_logging.disable_progress_bar()  # a caller that had bars off keeps them off
+    try:
+        with pytest.raises(RuntimeError), quiet_transformers():
+            raise RuntimeError("boom")
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        if before[1]:
+            hf_logging.enable_progress_bar()

@@ -87,11 +87,12 @@ class MiniLMEncoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from effcore.assets import prepare_model
+        from effcore.assets import prepare_model, quiet_transformers
 
         folder = prepare_model("minilm")
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModel.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
+        with quiet_transformers():
+            self.model = AutoModel.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
         self.device = device
         self.max_length = max_length
         self.name = f"all-MiniLM-L6-v2@{max_length}"

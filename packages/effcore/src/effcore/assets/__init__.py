@@ -9,6 +9,7 @@ from effcore.assets.models import (
     load_causal_lm,
     load_tokenizer,
     prepare_model,
+    quiet_transformers,
     verify_model,
 )
 from effcore.assets.paths import DATA_ENV, cache_root, data_dir, data_file, verify_data
@@ -33,5 +34,6 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
     "load_causal_lm",
     "load_tokenizer",
     "prepare_model",
+    "quiet_transformers",
     "verify_model",
 ]

@@ -9,7 +9,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "load_causal_lm",
     "load_tokenizer",
     "prepare_model",
+    "quiet_transformers",
     "verify_model",
 ]
 
@@ -222,22 +224,15 @@ def _gguf_path(a: ModelAsset, progress: Progress | None) -> Path:
 def _convert(a: ModelAsset, folder: Path, progress: Progress | None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     gguf = _gguf_path(a, progress)
     if progress:
         progress("convert", 0, 1)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # effml draws its own progress
-    try:
+    with quiet_transformers():  # effml draws its own progress
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     # The GGUF-loaded model is flagged as quantised and refuses to save; rebuild a plain one.
     config = copy.deepcopy(quantised.config)
     if hasattr(config, "quantization_config"):
@@ -300,6 +295,23 @@ def prepare_model(name: str, *, refresh: bool = False, progress: Progress | None
     return folder
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' info logs and its "Loading weights" bar (restored on exit): loading a
+    verified local cache takes well under a second and effml reports its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_tokenizer(name: str, *, folder: Path | None = None):
     """The tokenizer of a prepared asset (``folder``: an already verified cache, to skip the check)."""
     from transformers import AutoTokenizer
@@ -318,6 +330,7 @@ def load_causal_lm(name: str, *, dtype=None, device=None):
     if a.kind != "causal-lm":
         raise AssetError(f"asset {name!r} is a {a.kind}, not a causal LM", hint="use its own loader")
     folder = prepare_model(name)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
     model.to(infer_device(device)).eval()
     return model, load_tokenizer(name, folder=folder)
