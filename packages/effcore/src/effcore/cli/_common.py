@@ -128,11 +128,21 @@ class _LogProgress(Progress):
 
     def _report(self, task_id: TaskID) -> None:
         task = self._tasks.get(task_id)
-        if task is None or task.total is None:
+        if task is None:
+            return
+        now = time.monotonic()
+        if task.total is None:  # indeterminate: a count every every_s seconds
+            _, last_t = self._last.setdefault(task_id, (0, now))
+            if now - last_t >= self._every_s:
+                self._last[task_id] = (0, now)
+                err_console.print(
+                    f"{task.description}: {task.completed:g} ({task.elapsed or 0.0:.0f} s)",
+                    markup=False,
+                    highlight=False,
+                )
             return
         total = max(float(task.total), 1.0)
         tenth = min(int(10 * task.completed / total), 10)
-        now = time.monotonic()
         last_tenth, last_t = self._last.setdefault(task_id, (0, now))
         if last_tenth == 10:
             return
@@ -164,7 +174,7 @@ class _LogProgress(Progress):
 def progress_bar(*, transient: bool = False) -> Iterator[Progress]:
     """A rich progress bar on stderr (so ``--out -`` style stdout stays clean); when stderr is not a
     terminal, plain progress lines instead (see ``_LogProgress``)."""
-    if not err_console.is_terminal:
+    if not (err_console.is_terminal or err_console.is_jupyter):
         with _LogProgress(TextColumn("{task.description}"), console=err_console) as progress:
             yield progress
         return
