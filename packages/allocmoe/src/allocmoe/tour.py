@@ -6,8 +6,6 @@ otherwise on a tiny random Qwen2-MoE (random tokens: it shows the machinery, not
 
 from __future__ import annotations
 
-import time
-
 __all__ = ["demo"]
 
 
@@ -19,16 +17,10 @@ def demo(*, quick: bool = False) -> list[dict]:
     from allocmoe.alloc_l import profile_sensitivity
     from allocmoe.budget import ActivationBudget
     from allocmoe.evaluation import evaluate
+    from effcore.tour import TourSteps
 
-    rows: list[dict] = []
+    step = TourSteps("allocmoe")
     state: dict = {}
-
-    def step(name: str, fn) -> None:
-        t0 = time.perf_counter()
-        result = fn()
-        rows.append(
-            {"package": "allocmoe", "step": name, "result": result, "seconds": time.perf_counter() - t0}
-        )
 
     def load() -> str:
         model = tok = None
@@ -81,4 +73,4 @@ def demo(*, quick: bool = False) -> list[dict]:
     step("load MoE", load)
     step("Alloc-L sensitivity profile (prefix cache)", profile)
     step("half budget: uniform vs Alloc-MoE", compare)
-    return rows
+    return step.rows

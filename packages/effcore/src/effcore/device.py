@@ -18,6 +18,7 @@ from effcore.io import write_json
 __all__ = [
     "KNOWN_DEVICES",
     "DeviceSpec",
+    "cpu_model",
     "cuda_available",
     "device_spec",
     "infer_device",
@@ -169,7 +170,8 @@ def known_spec(name: str) -> DeviceSpec:
     return KNOWN_DEVICES[key]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo; else what ``platform`` reports)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -212,7 +214,7 @@ def _measure_cpu(n: int = 768, copy_mib: int = 128, reps: int = 5) -> DeviceSpec
     # A copy reads and writes every byte: 2x bytes moved.
     mem_bw = 2 * src.numel() * 4 / copy_s
     return DeviceSpec(
-        name=f"cpu:{_cpu_model()}",
+        name=f"cpu:{cpu_model()}",
         kind="cpu",
         memory_bytes=_total_ram(),
         peak_flops=flops,
@@ -231,7 +233,7 @@ def measure_cpu_spec(*, cache_dir: Path | None = None, refresh: bool = False) ->
     """Measure the local CPU (about a second), cached per CPU model, thread count and torch version."""
     from effcore.assets.paths import cache_root
 
-    key = f"{_cpu_model()}|{torch.get_num_threads()}|{torch.__version__}"
+    key = f"{cpu_model()}|{torch.get_num_threads()}|{torch.__version__}"
     safe = "".join(c if c.isalnum() else "_" for c in key)[:120]
     path = (cache_dir or cache_root() / "device") / f"cpu-{safe}.json"
     if path.exists() and not refresh:

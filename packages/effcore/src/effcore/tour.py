@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["demo"]
+__all__ = ["TourSteps", "demo"]
+
+
+class TourSteps:
+    """The rows of one package's tour demo (``tools/tour.py`` prints them): ``steps(name, fn)`` runs
+    ``fn()``, records its result and seconds under ``name``, and returns the result."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        result = fn()
+        self.rows.append(
+            {"package": self.package, "step": name, "result": result, "seconds": time.perf_counter() - t0}
+        )
+        return result
 
 
 def demo(*, quick: bool = False) -> list[dict]:
@@ -15,14 +34,7 @@ def demo(*, quick: bool = False) -> list[dict]:
     from effcore.device import device_spec
     from effcore.lm import perplexity, token_blocks
 
-    rows = []
-
-    def step(name: str, fn):
-        t0 = time.perf_counter()
-        result = fn()
-        rows.append(
-            {"package": "effcore", "step": name, "result": result, "seconds": time.perf_counter() - t0}
-        )
+    step = TourSteps("effcore")
 
     def spec() -> str:
         s = device_spec()
@@ -60,4 +72,4 @@ def demo(*, quick: bool = False) -> list[dict]:
     step("prepare SmolLM2 (GGUF -> safetensors cache)", prepare)
     step("perplexity", ppl)
     step("profile", prof)
-    return rows
+    return step.rows

@@ -224,3 +224,31 @@ def test_an_effml_error_that_is_also_a_key_error_prints_its_message_unquoted() -
     err = Missing("unknown entity 'Obama'", hint="did you mean 'Barack Obama'?")
     assert str(err) == "unknown entity 'Obama' (did you mean 'Barack Obama'?)"
     assert isinstance(err, KeyError)
+
+
+def test_cli_helpers_check_the_convention():
+    from effcore.cli import make_app
+    from effcore.errors import ConfigError
+    from effcore.testing.cli import cli_fails, cli_ok
+
+    demo = make_app("demo", "demo app")
+
+    @demo.command()
+    def run(fail: bool = False, crash: bool = False) -> None:
+        if crash:
+            raise RuntimeError("bug")
+        if fail:
+            raise ConfigError("--fail was given", hint="drop it")
+
+    @demo.command()
+    def other() -> None:
+        pass
+
+    cli_ok(demo, ["run"])
+    assert "--fail was given (drop it)" in cli_fails(demo, ["run", "--fail"], "--fail was given").output
+    with pytest.raises(AssertionError):
+        cli_fails(demo, ["run"], "anything")  # it succeeded
+    with pytest.raises(AssertionError):
+        cli_fails(demo, ["run", "--crash"], "bug")  # a crash is not the exit-2 convention
+    with pytest.raises(AssertionError):
+        cli_ok(demo, ["run", "--fail"])

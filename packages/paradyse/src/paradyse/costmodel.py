@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from effcore.device import cpu_model
 from effcore.errors import ConfigError, DataNotFoundError
 from effcore.io import write_json
 from paradyse.config import STRATEGIES, ModelConfig
@@ -48,18 +48,8 @@ class ProfileError(DataNotFoundError):
 
 def hardware_id(backend: str, device_name: str | None = None) -> str:
     """What a profile is tied to: the device (CPU model or GPU name) and the collective backend."""
-    name = device_name or _cpu_name()
+    name = device_name or cpu_model()
     return f"{name} | {backend}"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 __all__ = ["demo"]
 
 
@@ -28,18 +26,12 @@ def _check(rank: int, world: int) -> float:
 def demo(*, quick: bool = False) -> list[dict]:
     """Equivalence on 2 gloo ranks, the adaptive plan at three lengths, and a 624K-token simulation."""
     from effcore.testing.distributed import launch
+    from effcore.tour import TourSteps
     from paradyse.config import MODELS
     from paradyse.planner import CostTable, Planner, compress
     from paradyse.simulate import gpu_hardware, simulate, time_models
 
-    rows: list[dict] = []
-
-    def step(name: str, fn) -> None:
-        t0 = time.perf_counter()
-        result = fn()
-        rows.append(
-            {"package": "paradyse", "step": name, "result": result, "seconds": time.perf_counter() - t0}
-        )
+    step = TourSteps("paradyse")
 
     def equivalence() -> str:
         worst = max(launch(_check, 2))
@@ -65,4 +57,4 @@ def demo(*, quick: bool = False) -> list[dict]:
     step("strategies equal the single-process stack", equivalence)
     step("the adaptive plan switches with length", plans)
     step("simulated 7B, 4K to 624K tokens", sim)
-    return rows
+    return step.rows

@@ -6,27 +6,19 @@ import json
 import time
 
 import pytest
-from typer.testing import CliRunner
 
+from effcore.testing.cli import cli_fails, cli_ok
 from paradyse.cli import app, parse_bytes
 from paradyse.config import MODELS
 from paradyse.costmodel import Profile, hardware_id
 
-runner = CliRunner()
-
 
 def _ok(args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result.output
+    return cli_ok(app, args).output
 
 
 def _fails(args, match, code=2):
-    result = runner.invoke(app, args)
-    assert result.exit_code == code, result.output
-    assert match in result.output, result.output
-    assert "Traceback" not in result.output
-    return result.output
+    return cli_fails(app, args, match, code=code).output
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import time
 
 __all__ = ["demo"]
 
@@ -13,20 +12,14 @@ def demo(*, quick: bool = False) -> list[dict]:
     import torch
 
     from effcore.errors import DataNotFoundError
+    from effcore.tour import TourSteps
     from tfdmnet.layers import EML, ToFreq, ToSpatial
     from tfdmnet.models import build_model, get_preset
     from tfdmnet.ops import network_table
     from tfdmnet.spectral import circular_conv2d
     from tfdmnet.train import mnist_cpu, train
 
-    rows: list[dict] = []
-
-    def step(name: str, fn) -> None:
-        t0 = time.perf_counter()
-        result = fn()
-        rows.append(
-            {"package": "tfdmnet", "step": name, "result": result, "seconds": time.perf_counter() - t0}
-        )
+    step = TourSteps("tfdmnet")
 
     def equivalence() -> str:
         torch.manual_seed(0)
@@ -57,4 +50,4 @@ def demo(*, quick: bool = False) -> list[dict]:
     step("EML equals circular conv2d", equivalence)
     step("inference MACs per image, mixture vs CNN twin", op_counts)
     step("train on MNIST", mnist)
-    return rows
+    return step.rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 __all__ = ["demo"]
 
@@ -11,6 +10,7 @@ __all__ = ["demo"]
 def demo(*, quick: bool = False) -> list[dict]:
     """Synthetic benchmark, then a MultiTQ dev sample (cached MiniLM index, else the hashing encoder)."""
     from effcore.errors import DataNotFoundError
+    from effcore.tour import TourSteps
     from tkgqa.embed import FactIndex, HashEncoder, MiniLMEncoder, index_dir, load_or_build_index
     from tkgqa.evaluate import evaluate
     from tkgqa.loaders import load_multitq_kg
@@ -21,12 +21,7 @@ def demo(*, quick: bool = False) -> list[dict]:
     from tkgqa.search import SearchTool
     from tkgqa.synthetic import make_benchmark
 
-    rows: list[dict] = []
-
-    def step(name: str, fn) -> None:
-        t0 = time.perf_counter()
-        result = fn()
-        rows.append({"package": "tkgqa", "step": name, "result": result, "seconds": time.perf_counter() - t0})
+    step = TourSteps("tkgqa")
 
     def synthetic() -> str:
         b = make_benchmark(seed=0)
@@ -60,4 +55,4 @@ def demo(*, quick: bool = False) -> list[dict]:
 
     step("planner on a synthetic MultiTQ", synthetic)
     step("planner on MultiTQ dev (kg_partial)", multitq)
-    return rows
+    return step.rows

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
-
+from effcore.testing.cli import cli_fails, cli_ok
 from tkgqa.cli import app
-
-runner = CliRunner()
 
 
 def _ok(args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result
+    return cli_ok(app, args)
 
 
 def _fails(args, match):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert match in result.output, result.output
-    assert "Traceback" not in result.output
-    return result
+    return cli_fails(app, args, match)
 
 
 def _common(data_dir):
