@@ -8,13 +8,13 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from effcore.errors import ConfigError
 
-__all__ = ["atomic_write_text", "sha256_file", "write_json", "write_rows"]
+__all__ = ["atomic_write_text", "check_writable", "sha256_file", "write_json", "write_rows"]
 
 _BLOCK = 8 * 2**20
 
@@ -39,6 +39,39 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return path
+
+
+def check_writable(path: str | Path, *, suffixes: Sequence[str] | None = None, flag: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be written: its extension is one of ``suffixes``
+    (lower case, with the dot; None accepts any), it is not a directory, and its nearest existing
+    folder is a folder in which a file can be created (a probe file is made there and removed).
+
+    Raises :class:`ConfigError` naming ``flag`` and the fix; returns ``path``. Folders that do not
+    exist yet are not created here (the writers create them).
+    """
+    path = Path(path)
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ConfigError(
+            f"{flag} {path}: unsupported extension {path.suffix or '(none)'!r}",
+            hint=f"use {' or '.join(suffixes)}",
+        )
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory", hint="give a file name inside it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder", hint="choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".effml-probe-")
+    except OSError as err:
+        raise ConfigError(
+            f"{flag} {path}: cannot create files in {parent} ({err.strerror or err})",
+            hint="choose a writable folder",
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 

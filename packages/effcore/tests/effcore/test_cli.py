@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from effcore.cli import app
-from effcore.errors import AssetError
+from effcore.errors import AssetError, EffmlError
 
 runner = CliRunner()
 
@@ -252,3 +253,57 @@ def test_cli_helpers_check_the_convention():
         cli_fails(demo, ["run", "--crash"], "bug")  # a crash is not the exit-2 convention
     with pytest.raises(AssertionError):
         cli_ok(demo, ["run", "--fail"])
+
+
+def test_a_corrupt_cache_of_the_right_size_is_not_listed_ready(tmp_path, monkeypatch):
+    from effcore.assets import models
+
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path))
+    try:
+        folder = models._cache_dir(models.asset("smollm2"))
+    except AssetError as err:
+        pytest.skip(f"smollm2 wheel not installed: {err}")
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 20)
+    manifest = {"files": {"model.safetensors": {"size": 20, "sha256": "0" * 64}}}
+    (folder / "effml-manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "assets.json"
+    assert runner.invoke(app, ["assets", "list", "--out", str(out)]).exit_code == 0
+    status = {row["name"]: row["status"] for row in json.loads(out.read_text())}
+    assert status["smollm2"] == "model.safetensors fails its sha256 checksum"
+    assert runner.invoke(app, ["assets", "list", "--no-checksums", "--out", str(out)]).exit_code == 0
+    status = {row["name"]: row["status"] for row in json.loads(out.read_text())}
+    assert status["smollm2"] == "sizes match (checksums not checked)"
+
+
+@pytest.mark.parametrize(
+    ("target", "match"),
+    [
+        ("afile/x.json", "is a file, not a folder"),
+        ("adir.json", "is a directory"),
+        ("x.xlsx", "use .json or .csv"),
+        ("afile/deeper/x.csv", "is a file, not a folder"),
+    ],
+)
+def test_an_unwritable_out_fails_before_any_work(tmp_path, target, match):
+    from effcore.testing.cli import cli_fails
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir.json").mkdir()
+    # `info --measure` would time the CPU first: the path is refused before that work starts
+    result = cli_fails(app, ["info", "--out", str(tmp_path / target)], match)
+    assert "effml environment" not in result.output
+
+
+def test_an_out_in_a_folder_without_write_permission_is_refused(tmp_path):
+    import os
+
+    from effcore.io import check_writable
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK) and os.geteuid() == 0:
+        # root ignores permission bits; /proc is a folder in which nobody can create a file
+        locked = Path("/proc")
+    with pytest.raises(EffmlError, match="cannot create files in"):
+        check_writable(locked / "x.json")

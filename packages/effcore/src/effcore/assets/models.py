@@ -160,8 +160,12 @@ def _verify(folder: Path, progress: Progress | None = None) -> str | None:
     return None
 
 
-def cache_status(name: str) -> tuple[Path, str | None]:
-    """The cache folder of ``name`` and None when it is ready, else why it is not (cheap: sizes only)."""
+def cache_status(name: str, *, checksums: bool = False) -> tuple[Path, str | None]:
+    """The cache folder of ``name`` and None when it is ready, else why it is not.
+
+    By default only presence and sizes are checked (cheap); ``checksums=True`` also checks every
+    file's SHA-256 (seconds per GB), so a corrupted cache is not reported ready.
+    """
     a = asset(name)
     if a.source == "hf-folder":
         return _module_dir(a.module, a.distribution) / a.path_in_module, None
@@ -169,6 +173,8 @@ def cache_status(name: str) -> tuple[Path, str | None]:
     manifest = _read_manifest(folder)
     if manifest is None:
         return folder, "not prepared"
+    if checksums:
+        return folder, _verify(folder)
     for rel, entry in manifest["files"].items():
         path = folder / rel
         if not path.is_file() or path.stat().st_size != entry["size"]:

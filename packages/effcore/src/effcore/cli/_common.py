@@ -25,18 +25,21 @@ from rich.progress import (
 from rich.table import Table
 
 from effcore.errors import EffmlError
-from effcore.io import write_rows
+from effcore.io import check_writable, write_rows
 
 __all__ = [
     "DataDirOpt",
     "DeviceOpt",
     "EffmlGroup",
+    "JsonOutOpt",
     "OutOpt",
+    "PlotOpt",
     "SeedOpt",
     "console",
     "err_console",
     "int_list",
     "make_app",
+    "out_option",
     "progress_bar",
     "render_table",
     "stage_reporter",
@@ -62,10 +65,37 @@ DataDirOpt = Annotated[
         show_default=False,
     ),
 ]
-OutOpt = Annotated[
+
+
+def out_option(
+    help: str,
+    *,
+    suffixes: Sequence[str] | None = (".json", ".csv"),
+    flag: str = "--out",
+    short: str | None = "-o",
+) -> Any:
+    """A ``typer.Option`` for a file the command writes: the path is checked when the command line is
+    parsed (extension in ``suffixes``, not a directory, its folder writable), so a bad path fails in one
+    line before any work, not after it (see :func:`effcore.io.check_writable`)."""
+
+    def check(value: Path | None) -> Path | None:
+        return None if value is None else check_writable(value, suffixes=suffixes, flag=flag)
+
+    names = (flag, short) if short else (flag,)
+    return typer.Option(*names, help=help, show_default=False, callback=check)
+
+
+OutOpt = Annotated[Path | None, out_option("Also write the results to this file: .json or .csv.")]
+JsonOutOpt = Annotated[
+    Path | None, out_option("Also write the result to this JSON file.", suffixes=(".json",))
+]
+PlotOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--out", "-o", help="Also write the results to this file: .json or .csv.", show_default=False
+    out_option(
+        "Save a plot to this file (.png, .pdf or .svg).",
+        suffixes=(".png", ".pdf", ".svg"),
+        flag="--plot",
+        short=None,
     ),
 ]
 
