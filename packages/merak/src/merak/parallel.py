@@ -1,0 +1,186 @@
+"""``merak.parallelize``: one call turns an unmodified HF causal LM into a (dp, tp, pp)-parallel model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.tensor import DTensor
+
+from effcore.device import DeviceSpec, infer_device
+from effcore.errors import ConfigError
+from merak.capture import capture
+from merak.partition import Method
+from merak.pipeline import MerakSchedule, StageModule, TraceEvent, trace_stage
+from merak.plan import PipelinePlan, build_stage_module, plan_pipeline
+from merak.schedules import SCHEDULES
+
+__all__ = ["MESH_DIMS", "TORCH_SCHEDULES", "ParallelModel", "causal_lm_loss", "make_mesh", "parallelize"]
+
+MESH_DIMS = ("pp", "dp", "tp")  # outermost to innermost: tensor-parallel ranks are neighbours
+TORCH_SCHEDULES = {"torch-gpipe": ScheduleGPipe, "torch-1f1b": Schedule1F1B}
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (HF's shift: position t predicts label t + 1; -100 is ignored)."""
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def make_mesh(shape: Sequence[int], device: torch.device | None = None) -> DeviceMesh:
+    """A DeviceMesh of ``(dp, tp, pp)`` over the initialised world, laid out ``pp x dp x tp``."""
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"mesh must be three positive sizes (dp, tp, pp), got {tuple(shape)}")
+    dp, tp, pp = shape
+    world = dist.get_world_size()
+    if dp * tp * pp != world:
+        raise ConfigError(
+            f"mesh (dp={dp}, tp={tp}, pp={pp}) needs {dp * tp * pp} ranks but the world has {world}",
+            hint="make dp * tp * pp equal the number of processes (torchrun --nproc-per-node)",
+        )
+    kind = (device or infer_device("auto")).type
+    return init_device_mesh(kind, (pp, dp, tp), mesh_dim_names=MESH_DIMS)
+
+
+@dataclass(kw_only=True)
+class ParallelModel:
+    """This rank's share of a parallelised model: its stage, schedule and plan."""
+
+    model: nn.Module
+    mesh: DeviceMesh
+    plan: PipelinePlan
+    stage_module: StageModule
+    stage: PipelineStage
+    schedule: Any
+    microbatches: int
+    trace: list[TraceEvent] = field(default_factory=list)
+    tied: list[tuple[nn.Module, str, Any]] = field(default_factory=list)
+
+    @property
+    def stage_index(self) -> int:
+        return self.stage.stage_index
+
+    @property
+    def is_last(self) -> bool:
+        return self.stage.is_last
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The parameters this rank trains (its stage's, each once)."""
+        return list(self.stage_module.parameters())
+
+    def train_step(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Forward and backward of one batch (split into ``microbatches``); gradients land in the
+        parameters' ``.grad``, averaged over micro-batches. Returns the mean loss on the last stage."""
+        losses: list[torch.Tensor] = []
+        if hasattr(self.stage, "reset_trace"):
+            self.stage.reset_trace()
+        first, last = self.stage.is_first, self.stage.is_last
+        self.schedule.step(
+            *((input_ids,) if first else ()), target=labels if last else None, losses=losses if last else None
+        )
+        self.trace = list(getattr(self.schedule, "trace", None) or getattr(self, "_events", []))
+        for mod, attr, group in self.tied:  # a weight two stages hold (tied embeddings) sums its grads
+            grad = getattr(mod, attr).grad
+            if grad is not None:
+                dist.all_reduce(grad.to_local() if isinstance(grad, DTensor) else grad, group=group)
+        return torch.stack(losses).mean().detach() if last else None
+
+
+def _tied_weights(
+    model: nn.Module, plan: PipelinePlan, mesh: DeviceMesh, stage: int
+) -> list[tuple[nn.Module, str, Any]]:
+    """Weights that two stages both hold (tied input and output embeddings): for this rank, the
+    ``(module, attribute)`` that holds each and the process group of the pipeline ranks (same dp
+    and tp coordinates) that hold it. Call before FSDP replaces the parameters."""
+    holders: dict[int, dict[int, tuple[nn.Module, str]]] = {}
+    for st in plan.stages:
+        for i in range(st.first, st.last + 1):
+            for leaf in plan.shards[i].leaves:
+                for mod in model.get_submodule(leaf).modules():
+                    for attr, p in mod.named_parameters(recurse=False):
+                        holders.setdefault(id(p), {}).setdefault(st.index, (mod, attr))
+    columns = mesh.mesh.reshape(mesh.mesh.shape[0], -1)  # [pp, dp * tp]: one pipeline per column
+    tied = []
+    for by_stage in sorted((h for h in holders.values() if len(h) > 1), key=lambda h: sorted(h)):
+        group = None
+        for column in range(columns.shape[1]):  # every rank creates every group, in the same order
+            ranks = sorted(int(columns[s, column]) for s in by_stage)
+            created = dist.new_group(ranks)
+            if dist.get_rank() in ranks:
+                group = created
+        if stage in by_stage:
+            tied.append((*by_stage[stage], group))
+    return tied
+
+
+def parallelize(
+    model: nn.Module,
+    mesh: DeviceMesh | Sequence[int],
+    *,
+    microbatch: tuple[int, int],
+    microbatches: int,
+    schedule: str = "1f1b",
+    partition: Method = "time",
+    recompute_ratio: float | None = None,
+    shard_count: int | None = None,
+    spec: DeviceSpec | None = None,
+    loss_fn: Any = causal_lm_loss,
+    device: str | torch.device | None = None,
+) -> ParallelModel:
+    """Parallelise ``model`` over ``mesh`` ((dp, tp, pp) sizes or a DeviceMesh named pp/dp/tp).
+
+    Every rank captures the whole model (on the meta device it costs no memory), plans the same
+    pipeline (costs from FLOPs on ``spec``, default: the H100 datasheet, so ranks agree) and keeps
+    its own stage. ``microbatch`` is one micro-batch's (batch, sequence) shape; ``schedule`` is one
+    of ``merak.schedules.SCHEDULES`` or ``torch-gpipe``/``torch-1f1b`` (torch's own, the baselines).
+    """
+    from effcore.device import known_spec
+
+    if schedule not in SCHEDULES and schedule not in TORCH_SCHEDULES:
+        choices = ", ".join([*SCHEDULES, *TORCH_SCHEDULES])
+        raise ConfigError(f"unknown schedule {schedule!r}", hint=f"choose from {choices}")
+    dev = infer_device(device or "auto")
+    mesh = mesh if isinstance(mesh, DeviceMesh) else make_mesh(mesh, dev)
+    pp = mesh["pp"].size()
+    stage_index = mesh["pp"].get_local_rank()
+    captured = capture(model, microbatch)
+    plan = plan_pipeline(
+        captured,
+        pp,
+        method=partition,
+        shard_count=shard_count,
+        recompute_ratio=recompute_ratio,
+        spec=spec or known_spec("H100"),
+    )
+    module = build_stage_module(captured, plan, stage_index)
+    tied = _tied_weights(model, plan, mesh, stage_index)
+    if mesh["dp"].size() > 1:
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(module, mesh=mesh["dp"], reshard_after_forward=False)
+    stage = PipelineStage(module, stage_index, pp, dev, group=mesh["pp"].get_group())
+    if schedule in TORCH_SCHEDULES:
+        runner = TORCH_SCHEDULES[schedule](stage, microbatches, loss_fn=loss_fn)
+    else:
+        runner = MerakSchedule(stage, microbatches, loss_fn, kind=schedule)
+    pm = ParallelModel(
+        model=model,
+        mesh=mesh,
+        plan=plan,
+        stage_module=module,
+        stage=stage,
+        schedule=runner,
+        microbatches=microbatches,
+    )
+    if schedule in TORCH_SCHEDULES:
+        pm._events = trace_stage(stage)  # type: ignore[attr-defined]
+    pm.tied = tied
+    return pm
