@@ -51,6 +51,7 @@ class CapturedModel:
     blocks: str
     input_shape: tuple[int, int]
     nodes: list[NodeProfile]
+    program: torch.export.ExportedProgram  # the traced program before the swap (leaves' insides)
 
     def leaf_of(self, node: fx.Node) -> str | None:
         """The user-model FQN of the leaf a ``call_module`` node calls (None for glue)."""
@@ -153,5 +154,11 @@ def capture(
             hint="drop the module named there from leaves=[...]",
         ) from err
     return CapturedModel(
-        model=model, graph=graph, leaves=tuple(names), blocks=blocks, input_shape=(batch, seq), nodes=nodes
+        model=model,
+        graph=graph,
+        leaves=tuple(names),
+        blocks=blocks,
+        input_shape=(batch, seq),
+        nodes=nodes,
+        program=program,
     )

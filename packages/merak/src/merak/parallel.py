@@ -21,6 +21,7 @@ from merak.partition import Method
 from merak.pipeline import MerakSchedule, StageModule, TraceEvent, trace_stage
 from merak.plan import PipelinePlan, build_stage_module, plan_pipeline
 from merak.schedules import SCHEDULES
+from merak.tp import apply_tensor_parallel
 
 __all__ = ["MESH_DIMS", "TORCH_SCHEDULES", "ParallelModel", "causal_lm_loss", "make_mesh", "parallelize"]
 
@@ -63,6 +64,8 @@ class ParallelModel:
     microbatches: int
     trace: list[TraceEvent] = field(default_factory=list)
     tied: list[tuple[nn.Module, str, Any]] = field(default_factory=list)
+    tp_replicated: list[tuple[nn.Parameter, Any]] = field(default_factory=list)
+    tp_plans: dict = field(default_factory=dict)
 
     @property
     def stage_index(self) -> int:
@@ -87,6 +90,9 @@ class ParallelModel:
             *((input_ids,) if first else ()), target=labels if last else None, losses=losses if last else None
         )
         self.trace = list(getattr(self.schedule, "trace", None) or getattr(self, "_events", []))
+        for param, group in self.tp_replicated:  # partial sums over this rank's heads
+            if param.grad is not None:
+                dist.all_reduce(param.grad, group=group)
         for mod, attr, group in self.tied:  # a weight two stages hold (tied embeddings) sums its grads
             grad = getattr(mod, attr).grad
             if grad is not None:
@@ -162,6 +168,16 @@ def parallelize(
     )
     module = build_stage_module(captured, plan, stage_index)
     tied = _tied_weights(model, plan, mesh, stage_index)
+    mine = [leaf for i in range(plan.stages[stage_index].first, plan.stages[stage_index].last + 1)
+            for leaf in plan.shards[i].leaves]  # fmt: skip
+    tp_plans = apply_tensor_parallel(captured, mesh["tp"], mine)
+    # parameters inside a split leaf that stay whole (q/k norms) see only this rank's heads
+    tp_replicated = [
+        p
+        for leaf in tp_plans
+        for p in captured.model.get_submodule(leaf).parameters()
+        if not isinstance(p, DTensor)
+    ]
     if mesh["dp"].size() > 1:
         from torch.distributed.fsdp import fully_shard
 
@@ -183,4 +199,6 @@ def parallelize(
     if schedule in TORCH_SCHEDULES:
         pm._events = trace_stage(stage)  # type: ignore[attr-defined]
     pm.tied = tied
+    pm.tp_plans = tp_plans
+    pm.tp_replicated = [(p, mesh["tp"].get_group()) for p in tp_replicated]
     return pm
