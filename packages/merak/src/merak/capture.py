@@ -12,6 +12,7 @@ profiles without allocating its weights.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -140,7 +141,9 @@ def capture(
         program = torch.export.export(
             wrapper, (ids,), strict=False, preserve_module_call_signature=tuple(PREFIX + n for n in names)
         )
-        graph = _swap_modules(program, {PREFIX + n: wrapper.get_submodule(PREFIX + n) for n in names})
+        with warnings.catch_warnings():  # the swap's pytree specs are attached after this warning fires
+            warnings.filterwarnings("ignore", message="Attempted to insert a get_attr Node")
+            graph = _swap_modules(program, {PREFIX + n: wrapper.get_submodule(PREFIX + n) for n in names})
     except Exception as err:  # torch.export raises many types; the user needs the first line
         raise CaptureError(
             f"torch.export could not capture {type(model).__name__}: {_first_line(err)}",

@@ -79,6 +79,29 @@ class ParallelModel:
         """The parameters this rank trains (its stage's, each once)."""
         return list(self.stage_module.parameters())
 
+    def full_tensors(self, *, grads: bool = False) -> dict[str, torch.Tensor]:
+        """This rank's parameters (or their gradients) as whole tensors under the user model's names:
+        tensor- and data-parallel shards gathered, fused q/k/v back in the model's own order."""
+        from merak.tp import fused_order
+
+        fused = {lp.module: lp for plans in self.tp_plans.values() for lp in plans if lp.chunks > 1}
+        tp = self.mesh["tp"].size()
+        out: dict[str, torch.Tensor] = {}
+        for name, param in self.stage_module.named_parameters(remove_duplicate=False):  # tied: both names
+            value = param.grad if grads else param.detach()
+            if value is None:
+                continue
+            full = value.full_tensor() if isinstance(value, DTensor) else value
+            key = name.split(".hf.", 1)[1]
+            module, attr = key.rsplit(".", 1)
+            if module in fused:
+                lp = fused[module]
+                dim = 0 if attr == "bias" or lp.kind == "linear" else 1
+                order = fused_order(full.shape[dim], lp.chunks, tp)
+                full = torch.empty_like(full).index_copy_(dim, order, full)
+            out[key] = full.detach().clone()
+        return out
+
     def train_step(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """Forward and backward of one batch (split into ``microbatches``); gradients land in the
         parameters' ``.grad``, averaged over micro-batches. Returns the mean loss on the last stage."""
