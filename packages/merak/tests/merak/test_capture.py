@@ -69,7 +69,7 @@ def test_an_uncapturable_leaf_is_an_error_naming_the_node():
 
 def test_bad_leaves_and_shapes_are_errors():
     model = tiny_model("llama")
-    with pytest.raises(CaptureError, match="no module 'model.nope'"):
+    with pytest.raises(CaptureError, match=r"no module 'model\.nope'"):
         capture(model, (1, 8), leaves=["model.nope"])
     with pytest.raises(CaptureError, match="positive"):
         capture(model, (0, 8))
