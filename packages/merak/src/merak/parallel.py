@@ -161,6 +161,7 @@ def parallelize(
     recompute_ratio: float | None = None,
     shard_count: int | None = None,
     spec: DeviceSpec | None = None,
+    tp_overlap: bool = False,
     loss_fn: Any = causal_lm_loss,
     device: str | torch.device | None = None,
 ) -> ParallelModel:
@@ -170,6 +171,8 @@ def parallelize(
     pipeline (costs from FLOPs on ``spec``, default: the H100 datasheet, so ranks agree) and keeps
     its own stage. ``microbatch`` is one micro-batch's (batch, sequence) shape; ``schedule`` is one
     of ``merak.schedules.SCHEDULES`` or ``torch-gpipe``/``torch-1f1b`` (torch's own, the baselines).
+    ``tp_overlap`` runs each micro-batch as two halves in lockstep so tensor-parallel all-reduces
+    overlap compute (Merak's sub-pipelined TP; the micro-batch size must be even).
     """
     from effcore.device import known_spec
 
@@ -180,7 +183,10 @@ def parallelize(
     mesh = mesh if isinstance(mesh, DeviceMesh) else make_mesh(mesh, dev)
     pp = mesh["pp"].size()
     stage_index = mesh["pp"].get_local_rank()
-    captured = capture(model, microbatch)
+    batch, seq = microbatch
+    if tp_overlap and batch % 2:
+        raise ConfigError(f"tp_overlap splits each micro-batch in two: its size {batch} must be even")
+    captured = capture(model, (batch // 2, seq) if tp_overlap else microbatch)
     plan = plan_pipeline(
         captured,
         pp,
@@ -189,7 +195,7 @@ def parallelize(
         recompute_ratio=recompute_ratio,
         spec=spec or known_spec("H100"),
     )
-    module = build_stage_module(captured, plan, stage_index)
+    module = build_stage_module(captured, plan, stage_index, sub_pipelined=tp_overlap)
     tied = _tied_weights(model, plan, mesh, stage_index)
     mine = [leaf for i in range(plan.stages[stage_index].first, plan.stages[stage_index].last + 1)
             for leaf in plan.shards[i].leaves]  # fmt: skip

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from torch import fx, nn
+from torch import nn
 from torch.distributed.pipelining.schedules import PipelineScheduleSingle, _batch_p2p, _wait_batch_p2p
 
 from merak.recompute import Recomputer
@@ -27,7 +27,7 @@ __all__ = ["MerakSchedule", "StageModule", "TraceEvent", "trace_stage"]
 class StageModule(nn.Module):
     """A stage's graph segments in order; ``checkpointed[i]`` marks those recomputed in backward."""
 
-    def __init__(self, segments: Sequence[fx.GraphModule], checkpointed: Sequence[bool]) -> None:
+    def __init__(self, segments: Sequence[nn.Module], checkpointed: Sequence[bool]) -> None:
         super().__init__()
         self.segments = nn.ModuleList(segments)
         self.checkpointed = tuple(checkpointed)

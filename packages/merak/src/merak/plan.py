@@ -8,6 +8,7 @@ from effcore.device import DeviceSpec
 from effcore.errors import ConfigError
 from merak.capture import CapturedModel
 from merak.costs import measure_costs, predict_costs
+from merak.overlap import SubPipelined
 from merak.partition import Method, ShardCost, StagePlan, assign_stages
 from merak.pipeline import StageModule
 from merak.shard import Shard, shard_graph
@@ -69,8 +70,14 @@ def plan_pipeline(
     return PipelinePlan(shards=shards, costs=costs, stages=plans)
 
 
-def build_stage_module(captured: CapturedModel, plan: PipelinePlan, stage: int) -> StageModule:
-    """The module of pipeline stage ``stage``: its segments, cut from the captured graph."""
+def build_stage_module(
+    captured: CapturedModel, plan: PipelinePlan, stage: int, *, sub_pipelined: bool = False
+) -> StageModule:
+    """The module of pipeline stage ``stage``: its segments, cut from the captured graph.
+
+    ``sub_pipelined``: the graph was captured at half the micro-batch and every segment runs both
+    halves in lockstep (``merak.overlap``), overlapping tensor-parallel all-reduces with compute.
+    """
     segments = plan.segments()
     node_segment = {
         name: k for k, (_, _, idx) in enumerate(segments) for i in idx for name in plan.shards[i].nodes
@@ -79,4 +86,6 @@ def build_stage_module(captured: CapturedModel, plan: PipelinePlan, stage: int) 
     mine = [(graphs[k].module, ckpt) for k, (s, ckpt, _) in enumerate(segments) if s == stage]
     if not mine:
         raise ConfigError(f"stage {stage} is not in the plan (stages 0..{len(plan.stages) - 1})")
-    return StageModule([m for m, _ in mine], [c for _, c in mine])
+    batch = 2 * captured.input_shape[0]
+    modules = [SubPipelined(m, batch) if sub_pipelined else m for m, _ in mine]
+    return StageModule(modules, [c for _, c in mine])

@@ -15,21 +15,24 @@ from merak.parallel import causal_lm_loss
 
 pytestmark = pytest.mark.distributed
 
-BATCH, SEQ, MB = 8, 16, 1
-# mesh (dp, tp, pp), schedule, recompute ratio: every mesh of world 4 on both models, every schedule
+BATCH, SEQ = 8, 16
+# model, mesh (dp, tp, pp), schedule, recompute ratio, micro-batch size, sub-pipelined TP:
+# every mesh of world 4 on both models, every schedule, and the TP overlap on both models
 CONFIGS = [
-    ("llama", (1, 1, 4), "shifted-critical-path", 0.5),
-    ("llama", (1, 2, 2), "1f1b", 0.5),
-    ("llama", (2, 1, 2), "pre-recompute", 0.5),
-    ("llama", (2, 2, 1), "1f1b", None),
-    ("llama", (1, 4, 1), "gpipe", None),
-    ("llama", (4, 1, 1), "torch-1f1b", None),
-    ("gpt2", (1, 1, 4), "torch-gpipe", None),
-    ("gpt2", (1, 2, 2), "shifted-critical-path", 0.5),
-    ("gpt2", (2, 1, 2), "last-no-recompute", 0.5),
-    ("gpt2", (2, 2, 1), "gpipe", 0.5),
-    ("gpt2", (1, 4, 1), "1f1b", None),
-    ("gpt2", (4, 1, 1), "pre-recompute", None),
+    ("llama", (1, 1, 4), "shifted-critical-path", 0.5, 1, False),
+    ("llama", (1, 2, 2), "1f1b", 0.5, 1, False),
+    ("llama", (2, 1, 2), "pre-recompute", 0.5, 1, False),
+    ("llama", (2, 2, 1), "1f1b", None, 1, False),
+    ("llama", (1, 4, 1), "gpipe", None, 1, False),
+    ("llama", (4, 1, 1), "torch-1f1b", None, 1, False),
+    ("gpt2", (1, 1, 4), "torch-gpipe", None, 1, False),
+    ("gpt2", (1, 2, 2), "shifted-critical-path", 0.5, 1, False),
+    ("gpt2", (2, 1, 2), "last-no-recompute", 0.5, 1, False),
+    ("gpt2", (2, 2, 1), "gpipe", 0.5, 1, False),
+    ("gpt2", (1, 4, 1), "1f1b", None, 1, False),
+    ("gpt2", (4, 1, 1), "pre-recompute", None, 1, False),
+    ("llama", (1, 2, 2), "1f1b", None, 2, True),
+    ("gpt2", (2, 2, 1), "1f1b", 0.5, 2, True),
 ]
 
 
@@ -44,12 +47,12 @@ def _batch():
     return ids, ids.clone()
 
 
-def _reference(family: str):
+def _reference(family: str, mb: int):
     model = _model(family)
     ids, labels = _batch()
     total = 0.0
-    for i in range(0, BATCH, MB):
-        loss = causal_lm_loss(model(input_ids=ids[i : i + MB]).logits, labels[i : i + MB]) / (BATCH // MB)
+    for i in range(0, BATCH, mb):
+        loss = causal_lm_loss(model(input_ids=ids[i : i + mb]).logits, labels[i : i + mb]) / (BATCH // mb)
         loss.backward()
         total += loss.item()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -62,10 +65,10 @@ def _rank(rank: int, world: int, configs):
     from merak.parallel import parallelize
 
     results = []
-    for family, mesh, schedule, ratio in configs:
+    for family, mesh, schedule, ratio, mb, overlap in configs:
         dp = mesh[0]
-        pm = parallelize(_model(family), mesh, microbatch=(MB, SEQ), microbatches=BATCH // dp // MB,
-                         schedule=schedule, recompute_ratio=ratio)  # fmt: skip
+        pm = parallelize(_model(family), mesh, microbatch=(mb, SEQ), microbatches=BATCH // dp // mb,
+                         schedule=schedule, recompute_ratio=ratio, tp_overlap=overlap)  # fmt: skip
         coord = pm.mesh["dp"].get_local_rank()
         ids, labels = _batch()
         rows = slice(coord * BATCH // dp, (coord + 1) * BATCH // dp)
@@ -79,10 +82,13 @@ def runs():
     return launch(_rank, 4, CONFIGS, timeout_s=600)
 
 
-@pytest.mark.parametrize("index", range(len(CONFIGS)), ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CONFIGS])
+_IDS = [f"{c[0]}-{c[1]}-{c[2]}" + ("-overlap" if c[5] else "") for c in CONFIGS]
+
+
+@pytest.mark.parametrize("index", range(len(CONFIGS)), ids=_IDS)
 def test_mesh_matches_single_process_loss_and_gradients(runs, index):
-    family, mesh, _, _ = CONFIGS[index]
-    ref_loss, ref_grads = _reference(family)
+    family, mesh, _, _, mb, _ = CONFIGS[index]
+    ref_loss, ref_grads = _reference(family, mb)
     losses = [r[index][0] for r in runs if r[index][0] is not None]
     assert len(losses) == mesh[0] * mesh[1], "one loss per last-stage rank"
     # each data-parallel rank reports the mean over its micro-batches; their mean is the batch's
