@@ -126,6 +126,12 @@ def capture(
     batch, seq = input_shape
     if batch < 1 or seq < 1:
         raise CaptureError(f"input shape must be positive, got {input_shape}")
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(limit, int) and seq > limit:
+        raise CaptureError(
+            f"sequence length {seq} exceeds the model's {limit} positions", hint=f"use at most {limit}"
+        )
     blocks = find_blocks(model)
     names = list(leaves) if leaves is not None else default_leaves(model)
     for name in names:
