@@ -101,3 +101,11 @@ def test_simulation_keeps_the_margin_free_for_every_method():
     assert simulate(cfg, 32, hw, [s])["rows"][0]["ulysses_s"] is not None
     row = simulate(cfg, 32, hw, [s], margin=30 * 2**30)["rows"][0]
     assert row["ulysses_s"] is None and "metp" in row["adaptive_plan"] and "metp" in row["paradyse_plan"]
+
+
+def test_profiling_refuses_zero_repeats_before_building_anything():
+    from effcore.errors import ConfigError
+    from paradyse.profile import run_profile
+
+    with pytest.raises(ConfigError, match="need repeats >= 1"):
+        run_profile(MODELS["tiny"], [8, 16, 24], repeats=0)
