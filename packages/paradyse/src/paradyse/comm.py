@@ -2,15 +2,16 @@
 
 | function | forward | backward |
 |---|---|---|
-| :func:`gather_seq` | all-gather along the sequence | reduce-scatter |
 | :func:`reduce_scatter_seq` | reduce-scatter partial sums along the sequence (SP exit) | all-gather |
 | :func:`sp_column_linear` | Megatron SP entry: all-gather the sequence, multiply by column shards | re-gather (nothing full-size is saved), reduce-scatter ``dx`` |
 | :func:`zero3_linear` | ZeRO-3: all-gather the weight, multiply | re-gather the weight, reduce-scatter ``dW`` to its owners |
-| :func:`gather_weight` | all-gather a weight from its shards | reduce-scatter the gradient |
 | :func:`broadcast_from` | METP: rank ``src`` sends its shard to all | reduce the gradient onto ``src`` |
 | :func:`seq_to_heads` / :func:`heads_to_seq` | Ulysses all-to-all | the opposite all-to-all |
 
 With a group of one rank every function is the identity, so the single-process path is the same code.
+Every collective here is synchronous: the rank waits for it before computing on (no overlap of the
+ZeRO-3 gathers or METP broadcasts with compute; only ring attention's forward overlaps its transfers,
+see :mod:`paradyse.attention`).
 Gradients of replicated parameters (the norms) are summed with :func:`all_reduce_grads`.
 """
 
@@ -24,12 +25,9 @@ import torch.distributed as dist
 __all__ = [
     "all_reduce_grads",
     "broadcast_from",
-    "gather_seq",
-    "gather_weight",
     "heads_to_seq",
     "rank_and_size",
     "reduce_scatter_seq",
-    "ring_exchange",
     "seq_to_heads",
     "sp_column_linear",
     "zero3_linear",
@@ -63,17 +61,6 @@ def _reduce_scatter(x: torch.Tensor, dim: int, group) -> torch.Tensor:
     return out.movedim(0, dim)
 
 
-class _GatherFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, dim, group):
-        ctx.dim, ctx.group = dim, group
-        return _all_gather(x, dim, group)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _reduce_scatter(grad, ctx.dim, ctx.group), None, None
-
-
 class _ReduceScatterFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dim, group):
@@ -85,19 +72,9 @@ class _ReduceScatterFn(torch.autograd.Function):
         return _all_gather(grad, ctx.dim, ctx.group), None, None
 
 
-def gather_seq(x: torch.Tensor, group=None) -> torch.Tensor:
-    """``[b, s/p, ...]`` -> ``[b, s, ...]`` (rank order = sequence order)."""
-    return _GatherFn.apply(x, 1, group)
-
-
 def reduce_scatter_seq(x: torch.Tensor, group=None) -> torch.Tensor:
     """Partial ``[b, s, ...]`` on every rank -> the sum's ``[b, s/p, ...]`` slice of this rank."""
     return _ReduceScatterFn.apply(x, 1, group)
-
-
-def gather_weight(shard: torch.Tensor, dim: int, group=None) -> torch.Tensor:
-    """ZeRO-3: the full weight from every rank's shard along ``dim``; its gradient returns to the owners."""
-    return _GatherFn.apply(shard, dim, group)
 
 
 class _SPColumnLinear(torch.autograd.Function):
@@ -214,22 +191,6 @@ def seq_to_heads(x: torch.Tensor, group=None) -> torch.Tensor:
 def heads_to_seq(x: torch.Tensor, group=None) -> torch.Tensor:
     """Ulysses: ``[b, s, H/p, d]`` -> ``[b, s/p, H, d]``."""
     return _A2AFn.apply(x, 1, 2, group)
-
-
-def ring_exchange(tensors: list[torch.Tensor], group=None) -> list[torch.Tensor]:
-    """Send ``tensors`` to the next rank and receive the previous rank's (one batched p2p round)."""
-    rank, p = rank_and_size(group)
-    if p == 1:
-        return tensors
-    nxt, prv = (rank + 1) % p, (rank - 1) % p
-    if group is not None:
-        nxt, prv = dist.get_global_rank(group, nxt), dist.get_global_rank(group, prv)
-    recv = [torch.empty_like(t) for t in tensors]
-    ops = [dist.P2POp(dist.isend, t.contiguous(), nxt, group) for t in tensors]
-    ops += [dist.P2POp(dist.irecv, r, prv, group) for r in recv]
-    for req in dist.batch_isend_irecv(ops):
-        req.wait()
-    return recv
 
 
 def all_reduce_grads(params: Iterable[torch.nn.Parameter], group=None) -> None:

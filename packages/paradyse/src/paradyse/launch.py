@@ -1,9 +1,14 @@
 """Start a job on ``nproc`` ranks under torchrun and turn its failures into one-line errors.
 
 The job (a dict) goes to the workers as a JSON file; rank 0 reports progress as JSON lines on
-stdout (``{"event": ...}``), which :func:`run_job` hands to ``on_event``. A rank that fails prints
-``error: rank R: ...`` (see ``paradyse.worker``); torchrun then stops the others. The wall-clock
-``timeout_s`` bounds the whole job, so nothing hangs.
+stdout (``{"event": ...}``), which :func:`run_job` hands to ``on_event``. A rank that fails reports
+one classified line on stderr (``paradyse.worker``: its own error, a lost peer or a timeout) and
+torchrun stops the others. The job's error names the root cause, in this order: a rank's own error
+(a user error, then a bug in its step); a rank that died without a word (a crash, the OOM killer);
+a rank that timed out waiting for a peer; a rank that lost contact with a peer (the consequence of
+one of the above). torchrun's own "first observed failure" is not used: it is decided at one-second
+resolution, so a peer that noticed the death at once can be named instead of the rank that died.
+The wall-clock ``timeout_s`` bounds the whole job.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from typing import Any
 
 from effcore.errors import EffmlError
 
-__all__ = ["JobError", "run_job"]
+__all__ = ["ERROR_PREFIX", "JobError", "root_cause", "run_job"]
+
+ERROR_PREFIX = "paradyse-error "
+"""How a worker's stderr line reporting its failure starts (followed by JSON: rank, kind, message)."""
 
 
 class JobError(EffmlError):
@@ -47,6 +55,10 @@ def run_job(
     """Run ``python -m paradyse.worker COMMAND`` on ``nproc`` ranks; raises :class:`JobError` on failure."""
     if nproc < 1:
         raise JobError(f"--nproc must be >= 1, got {nproc}")
+    if not (timeout_s > 0 and rank_timeout_s > 0):
+        raise JobError(
+            f"timeouts must be positive, got {timeout_s} s for the job, {rank_timeout_s} s per rank"
+        )
     with tempfile.TemporaryDirectory(prefix="paradyse-job-") as tmp:
         job_file = Path(tmp) / "job.json"
         job_file.write_text(json.dumps(job))
@@ -56,32 +68,35 @@ def run_job(
                "PYTHONUNBUFFERED": "1"}  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True)  # fmt: skip
-        errors: list[str] = []
-        died: list[str] = []
+        reports: list[dict[str, Any]] = []
+        died: list[tuple[int, int]] = []
+        expired = threading.Event()
 
         def read_stderr() -> None:
-            # Our workers' "error: ..." lines, and torchrun's failure summary ("rank : 1", "exitcode : 17").
-            # The "Root Cause (first observed failure)" entry goes first: the others were stopped.
+            # The workers' classified error lines, and torchrun's failure summary ("rank : 1",
+            # "exitcode : 17") for the ranks that died without one.
             assert proc.stderr is not None
-            rank, root = None, False
+            rank = None
             for line in proc.stderr:
                 text = line.strip()
-                if text.startswith("error: "):
-                    errors.append(text[len("error: ") :])
-                if text.startswith("Root Cause"):
-                    root = True
+                if text.startswith(ERROR_PREFIX):
+                    with contextlib.suppress(json.JSONDecodeError):
+                        reports.append(json.loads(text[len(ERROR_PREFIX) :]))
                 m = re.match(r"rank\s*:\s*(\d+)", text)
                 if m:
-                    rank = m.group(1)
+                    rank = int(m.group(1))
                 m = re.match(r"exitcode\s*:\s*(-?\d+)", text)
                 if m and rank is not None:
-                    entry = f"rank {rank} died with exit code {m.group(1)}"
-                    died.insert(0, entry) if root else died.append(entry)
+                    died.append((rank, int(m.group(1))))
                     rank = None
+
+        def expire() -> None:
+            expired.set()
+            os.killpg(proc.pid, signal.SIGKILL)
 
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
-        timer = threading.Timer(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL))
+        timer = threading.Timer(timeout_s, expire)
         timer.start()
         try:
             assert proc.stdout is not None
@@ -96,19 +111,36 @@ def run_job(
             reader.join(timeout=5)
         if code == 0:
             return
-        if code in (-signal.SIGKILL, 128 + signal.SIGKILL) and not errors:
+        if expired.is_set():
             raise JobError(
                 f"the job ran past its {timeout_s:.0f} s limit and was stopped", hint="raise --timeout"
             )
-        own = [e for e in errors if "lost contact" not in e]
+        raise root_cause(reports, died, code)
+
+
+def root_cause(reports: list[dict[str, Any]], died: list[tuple[int, int]], code: int) -> JobError:
+    """The job's error from the ranks' reports and torchrun's ``(rank, exit code)`` failures."""
+    for kind in ("input", "step"):
+        own = [r for r in reports if r["kind"] == kind]
         if own:
-            raise JobError(own[0])
-        if died:
-            lost = f"; {errors[0]}" if errors else ""
-            raise JobError(f"{died[0]}{lost}", hint="the other ranks were stopped; see that rank's log")
-        if errors:
-            raise JobError(errors[0])
-        raise JobError(
-            f"a rank died (torchrun exit code {code}) without reporting an error",
-            hint="rerun; if it repeats, check memory (a killed rank usually ran out)",
-        )
+            return JobError(f"rank {own[0]['rank']}: {own[0]['message']}")
+    spoke = {r["rank"] for r in reports}
+    # -15: SIGTERM, how torchrun stops the other ranks once one has failed
+    silent = [(rank, c) for rank, c in died if rank not in spoke and c != -signal.SIGTERM]
+    if silent:
+        rank, c = silent[0]
+        hint = ("killed by SIGKILL: usually the out-of-memory killer; lower --memory-cap or the lengths"
+                if c == -signal.SIGKILL else "the other ranks were stopped; rerun to see whether it repeats")  # fmt: skip
+        return JobError(f"rank {rank} died with exit code {c} without reporting an error", hint=hint)
+    for kind, hint in (
+        ("timeout", "a rank hung or is far slower than the others; raise --rank-timeout if its steps are "
+                    "legitimately that long"),
+        ("lost", "another rank died without reporting an error"),
+    ):  # fmt: skip
+        seen = [r for r in reports if r["kind"] == kind]
+        if seen:
+            return JobError(f"rank {seen[0]['rank']}: {seen[0]['message']}", hint=hint)
+    return JobError(
+        f"a rank died (torchrun exit code {code}) without reporting an error",
+        hint="rerun; if it repeats, check memory (a killed rank usually ran out)",
+    )
