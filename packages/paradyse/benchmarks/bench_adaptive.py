@@ -154,14 +154,13 @@ def main() -> None:
 
     from rich.console import Console
 
-    from effcore.cli import render_table
+    from effcore.cli import parse_bytes, render_table
     from effcore.io import check_writable
     from effcore.testing.distributed import launch
     from paradyse.config import get_model
     from paradyse.costmodel import Profile
     from paradyse.memory_model import lm_bytes
     from paradyse.planner import CostTable
-    from paradyse.units import parse_bytes
 
     if args.out is not None:
         check_writable(args.out, suffixes=(".json",))

@@ -19,12 +19,12 @@ from effcore.cli import (
     int_list,
     make_app,
     out_option,
+    parse_bytes,
     progress_bar,
     render_table,
     write_out,
 )
 from effcore.errors import ConfigError
-from paradyse.units import parse_bytes
 
 app = make_app(
     "paradyse",
@@ -105,9 +105,9 @@ def profile(
     ),
 ) -> None:
     """Time every strategy's forward + backward per layer over sequence lengths on a gloo group."""
+    from effcore.distributed import run_job
     from paradyse.config import STRATEGIES, check_sequence, get_model
     from paradyse.costmodel import Profile
-    from paradyse.launch import run_job
     from paradyse.plots import plot_profile
 
     cfg = get_model(model)
@@ -135,7 +135,7 @@ def profile(
            "warmup": 1, "switch": can_switch if switch is None else switch, "out": str(out.resolve())}  # fmt: skip
     with progress_bar() as bar:
         task = bar.add_task(f"profiling {cfg.name} on {nproc} ranks", total=len(lens) * len(names))
-        run_job("profile", job, nproc=nproc, timeout_s=timeout, rank_timeout_s=rank_timeout,
+        run_job("paradyse.worker", "profile", job, nproc=nproc, timeout_s=timeout, rank_timeout_s=rank_timeout,
                 on_event=lambda ev: bar.update(task, advance=1) if ev.get("event") == "point" else None)  # fmt: skip
     prof = Profile.load(out)
     _show_profile(prof)
@@ -328,9 +328,9 @@ def train(
     out: OutOpt = None,
 ) -> None:
     """Train the byte-level LM with per-batch plans (torchrun on gloo); logs plan and time per step."""
+    from effcore.distributed import run_job
     from paradyse.config import get_model
     from paradyse.costmodel import Profile, hardware_id
-    from paradyse.launch import run_job
     from paradyse.train import TrainArgs
 
     cfg = get_model(model)
@@ -352,7 +352,7 @@ def train(
             if ev.get("event") == "step":
                 bar.update(task, advance=1, description=f"step {ev['step']}: {ev.get('seq_len')} tokens")
 
-        run_job("train", json.loads(args.to_json()), nproc=nproc, timeout_s=timeout, rank_timeout_s=rank_timeout,
+        run_job("paradyse.worker", "train", json.loads(args.to_json()), nproc=nproc, timeout_s=timeout, rank_timeout_s=rank_timeout,
                 on_event=on_event)  # fmt: skip
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     _show_train(records, mode)

@@ -11,7 +11,6 @@ from effcore.testing.cli import cli_fails, cli_ok
 from paradyse.cli import app
 from paradyse.config import MODELS
 from paradyse.costmodel import Profile, hardware_id
-from paradyse.units import parse_bytes
 
 
 def _ok(args):
@@ -163,13 +162,6 @@ def test_simulate_reproduces_the_qualitative_result(tmp_path):
     assert data["distribution"]["summary"]["adaptive"]["slower_than_best_static"] == 0
     assert data["distribution"]["margin"] == 512 * 2**20 and data["distribution"]["hysteresis"] == 0
     assert (tmp_path / "s.png").stat().st_size > 1000
-
-
-def test_parse_bytes():
-    assert (
-        parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("80GB") == 80 * 10**9 and parse_bytes("512") == 512
-    )
-    assert parse_bytes("0", flag="--margin", positive=False) == 0
 
 
 @pytest.mark.distributed

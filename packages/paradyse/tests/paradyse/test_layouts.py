@@ -81,7 +81,7 @@ def _record(monkeypatch, blk: ParallelBlock) -> dict[str, list[tuple[tuple[int, 
             "reduce_scatter.first" if "reduce_scatter.first" not in seen else "reduce_scatter.second", args[0]
         )
 
-    spy(comm, "_all_gather", gathered)
+    spy(comm, "gather_along", gathered)
     spy(model, "sp_column_linear", column)
     spy(model, "zero3_linear", lambda args, out: note(f"zero3.{names[id(args[1])]}", out))
     spy(model, "broadcast_from", lambda args, out: note(f"broadcast.{names[id(args[0])]}", out))

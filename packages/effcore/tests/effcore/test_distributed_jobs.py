@@ -1,14 +1,13 @@
 """How a failed job is explained: each rank's failure classified, and the root cause named, whatever
-order torchrun observed the ranks in (the end-to-end runs are in test_cli.py)."""
+order torchrun observed the ranks in (the end-to-end torchrun runs are paradyse's test_cli.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from effcore.errors import ConfigError
-from paradyse.launch import root_cause
-from paradyse.worker import EXIT_CODES, classify_failure
+from effcore.distributed import EXIT_CODES, classify_failure, root_cause
+from effcore.errors import ConfigError, EffmlError
 
 # What gloo raised on the surviving rank of a 2-rank torchrun job (torch 2.15): its peer exited, and
 # its peer stopped answering (3 s timeout).
@@ -79,3 +78,16 @@ def test_a_timeout_names_the_rank_that_waited_not_the_hung_rank_torchrun_stopped
 
 def test_a_rank_killed_by_the_oom_killer_says_so():
     assert "out-of-memory" in str(root_cause([], [(2, -9)], 1))
+
+
+def test_parse_bytes_reads_decimal_and_binary_units():
+    from effcore.cli import parse_bytes
+
+    assert (
+        parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("80GB") == 80 * 10**9 and parse_bytes("512") == 512
+    )
+    assert parse_bytes("0", flag="--margin", positive=False) == 0
+    with pytest.raises(EffmlError, match="--memory-cap must be positive"):
+        parse_bytes("0GiB")
+    with pytest.raises(EffmlError, match="cannot read a memory size"):
+        parse_bytes("lots")

@@ -1,12 +1,13 @@
 """Start a job on ``nproc`` ranks under torchrun and turn its failures into one-line errors.
 
-The job (a dict) goes to the workers as a JSON file; rank 0 reports progress as JSON lines on
-stdout (``{"event": ...}``), which :func:`run_job` hands to ``on_event``. A rank that fails reports
-one classified line on stderr (``paradyse.worker``: its own error, a lost peer or a timeout) and
-torchrun stops the others. The job's error names the root cause, in this order: a rank's own error
-(a user error, then a bug in its step); a rank that died without a word (a crash, the OOM killer);
-a rank that timed out waiting for a peer; a rank that lost contact with a peer (the consequence of
-one of the above). torchrun's own "first observed failure" is not used: it is decided at one-second
+The job (a dict) goes to the workers as a JSON file; ``python -m MODULE COMMAND JOB.json`` runs on
+every rank (``MODULE`` calls :func:`effcore.distributed.run_worker`). Rank 0 reports progress as JSON
+lines on stdout (``{"event": ...}``), which :func:`run_job` hands to ``on_event``. A rank that fails
+reports one classified line on stderr (its own error, a lost peer or a timeout) and torchrun stops
+the others. The job's error names the root cause, in this order: a rank's own error (a user error,
+then a bug in its step); a rank that died without a word (a crash, the OOM killer); a rank that
+timed out waiting for a peer; a rank that lost contact with a peer (the consequence of one of the
+above). torchrun's own "first observed failure" is not used: it is decided at one-second
 resolution, so a peer that noticed the death at once can be named instead of the rank that died.
 The wall-clock ``timeout_s`` bounds the whole job.
 """
@@ -28,10 +29,12 @@ from typing import Any
 
 from effcore.errors import EffmlError
 
-__all__ = ["ERROR_PREFIX", "JobError", "root_cause", "run_job"]
+__all__ = ["ERROR_PREFIX", "TIMEOUT_ENV", "JobError", "root_cause", "run_job"]
 
-ERROR_PREFIX = "paradyse-error "
+ERROR_PREFIX = "effml-rank-error "
 """How a worker's stderr line reporting its failure starts (followed by JSON: rank, kind, message)."""
+TIMEOUT_ENV = "EFFML_RANK_TIMEOUT_S"
+"""The environment variable that tells workers how long a collective may wait for a peer."""
 
 
 class JobError(EffmlError):
@@ -44,6 +47,7 @@ def _threads(nproc: int) -> int:
 
 
 def run_job(
+    module: str,
     command: str,
     job: dict[str, Any],
     *,
@@ -52,19 +56,19 @@ def run_job(
     rank_timeout_s: float = 60.0,
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """Run ``python -m paradyse.worker COMMAND`` on ``nproc`` ranks; raises :class:`JobError` on failure."""
+    """Run ``python -m MODULE COMMAND JOB.json`` on ``nproc`` ranks; raises :class:`JobError` on failure."""
     if nproc < 1:
         raise JobError(f"--nproc must be >= 1, got {nproc}")
     if not (timeout_s > 0 and rank_timeout_s > 0):
         raise JobError(
             f"timeouts must be positive, got {timeout_s} s for the job, {rank_timeout_s} s per rank"
         )
-    with tempfile.TemporaryDirectory(prefix="paradyse-job-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="effml-job-") as tmp:
         job_file = Path(tmp) / "job.json"
         job_file.write_text(json.dumps(job))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "--log-dir", str(Path(tmp) / "logs"), "-m", "paradyse.worker", command, str(job_file)]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": str(_threads(nproc)), "PARADYSE_TIMEOUT_S": str(rank_timeout_s),
+               "--log-dir", str(Path(tmp) / "logs"), "-m", module, command, str(job_file)]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": str(_threads(nproc)), TIMEOUT_ENV: str(rank_timeout_s),
                "PYTHONUNBUFFERED": "1"}  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True)  # fmt: skip
@@ -129,7 +133,7 @@ def root_cause(reports: list[dict[str, Any]], died: list[tuple[int, int]], code:
     silent = [(rank, c) for rank, c in died if rank not in spoke and c != -signal.SIGTERM]
     if silent:
         rank, c = silent[0]
-        hint = ("killed by SIGKILL: usually the out-of-memory killer; lower --memory-cap or the lengths"
+        hint = ("killed by SIGKILL: usually the out-of-memory killer; lower the memory it needs"
                 if c == -signal.SIGKILL else "the other ranks were stopped; rerun to see whether it repeats")  # fmt: skip
         return JobError(f"rank {rank} died with exit code {c} without reporting an error", hint=hint)
     for kind, hint in (
