@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from effcore.cli import OutOpt, console, make_app, render_table, write_out
+from effcore.cli import DataDirOpt, OutOpt, SeedOpt, console, make_app, render_table, write_out
 from effcore.errors import ConfigError
 from merak.models import MODEL_HELP
 from merak.partition import METHODS
@@ -16,6 +16,7 @@ app = make_app(
     "Merak: automated 3D parallelism (data, tensor, pipeline) for unmodified HF models.\n\n"
     "  merak partition -m smollm2 --stages 4          # Merak's graph shards -> 4 balanced stages\n\n"
     "  merak schedule shifted-critical-path           # each stage's forward/recompute/backward order\n\n"
+    "  merak train -m smollm2 --mesh 1,2,2 --steps 5  # train on 4 ranks (torchrun), real text\n\n"
     "Models are captured with torch.export on the meta device unless --measure asks for timings, so a\n"
     "model too big for this machine partitions in one process.",
 )
@@ -135,3 +136,99 @@ def schedule(
     validate(kind, stages, microbatches)
     console.print(render_table(f"{kind}: {stages} stages, {microbatches} micro-batches", rows))
     write_out(out, {"kind": kind, "stages": stages, "microbatches": microbatches, "rows": rows}, rows=rows)
+
+
+@app.command()
+def train(
+    model: ModelOpt = "smollm2",
+    mesh: Annotated[str, typer.Option("--mesh", help="dp,tp,pp: one process per rank (torchrun).")] = "1,1,2",
+    schedule: Annotated[
+        str,
+        typer.Option(
+            "--schedule", help="A merak schedule (see `merak schedule`) or torch-gpipe / torch-1f1b."
+        ),
+    ] = "1f1b",
+    method: MethodOpt = "time",
+    recompute: RecomputeOpt = None,
+    tp_overlap: Annotated[
+        bool,
+        typer.Option(help="Sub-pipelined TP: two half micro-batches in lockstep (needs an even --batch)."),
+    ] = False,
+    batch: BatchOpt = 1,
+    seq_len: SeqOpt = 128,
+    microbatches: Annotated[
+        int, typer.Option("--microbatches", help="Micro-batches per step and data-parallel rank.")
+    ] = 4,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps.")] = 5,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-4,
+    data: Annotated[
+        str, typer.Option("--data", help="wikitext2 (its valid split) or tinyshakespeare.")
+    ] = "wikitext2",
+    data_dir: DataDirOpt = None,
+    seed: SeedOpt = 0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Wall-clock limit of the whole job (s).")
+    ] = 3600.0,
+    rank_timeout: Annotated[
+        float, typer.Option("--rank-timeout", help="How long a rank waits for a peer before giving up (s).")
+    ] = 300.0,
+    fail_at: Annotated[str | None, typer.Option("--fail-at", hidden=True)] = None,
+    out: OutOpt = None,
+) -> None:
+    """Train MODEL in 3D parallel under torchrun (gloo on CPU, NCCL on GPUs); print loss and time per step."""
+    from effcore.cli import int_list, progress_bar
+    from effcore.distributed import run_job
+    from merak.parallel import TORCH_SCHEDULES
+    from merak.schedules import SCHEDULES
+    from merak.train import TrainJob
+
+    sizes = int_list(mesh, "--mesh")
+    if len(sizes) != 3:
+        raise ConfigError(f"--mesh takes three sizes dp,tp,pp, got {mesh!r}")
+    if schedule not in SCHEDULES and schedule not in TORCH_SCHEDULES:
+        raise ConfigError(
+            f"unknown --schedule {schedule!r}",
+            hint=f"choose from {', '.join([*SCHEDULES, *TORCH_SCHEDULES])}",
+        )
+    if method not in METHODS:
+        raise ConfigError(f"unknown --method {method!r}", hint=f"choose from {', '.join(METHODS)}")
+    if tp_overlap and batch % 2:
+        raise ConfigError(f"--tp-overlap splits each micro-batch in two: --batch {batch} must be even")
+    job = TrainJob(model=model, mesh=tuple(sizes), schedule=schedule, partition=method, recompute=recompute,
+                   tp_overlap=tp_overlap, batch=batch, seq_len=seq_len, microbatches=microbatches, steps=steps,
+                   lr=lr, seed=seed, data=data, data_dir=str(data_dir) if data_dir else None, fail_at=fail_at)  # fmt: skip
+    _check_model(job)
+    rows: list[dict] = []
+    summary: dict = {}
+    with progress_bar() as bar:
+        task = bar.add_task(f"training on {job.world} ranks", total=steps)
+
+        def on_event(event: dict) -> None:
+            if event.get("event") == "step":
+                rows.append({k: event[k] for k in ("step", "loss", "seconds")})
+                bar.advance(task)
+            elif event.get("event") == "done":
+                summary.update(event)
+
+        run_job("merak.worker", "train", job.to_dict(), nproc=job.world, timeout_s=timeout,
+                rank_timeout_s=rank_timeout, on_event=on_event)  # fmt: skip
+    console.print(render_table(f"{model} on mesh dp,tp,pp = {mesh} ({schedule})", rows))
+    write_out(out, {"job": job.to_dict(), "steps": rows, **summary}, rows=rows)
+
+
+def _check_model(job) -> None:
+    """What can be checked before starting ranks: the model exists, tp divides its heads, the
+    sequence fits its positions."""
+    from merak.models import load_model
+
+    config = load_model(job.model, weights=False).config
+    tp = job.mesh[1]
+    for field in ("num_attention_heads", "num_key_value_heads", "n_head"):
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value % tp:
+            raise ConfigError(
+                f"tp={tp} does not divide the model's {field}={value}", hint="choose a tp that divides it"
+            )
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(limit, int) and job.seq_len > limit:
+        raise ConfigError(f"--seq-len {job.seq_len} exceeds the model's {limit} positions")
