@@ -35,8 +35,16 @@ def gantt(result: SimResult, path: str | Path, *, title: str | None = None, dpi:
         for e in events:
             left, width = e.start * scale, (e.end - e.start) * scale
             hatch = _HATCH[e.ckpt] if e.op == "F" else ""
-            ax.barh(y, width, left=left, height=0.8, color=_COLOURS[e.op], edgecolor="white",
-                    linewidth=0.5, hatch=hatch)  # fmt: skip
+            ax.barh(
+                y,
+                width,
+                left=left,
+                height=0.8,
+                color=_COLOURS[e.op],
+                edgecolor="white",
+                linewidth=0.5,
+                hatch=hatch,
+            )
             if width > 0.012 * step:
                 ax.text(left + width / 2, y, str(e.mb), ha="center", va="center", fontsize=7, color="white")
         start, end = result.allreduce[s]
@@ -45,14 +53,27 @@ def gantt(result: SimResult, path: str | Path, *, title: str | None = None, dpi:
     ax.set_yticks(range(result.stages), [f"stage {s}" for s in reversed(range(result.stages))])
     ax.set_xlim(0, step * 1.01 if step > 0 else 1)
     ax.set_xlabel("time (ms)")
-    ax.set_title(title or f"{result.kind}, {result.microbatches} micro-batches: step {step:.3g} ms, "
-                 f"bubble {result.bubble_overall:.1%}")  # fmt: skip
-    legend = [Patch(color=_COLOURS[k], label=label) for k, label in
-              (("F", "forward"), ("R", "recompute"), ("B", "backward"), ("AR", "DP all-reduce"))]  # fmt: skip
-    legend += [Patch(facecolor="white", edgecolor="black", hatch="//", label="F keeps input only"),
-               Patch(facecolor="white", edgecolor="black", hatch="..", label="F keeps all")]  # fmt: skip
-    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.1 / result.stages),
-              ncol=6, fontsize=7, frameon=False)  # fmt: skip
+    ax.set_title(
+        title
+        or f"{result.kind}, {result.microbatches} micro-batches: step {step:.3g} ms, "
+        f"bubble {result.bubble_overall:.1%}"
+    )
+    legend = [
+        Patch(color=_COLOURS[k], label=label)
+        for k, label in (("F", "forward"), ("R", "recompute"), ("B", "backward"), ("AR", "DP all-reduce"))
+    ]
+    legend += [
+        Patch(facecolor="white", edgecolor="black", hatch="//", label="F keeps input only"),
+        Patch(facecolor="white", edgecolor="black", hatch="..", label="F keeps all"),
+    ]
+    ax.legend(
+        handles=legend,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.18 - 0.1 / result.stages),
+        ncol=6,
+        fontsize=7,
+        frameon=False,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

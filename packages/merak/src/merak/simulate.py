@@ -79,8 +79,16 @@ class StageCost:
     tp_collectives: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("forward_s", "backward_s", "activation_bytes", "input_bytes", "send_bytes", "params",
-                     "tp_bytes", "tp_collectives"):  # fmt: skip
+        for name in (
+            "forward_s",
+            "backward_s",
+            "activation_bytes",
+            "input_bytes",
+            "send_bytes",
+            "params",
+            "tp_bytes",
+            "tp_collectives",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"StageCost.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.recompute_ratio <= 1.0:
@@ -106,7 +114,9 @@ class Network:
     def __post_init__(self) -> None:
         bands = self.p2p_bandwidth if isinstance(self.p2p_bandwidth, tuple) else (self.p2p_bandwidth,)
         for name, value in [("p2p_bandwidth", b) for b in bands] + [
-            ("tp_bandwidth", self.tp_bandwidth), ("dp_bandwidth", self.dp_bandwidth)]:  # fmt: skip
+            ("tp_bandwidth", self.tp_bandwidth),
+            ("dp_bandwidth", self.dp_bandwidth),
+        ]:
             if not value > 0:
                 raise ConfigError(f"Network.{name} must be positive, got {value}")
         if min(self.p2p_latency, self.tp_latency, self.dp_latency) < 0:

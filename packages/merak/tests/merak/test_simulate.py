@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from effcore.errors import ConfigError
 from merak.gantt import gantt
 from merak.partition import ShardCost, assign_stages, stage_recompute_ratios
 from merak.pipeline import TraceEvent
+from merak.presets import GPTSize, cluster, gpt_1_5b, gpt_2_5b, gpt_8_3b, gpt_20b, predict_speedup
 from merak.schedules import SCHEDULES, instructions
 from merak.simulate import (
     BYTES_PER_PARAM,
@@ -107,8 +109,13 @@ def test_step_time_bounded_below_by_busiest_stage_and_one_microbatch_path(case) 
     assert all(-EPS <= b <= 1.0 for b in res.bubble)
 
 
-@given(p=st.integers(1, 8), m=st.integers(1, 24), f=st.floats(0.01, 3.0), b=st.floats(0.01, 6.0),
-       kind=st.sampled_from(["gpipe", "1f1b"]))  # fmt: skip
+@given(
+    p=st.integers(1, 8),
+    m=st.integers(1, 24),
+    f=st.floats(0.01, 3.0),
+    b=st.floats(0.01, 6.0),
+    kind=st.sampled_from(["gpipe", "1f1b"]),
+)
 def test_gpipe_and_1f1b_bubble_match_closed_form_with_equal_stages(p, m, f, b, kind) -> None:
     res = simulate([StageCost(forward_s=f, backward_s=b)] * p, kind, m)
     assert res.step_s == pytest.approx((m + p - 1) * (f + b))
@@ -124,8 +131,13 @@ def test_1f1b_peak_inflight_is_min_of_microbatches_and_remaining_stages(p, m, f,
     assert res.activation_peak_bytes == tuple(min(m, p - s) * act for s in range(p))
 
 
-@given(p=st.integers(2, 8), data=st.data(), f=st.floats(0.1, 3.0), slow=st.floats(1.0, 3.0),
-       hop=st.floats(0.0, 0.25))  # fmt: skip
+@given(
+    p=st.integers(2, 8),
+    data=st.data(),
+    f=st.floats(0.1, 3.0),
+    slow=st.floats(1.0, 3.0),
+    hop=st.floats(0.0, 0.25),
+)
 def test_shifted_critical_path_no_slower_than_1f1b_under_full_recompute(p, data, f, slow, hop) -> None:
     """The paper's case: balanced stages that recompute everything (r0 = 1; the last stage none),
     communication small next to compute. Outside it the shifted schedule can lose: see the bench."""
@@ -154,8 +166,11 @@ def test_memory_model_per_checkpoint_kind() -> None:
     act, inp = 1000, 10
     none = simulate([StageCost(forward_s=1, backward_s=1, activation_bytes=act)], "gpipe", 5)
     assert none.activation_peak_bytes == (5 * act,)
-    half = simulate([StageCost(forward_s=1, backward_s=1, activation_bytes=act, input_bytes=inp,
-                               recompute_ratio=0.5)], "gpipe", 5)  # fmt: skip
+    half = simulate(
+        [StageCost(forward_s=1, backward_s=1, activation_bytes=act, input_bytes=inp, recompute_ratio=0.5)],
+        "gpipe",
+        5,
+    )
     # five micro-batches keep half plus the input; the first backward recomputes its half again
     assert half.activation_peak_bytes == (5 * (act // 2 + inp) + act // 2,)
     # pre-recompute on 2 stages, 3 micro-batches: stage 0's last forward keeps only its input
@@ -182,8 +197,13 @@ def test_static_memory_and_collective_formulas() -> None:
     assert static_bytes(10, optimizer_shards=4) == 10 * (4 + 3)
     assert ring_allreduce_s(100, 1, 1.0) == 0.0
     assert ring_allreduce_s(100, 4, 10.0, 0.5, count=2) == pytest.approx(2 * 3 / 4 * 10 + 2 * 6 * 0.5)
-    res = simulate([StageCost(forward_s=1, backward_s=1, params=1000)] * 2, "1f1b", 2,
-                   network=Network(dp=4, dp_bandwidth=100.0), optimizer_shards=4)  # fmt: skip
+    res = simulate(
+        [StageCost(forward_s=1, backward_s=1, params=1000)] * 2,
+        "1f1b",
+        2,
+        network=Network(dp=4, dp_bandwidth=100.0),
+        optimizer_shards=4,
+    )
     assert res.allreduce[0][1] - res.allreduce[0][0] == pytest.approx(ring_allreduce_s(2000, 4, 100.0))
     assert res.static_bytes == (static_bytes(1000, optimizer_shards=4),) * 2
 
@@ -208,8 +228,16 @@ def test_sub_pipeline_overlap_two_streams() -> None:
 
 
 def test_stage_costs_from_plans_carry_inputs_outputs_and_params() -> None:
-    shards = [ShardCost(forward_s=1.0, backward_s=2.0, param_bytes=8 * (i + 1), activation_bytes=100,
-                        send_bytes=10 * (i + 1)) for i in range(6)]  # fmt: skip
+    shards = [
+        ShardCost(
+            forward_s=1.0,
+            backward_s=2.0,
+            param_bytes=8 * (i + 1),
+            activation_bytes=100,
+            send_bytes=10 * (i + 1),
+        )
+        for i in range(6)
+    ]
     plans = assign_stages(shards, 3, method="uniform", recompute_ratio=0.5)
     costs = stage_costs(plans, shards, param_dtype_bytes=4)
     assert [c.input_bytes for c in costs] == [0, 20, 40]
@@ -226,8 +254,10 @@ def _trace_of(res: SimResult, scale: float = 1.0) -> list[list[TraceEvent]]:
 
 
 def test_calibration_recovers_costs_from_synthetic_traces() -> None:
-    truth = [StageCost(forward_s=1.0 + s, backward_s=2.0 + s, recompute_ratio=r)
-             for s, r in enumerate(stage_recompute_ratios(3, 0.8))]  # fmt: skip
+    truth = [
+        StageCost(forward_s=1.0 + s, backward_s=2.0 + s, recompute_ratio=r)
+        for s, r in enumerate(stage_recompute_ratios(3, 0.8))
+    ]
     kind, m = "shifted-critical-path", 6
     measured = simulate(truth, kind, m)
     guess = [StageCost(forward_s=1.0, backward_s=1.0, recompute_ratio=c.recompute_ratio) for c in truth]
@@ -273,3 +303,59 @@ def test_gantt_writes_each_format(tmp_path) -> None:
         assert out.exists() and out.stat().st_size > 1000
     with pytest.raises(ConfigError, match="Gantt"):
         gantt(res, tmp_path / "step.txt")
+
+
+def test_gpt_size_params_match_the_hf_model_and_bad_meshes_are_rejected() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    size = GPTSize(
+        name="tiny",
+        layers=3,
+        hidden=48,
+        heads=4,
+        dp=1,
+        tp=2,
+        pp=2,
+        micro_batch=1,
+        microbatches=4,
+        vocab=100,
+        seq_len=32,
+    )
+    config = GPT2Config(n_layer=3, n_embd=48, n_head=4, vocab_size=100, n_positions=32)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    assert size.params == sum(p.numel() for p in model.parameters())
+    assert gpt_8_3b().params == pytest.approx(8.3e9, rel=0.01)
+    assert gpt_1_5b().world == gpt_2_5b().world == gpt_8_3b().world == gpt_20b().world == 64
+    with pytest.raises(ConfigError, match="divide"):
+        size.mesh(1, 3, 2)
+
+
+def test_paper_setting_on_a_small_gpt_baseline_and_merak() -> None:
+    """The whole path of the 64-GPU prediction on a small model (capture on meta: a few seconds)."""
+    size = GPTSize(
+        name="small",
+        layers=8,
+        hidden=256,
+        heads=8,
+        dp=2,
+        tp=2,
+        pp=4,
+        micro_batch=2,
+        microbatches=8,
+        vocab=1000,
+        seq_len=128,
+    )
+    cl = cluster("A100", gpus_per_node=4)
+    pred = predict_speedup(size, cl)
+    base, merak = pred.baseline, pred.merak
+    assert (base.kind, base.method, base.ratios, base.tp_overlap) == ("1f1b", "parameters", (1.0,) * 4, 0.0)
+    assert (merak.kind, merak.method) == ("shifted-critical-path", "time")
+    assert merak.ratios == tuple(stage_recompute_ratios(4, merak.ratios[0]))
+    assert 0.0 < merak.tp_overlap <= 1.0
+    assert base.fits and merak.fits
+    assert pred.speedup > 1.0
+    assert all(c.tp_collectives > 0 for c in base.costs)  # every stage holds blocks
+    assert all(end > start for start, end in merak.result.allreduce)  # dp = 2 all-reduces gradients
+    json.dumps(pred.to_dict())
