@@ -29,7 +29,7 @@ def gantt(result: SimResult, path: str | Path, *, title: str | None = None, dpi:
 
     scale = 1e3  # seconds -> ms
     step = result.step_s * scale
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.35 * result.microbatches * 3), 0.6 * result.stages + 1.6))
+    fig, ax = plt.subplots(figsize=(min(20.0, max(8.0, result.microbatches)), 0.6 * result.stages + 1.6))
     for s, events in enumerate(result.events):
         y = result.stages - 1 - s
         for e in events:
