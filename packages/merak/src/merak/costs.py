@@ -4,7 +4,8 @@
 on one micro-batch and spreads the rest of the step (glue: in-block norms, residual adds, masks)
 over the shards by their glue nodes. ``predict`` needs no weights (a model on the meta device): a
 shard's forward is its FLOPs at the device's dense peak, backward twice that (the usual 2x),
-its activations the outputs of its differentiable nodes.
+its activations what autograd saves in a shape-only run (attention on SDPA's math path, so an
+upper bound where a flash kernel runs).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def predict_costs(captured: CapturedModel, shards: Sequence[Shard], spec: Device
                 forward_s=fwd,
                 backward_s=2 * fwd,
                 param_bytes=shard.param_bytes,
-                activation_bytes=sum(rows[n].output_bytes for n in shard.nodes if rows[n].differentiable),
+                activation_bytes=sum(rows[n].saved_bytes for n in shard.nodes),
                 send_bytes=send,
             )
         )

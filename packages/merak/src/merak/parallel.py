@@ -18,7 +18,7 @@ from effcore.device import DeviceSpec, infer_device
 from effcore.errors import ConfigError
 from merak.capture import capture
 from merak.partition import Method
-from merak.pipeline import MerakSchedule, StageModule, TraceEvent, trace_stage
+from merak.pipeline import MerakSchedule, StageModule, TraceEvent, Tracer
 from merak.plan import PipelinePlan, build_stage_module, plan_pipeline
 from merak.schedules import SCHEDULES
 from merak.tp import apply_tensor_parallel
@@ -62,7 +62,7 @@ class ParallelModel:
     stage: PipelineStage
     schedule: Any
     microbatches: int
-    trace: list[TraceEvent] = field(default_factory=list)
+    tracer: Tracer = field(default_factory=Tracer)
     tied: list[tuple[nn.Module, str, Any]] = field(default_factory=list)
     tp_replicated: list[tuple[nn.Parameter, Any]] = field(default_factory=list)
     tp_plans: dict = field(default_factory=dict)
@@ -102,17 +102,21 @@ class ParallelModel:
             out[key] = full.detach().clone()
         return out
 
+    @property
+    def trace(self) -> list[TraceEvent]:
+        """The last step's compute events on this rank (see :class:`merak.pipeline.TraceEvent`)."""
+        return self.tracer.events
+
     def train_step(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """Forward and backward of one batch (split into ``microbatches``); gradients land in the
         parameters' ``.grad``, averaged over micro-batches. Returns the mean loss on the last stage."""
         losses: list[torch.Tensor] = []
-        if hasattr(self.stage, "reset_trace"):
-            self.stage.reset_trace()
+        dist.barrier(group=self.mesh["pp"].get_group())  # the pipeline's ranks start the trace together
+        self.tracer.start()
         first, last = self.stage.is_first, self.stage.is_last
         self.schedule.step(
             *((input_ids,) if first else ()), target=labels if last else None, losses=losses if last else None
         )
-        self.trace = list(getattr(self.schedule, "trace", None) or getattr(self, "_events", []))
         for param, group in self.tp_replicated:  # partial sums over this rank's heads
             if param.grad is not None:
                 dist.all_reduce(param.grad, group=group)
@@ -193,6 +197,7 @@ def parallelize(
         method=partition,
         shard_count=shard_count,
         recompute_ratio=recompute_ratio,
+        schedule=schedule,
         spec=spec or known_spec("H100"),
     )
     module = build_stage_module(captured, plan, stage_index, sub_pipelined=tp_overlap)
@@ -212,10 +217,12 @@ def parallelize(
 
         fully_shard(module, mesh=mesh["dp"], reshard_after_forward=False)
     stage = PipelineStage(module, stage_index, pp, dev, group=mesh["pp"].get_group())
+    tracer = Tracer()
     if schedule in TORCH_SCHEDULES:
         runner = TORCH_SCHEDULES[schedule](stage, microbatches, loss_fn=loss_fn)
+        tracer.wrap(stage)
     else:
-        runner = MerakSchedule(stage, microbatches, loss_fn, kind=schedule)
+        runner = MerakSchedule(stage, microbatches, loss_fn, kind=schedule, tracer=tracer)
     pm = ParallelModel(
         model=model,
         mesh=mesh,
@@ -224,9 +231,8 @@ def parallelize(
         stage=stage,
         schedule=runner,
         microbatches=microbatches,
+        tracer=tracer,
     )
-    if schedule in TORCH_SCHEDULES:
-        pm._events = trace_stage(stage)  # type: ignore[attr-defined]
     pm.tied = tied
     pm.tp_plans = tp_plans
     pm.tp_replicated = [(p, mesh["tp"].get_group()) for p in tp_replicated]

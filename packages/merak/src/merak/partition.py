@@ -62,9 +62,13 @@ class StagePlan:
         return {**asdict(self), "time_s": self.time_s}
 
 
-def stage_recompute_ratios(stages: int, first_ratio: float | None) -> list[float]:
+def stage_recompute_ratios(
+    stages: int, first_ratio: float | None, *, schedule: str | None = None
+) -> list[float]:
     """Merak's stage-aware recomputation: stage s (1-indexed, s < P) checkpoints the fraction
-    ``1 - (1 - r0)(P - 1)/(P - s)`` of its layers, clipped at 0; the last stage none.
+    ``1 - (1 - r0)(P - 1)/(P - s)`` of its layers, clipped at 0; the last stage none. Under the
+    shifted critical path stage P-1 takes stage P-2's ratio, as the authors' engine sets it (that
+    stage holds one more micro-batch in flight).
 
     ``first_ratio=None`` disables recomputation (all zeros).
     """
@@ -75,7 +79,10 @@ def stage_recompute_ratios(stages: int, first_ratio: float | None) -> list[float
     if not 0.0 <= first_ratio <= 1.0:
         raise ConfigError(f"the recompute ratio must be in [0, 1], got {first_ratio}")
     ratios = [max(0.0, 1 - (1 - first_ratio) * (stages - 1) / (stages - s)) for s in range(1, stages)]
-    return [*ratios, 0.0]
+    ratios.append(0.0)
+    if schedule == "shifted-critical-path" and stages >= 3:
+        ratios[-2] = ratios[-3]
+    return ratios
 
 
 def min_max_partition(n: int, parts: int, cost: Callable[[int, int, int], float]) -> list[tuple[int, int]]:
@@ -110,20 +117,22 @@ def assign_stages(
     *,
     method: Method = "time",
     recompute_ratio: float | None = None,
+    schedule: str | None = None,
     bandwidth: float = 1e10,
 ) -> list[StagePlan]:
     """Stage plans for ``costs`` (one per shard, in order) on ``stages`` pipeline stages.
 
     ``uniform`` gives each stage the same number of shards (the remainder to the last stages, as
     Merak's ``uniform_floor``); ``parameters`` balances parameter bytes (Merak's ``parameters``);
-    ``time`` minimises the slowest stage's predicted time. ``bandwidth`` (bytes/s) prices the sends.
+    ``time`` minimises the slowest stage's predicted time. ``bandwidth`` (bytes/s) prices the sends;
+    ``schedule`` adjusts the recompute ratios (see :func:`stage_recompute_ratios`).
     """
     if method not in METHODS:
         raise ConfigError(f"unknown partition method {method!r}", hint=f"choose from {', '.join(METHODS)}")
     if bandwidth <= 0:
         raise ConfigError(f"bandwidth must be positive, got {bandwidth}")
     n = len(costs)
-    ratios = stage_recompute_ratios(stages, recompute_ratio)
+    ratios = stage_recompute_ratios(stages, recompute_ratio, schedule=schedule)
 
     def plan(s: int, i: int, j: int) -> StagePlan:
         run = costs[i : j + 1]

@@ -5,7 +5,7 @@ under recomputation (Merak's stage-aware ratio ``r``), or the whole stage recomp
 instruction. ``MerakSchedule`` is a ``PipelineScheduleSingle`` that executes this stage's
 instruction list (``merak.schedules``) with the library's own stage methods, so Merak's schedules
 and torch's ``ScheduleGPipe``/``Schedule1F1B`` run on the same ``PipelineStage`` and are compared
-like for like. Both record a trace: when each forward, recompute and backward ran on this rank.
+like for like. Both record a trace (``Tracer``): when each forward, recompute and backward ran here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch.distributed.pipelining.schedules import PipelineScheduleSingle, _batc
 from merak.recompute import Recomputer
 from merak.schedules import Ckpt, instructions
 
-__all__ = ["MerakSchedule", "StageModule", "TraceEvent", "trace_stage"]
+__all__ = ["MerakSchedule", "StageModule", "TraceEvent", "Tracer"]
 
 
 class StageModule(nn.Module):
@@ -50,8 +50,9 @@ class StageModule(nn.Module):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TraceEvent:
-    """One compute instruction on this rank: seconds from the step's start, and the time spent
-    waiting for its input (activation or gradient) before it could start."""
+    """One compute instruction on this rank: seconds from the step's start (which the pipeline's
+    ranks share: :meth:`Tracer.start` runs after a barrier), and the time spent waiting for its input
+    (activation or gradient) before it could start (measured by Merak's schedules only)."""
 
     op: str
     mb: int
@@ -63,14 +64,57 @@ class TraceEvent:
         return asdict(self)
 
 
+class Tracer:
+    """Collects a step's :class:`TraceEvent` s; ``start()`` sets the origin and clears the last step."""
+
+    def __init__(self) -> None:
+        self.events: list[TraceEvent] = []
+        self.origin = time.perf_counter()
+
+    def start(self) -> None:
+        self.events = []
+        self.origin = time.perf_counter()
+
+    def record(self, op: str, mb: int, start: float, end: float, waited_from: float | None = None) -> None:
+        wait = 0.0 if waited_from is None else start - waited_from
+        self.events.append(
+            TraceEvent(op=op, mb=mb, start=start - self.origin, end=end - self.origin, wait=wait)
+        )
+
+    def wrap(self, stage: Any) -> None:
+        """Record ``stage``'s forward and backward chunks under any schedule (torch's included)."""
+        forward, backward = stage.forward_one_chunk, stage.backward_one_chunk
+
+        def timed(op: str, fn: Any) -> Any:
+            def run(mb: int, *args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                out = fn(mb, *args, **kwargs)
+                self.record(op, mb, start, time.perf_counter())
+                return out
+
+            return run
+
+        stage.forward_one_chunk = timed("F", forward)
+        stage.backward_one_chunk = timed("B", backward)
+
+
 class MerakSchedule(PipelineScheduleSingle):
     """Run ``kind`` (see ``merak.schedules.SCHEDULES``) on one ``PipelineStage`` per rank."""
 
-    def __init__(self, stage: Any, n_microbatches: int, loss_fn: Any, *, kind: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        stage: Any,
+        n_microbatches: int,
+        loss_fn: Any,
+        *,
+        kind: str,
+        tracer: Tracer | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.kind = kind
         self.instrs = instructions(kind, stage.stage_index, stage.num_stages, n_microbatches)
         super().__init__(stage, n_microbatches, loss_fn, **kwargs)
-        self.trace: list[TraceEvent] = []
+        self.tracer = tracer or Tracer()
 
     def _step_microbatches(
         self,
@@ -85,8 +129,6 @@ class MerakSchedule(PipelineScheduleSingle):
         self._initialize_stage(arg_mbs[0], kwarg_mbs[0], target_mbs[0] if target_mbs else None, loss_kwargs)
         stage, module = self._stage, self._stage.submod
         sends: list = []
-        self.trace = []
-        t0 = time.perf_counter()
         last_b = max(i for i, ins in enumerate(self.instrs) if ins.op == "B") if self._has_backward else -1
         for index, ins in enumerate(self.instrs):
             if ins.op == "B" and not self._has_backward:
@@ -111,35 +153,9 @@ class MerakSchedule(PipelineScheduleSingle):
                 stage.backward_one_chunk(ins.mb, loss=loss, last_backward=index == last_b)
                 module.recomputer.release(ins.mb)
                 sends += _batch_p2p(stage.get_bwd_send_ops(ins.mb), desc="bwd_send")
-            end = time.perf_counter()
-            self.trace.append(
-                TraceEvent(op=ins.op, mb=ins.mb, start=start - t0, end=end - t0, wait=start - waited)
-            )
+            self.tracer.record(ins.op, ins.mb, start, time.perf_counter(), waited)
         _wait_batch_p2p(sends)
         module.mode = "stage"
         self._update_losses(stage, losses)
         if self._has_backward:
             stage.perform_reduce_grad(self._n_microbatches if self.scale_grads else 1)
-
-
-def trace_stage(stage: Any) -> list[TraceEvent]:
-    """Record ``stage``'s forward and backward chunks under any schedule (torch's included):
-    wraps the stage's compute methods; returns the list the events are appended to."""
-    events: list[TraceEvent] = []
-    origin = [time.perf_counter()]
-    forward, backward = stage.forward_one_chunk, stage.backward_one_chunk
-
-    def timed(op: str, fn: Any) -> Any:
-        def run(mb: int, *args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            out = fn(mb, *args, **kwargs)
-            end = time.perf_counter()
-            events.append(TraceEvent(op=op, mb=mb, start=start - origin[0], end=end - origin[0], wait=0.0))
-            return out
-
-        return run
-
-    stage.forward_one_chunk = timed("F", forward)
-    stage.backward_one_chunk = timed("B", backward)
-    stage.reset_trace = lambda: (events.clear(), origin.__setitem__(0, time.perf_counter()))
-    return events

@@ -54,6 +54,7 @@ def plan_pipeline(
     method: Method = "time",
     shard_count: int | None = None,
     recompute_ratio: float | None = None,
+    schedule: str | None = None,
     spec: DeviceSpec | None = None,
     bandwidth: float = 1e10,
 ) -> PipelinePlan:
@@ -66,7 +67,9 @@ def plan_pipeline(
             hint="use fewer stages (or a larger shard_count)",
         )
     costs = predict_costs(captured, shards, spec) if spec is not None else measure_costs(captured, shards)
-    plans = assign_stages(costs, stages, method=method, recompute_ratio=recompute_ratio, bandwidth=bandwidth)
+    plans = assign_stages(
+        costs, stages, method=method, recompute_ratio=recompute_ratio, schedule=schedule, bandwidth=bandwidth
+    )
     return PipelinePlan(shards=shards, costs=costs, stages=plans)
 
 

@@ -460,7 +460,7 @@ def run_merak(
             system="merak",
             kind=kind,
             method=method,
-            ratios=stage_recompute_ratios(size.pp, r0),
+            ratios=stage_recompute_ratios(size.pp, r0, schedule=kind),
             overlap=overlap,
         )
         for r0 in candidates

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from torch import fx, nn
 
 from effcore.errors import ConfigError
+from effcore.profiling.graph import node_tensors
 from merak.capture import CapturedModel
 
 __all__ = ["Shard", "floating_nodes", "program_order", "shard_graph"]
@@ -29,7 +30,8 @@ __all__ = ["Shard", "floating_nodes", "program_order", "shard_graph"]
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Shard:
-    """A run of consecutive nodes that no skip connection enters."""
+    """A run of consecutive nodes that no skip connection enters; ``param_bytes`` counts every weight
+    (and buffer) its nodes read, a weight shared with another shard (tied embeddings) in both."""
 
     index: int
     nodes: tuple[str, ...]
@@ -162,6 +164,12 @@ def shard_graph(
 
 def _collect(captured: CapturedModel, order: list[fx.Node], shard_of: dict[str, int]) -> list[Shard]:
     profile = {row.name: row for row in captured.nodes}
+
+    def weight_bytes(nodes: list[fx.Node]) -> int:
+        # each shard holds every weight it reads: a tied embedding counts in both shards that use it
+        held = {id(t): t for n in nodes for t in node_tensors(captured.graph, n)}
+        return sum(t.numel() * t.element_size() for t in held.values())
+
     groups: dict[int, list[fx.Node]] = {}
     for node in order:
         groups.setdefault(shard_of[node.name], []).append(node)
@@ -172,7 +180,7 @@ def _collect(captured: CapturedModel, order: list[fx.Node], shard_of: dict[str, 
             Shard(
                 index=index,
                 nodes=tuple(n.name for n in nodes),
-                param_bytes=sum(profile[n.name].param_bytes for n in nodes),
+                param_bytes=weight_bytes(nodes),
                 flops=sum(profile[n.name].flops for n in nodes),
                 leaves=tuple(leaf for n in nodes if (leaf := captured.leaf_of(n)) is not None),
             )

@@ -74,6 +74,10 @@ def test_stage_aware_ratios_follow_merak():
     assert stage_recompute_ratios(4, 0.5) == pytest.approx([0.5, 0.25, 0.0, 0.0])
     assert stage_recompute_ratios(4, 0.9) == pytest.approx([0.9, 0.85, 0.7, 0.0])
     assert stage_recompute_ratios(3, None) == [0.0, 0.0, 0.0]
+    # the shifted critical path gives stage P-1 (1-indexed) the ratio of stage P-2
+    assert stage_recompute_ratios(4, 0.9, schedule="shifted-critical-path") == pytest.approx(
+        [0.9, 0.85, 0.85, 0.0]
+    )
 
 
 @pytest.mark.parametrize(

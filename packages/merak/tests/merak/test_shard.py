@@ -43,12 +43,22 @@ def test_shards_cover_the_graph_in_order_and_no_skip_crosses_a_cut(family, layer
             assert gap == 0 or (gap == 1 and last[home[arg.name]] == arg.name), (node.name, arg.name)
 
 
-def test_leaves_and_parameters_are_counted_once():
+def test_every_leaf_is_in_one_shard_and_every_weight_is_counted_where_it_is_used():
     captured = _captured("llama", 4)
     shards = shard_graph(captured)
     assert sorted(leaf for s in shards for leaf in s.leaves) == sorted(captured.leaves)
-    assert sum(s.param_bytes for s in shards) == sum(r.param_bytes for r in captured.nodes) - sum(
-        r.param_bytes for r in captured.nodes if r.name in {n.name for n in floating_nodes(captured.graph)}
+    floating = {n.name for n in floating_nodes(captured.graph)}
+    assert sum(s.param_bytes for s in shards) == sum(
+        r.param_bytes for r in captured.nodes if r.name not in floating
+    )
+    tied = capture(tiny_model("llama", num_hidden_layers=4, tie_word_embeddings=True), (1, 8))
+    shards = shard_graph(tied)
+    embedding = 128 * 64 * 4
+    # the first shard's embedding and the last shard's head are one weight, held by both stages
+    assert shards[0].param_bytes >= embedding and shards[-1].param_bytes >= embedding
+    floating = {n.name for n in floating_nodes(tied.graph)}
+    assert sum(s.param_bytes for s in shards) == embedding + sum(
+        r.param_bytes for r in tied.nodes if r.name not in floating
     )
 
 
