@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from effcore.cli import DataDirOpt, OutOpt, SeedOpt, console, make_app, render_table, write_out
+from effcore.cli import DataDirOpt, OutOpt, PlotOpt, SeedOpt, console, make_app, render_table, write_out
 from effcore.errors import ConfigError
 from merak.models import MODEL_HELP
 from merak.partition import METHODS
@@ -16,6 +16,7 @@ app = make_app(
     "Merak: automated 3D parallelism (data, tensor, pipeline) for unmodified HF models.\n\n"
     "  merak partition -m smollm2 --stages 4          # Merak's graph shards -> 4 balanced stages\n\n"
     "  merak schedule shifted-critical-path           # each stage's forward/recompute/backward order\n\n"
+    "  merak simulate -m smollm2 --stages 4 --plot t.png  # every schedule's step, bubble, memory\n\n"
     "  merak train -m smollm2 --mesh 1,2,2 --steps 5  # train on 4 ranks (torchrun), real text\n\n"
     "Models are captured with torch.export on the meta device unless --measure asks for timings, so a\n"
     "model too big for this machine partitions in one process.",
@@ -197,7 +198,7 @@ def train(
     job = TrainJob(model=model, mesh=tuple(sizes), schedule=schedule, partition=method, recompute=recompute,
                    tp_overlap=tp_overlap, batch=batch, seq_len=seq_len, microbatches=microbatches, steps=steps,
                    lr=lr, seed=seed, data=data, data_dir=str(data_dir) if data_dir else None, fail_at=fail_at)  # fmt: skip
-    _check_model(job)
+    _check_model(job.model, tp=job.mesh[1], seq_len=job.seq_len)
     rows: list[dict] = []
     summary: dict = {}
     with progress_bar() as bar:
@@ -216,13 +217,12 @@ def train(
     write_out(out, {"job": job.to_dict(), "steps": rows, **summary}, rows=rows)
 
 
-def _check_model(job) -> None:
+def _check_model(model: str, *, tp: int, seq_len: int) -> None:
     """What can be checked before starting ranks: the model exists, tp divides its heads, the
     sequence fits its positions."""
     from merak.models import load_model
 
-    config = load_model(job.model, weights=False).config
-    tp = job.mesh[1]
+    config = load_model(model, weights=False).config
     for field in ("num_attention_heads", "num_key_value_heads", "n_head"):
         value = getattr(config, field, None)
         if isinstance(value, int) and value % tp:
@@ -230,5 +230,131 @@ def _check_model(job) -> None:
                 f"tp={tp} does not divide the model's {field}={value}", hint="choose a tp that divides it"
             )
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if isinstance(limit, int) and job.seq_len > limit:
-        raise ConfigError(f"--seq-len {job.seq_len} exceeds the model's {limit} positions")
+    if isinstance(limit, int) and seq_len > limit:
+        raise ConfigError(f"--seq-len {seq_len} exceeds the model's {limit} positions")
+
+
+@app.command()
+def simulate(
+    model: ModelOpt = "smollm2",
+    stages: StagesOpt = 4,
+    microbatches: Annotated[int, typer.Option("--microbatches", help="Micro-batches per step.")] = 8,
+    batch: BatchOpt = 1,
+    seq_len: SeqOpt = 512,
+    method: MethodOpt = "time",
+    recompute: RecomputeOpt = None,
+    spec: Annotated[
+        str, typer.Option("--spec", help="Accelerator datasheet: V100, A100, H100, H200.")
+    ] = "H100",
+    bandwidth: Annotated[
+        str,
+        typer.Option("--bandwidth", help="Stage-to-stage link, bytes/s per direction (e.g. 50GB, 25GiB)."),
+    ] = "50GB",
+    schedule: Annotated[
+        str, typer.Option("--schedule", help="The schedule to draw with --plot.")
+    ] = "shifted-critical-path",
+    plot: PlotOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Simulate one training step of every schedule on MODEL's predicted stage costs: step time,
+    bubble and peak memory per stage; --plot draws the chosen schedule's timeline (no weights needed)."""
+    from effcore.cli import parse_bytes
+    from effcore.device import known_spec
+    from merak.capture import capture
+    from merak.gantt import gantt
+    from merak.models import load_model
+    from merak.plan import plan_pipeline
+    from merak.schedules import SCHEDULES
+    from merak.simulate import Network, stage_costs
+    from merak.simulate import simulate as run
+
+    _positive(stages=stages, microbatches=microbatches, batch=batch, seq_len=seq_len)
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown --schedule {schedule!r}", hint=f"choose from {', '.join(SCHEDULES)}")
+    if method not in METHODS:
+        raise ConfigError(f"unknown --method {method!r}", hint=f"choose from {', '.join(METHODS)}")
+    if recompute is not None and not 0.0 <= recompute <= 1.0:
+        raise ConfigError(f"--recompute must be in [0, 1], got {recompute}")
+    link = parse_bytes(bandwidth, flag="--bandwidth")
+    kinds = [k for k in SCHEDULES if microbatches >= stages or k in ("gpipe", "1f1b")]
+    kinds = [k for k in kinds if k != "shifted-critical-path" or microbatches >= 4]
+    if schedule not in kinds:
+        raise ConfigError(f"{schedule} needs at least {max(stages, 4)} micro-batches, got {microbatches}")
+    datasheet = known_spec(spec)
+    lm = load_model(model, weights=False)
+    dtype_bytes = next(lm.parameters()).element_size()
+    captured = capture(lm, (batch, seq_len))
+    rows, results = [], {}
+    for kind in kinds:
+        plan = plan_pipeline(captured, stages, method=method, recompute_ratio=recompute, schedule=kind,
+                             spec=datasheet, bandwidth=link)  # fmt: skip
+        costs = stage_costs(plan.stages, plan.costs, param_dtype_bytes=dtype_bytes)
+        result = run(costs, kind, microbatches, network=Network(p2p_bandwidth=float(link)))
+        results[kind] = result
+        rows.append(
+            {
+                "schedule": kind,
+                "step ms": result.step_s * 1e3,
+                "bubble": result.bubble_overall,
+                "peak MiB (max stage)": max(result.peak_bytes) / 2**20,
+                "peak MiB per stage": " ".join(f"{b / 2**20:.0f}" for b in result.peak_bytes),
+            }
+        )
+    title = (
+        f"{model}: {stages} stages, {microbatches} x {batch}x{seq_len}, {spec} datasheet, {method} partition"
+    )
+    console.print(render_table(title, rows))
+    if plot is not None:
+        gantt(results[schedule], plot, title=f"{model}: {schedule}")
+        console.print(f"wrote {plot}")
+    payload = {"model": model, "spec": spec, "method": method, "recompute": recompute,
+               "rows": rows, "results": {k: r.to_dict(timeline=False) for k, r in results.items()}}  # fmt: skip
+    write_out(out, payload, rows=rows)
+
+
+@app.command()
+def bench(
+    model: ModelOpt = "smollm2",
+    stages: StagesOpt = 4,
+    batch: BatchOpt = 1,
+    seq_len: SeqOpt = 256,
+    microbatches: Annotated[int, typer.Option("--microbatches", help="Micro-batches per step.")] = 8,
+    steps: Annotated[int, typer.Option("--steps", help="Timed steps per case.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per case first.")] = 1,
+    cases: Annotated[
+        str | None,
+        typer.Option(
+            "--cases", help="Semicolon-separated subset of the cases (default: all).", show_default=False
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Wall-clock limit of the whole job (s).")
+    ] = 7200.0,
+    out: OutOpt = None,
+) -> None:
+    """Time every pipeline schedule on the same ranks (one per stage, gloo/NCCL): step time against
+    torch's 1F1B, measured and simulated bubble, peak memory per stage, first-step loss."""
+    from effcore.cli import progress_bar
+    from effcore.distributed import run_job
+    from merak.bench import BENCH_CASES, BenchJob, summarize
+
+    chosen = [c.strip() for c in cases.split(";")] if cases else list(BENCH_CASES)
+    job = BenchJob(model=model, stages=stages, batch=batch, seq_len=seq_len, microbatches=microbatches,
+                   steps=steps, warmup=warmup, data_dir=str(data_dir) if data_dir else None, cases=chosen)  # fmt: skip
+    if "torch-1f1b" not in job.cases:
+        job.cases.insert(0, "torch-1f1b")  # the reference of every ratio
+    if microbatches < stages:
+        raise ConfigError(f"--microbatches must be at least --stages ({stages}) for the 1F1B family")
+    _check_model(model, tp=1, seq_len=seq_len)
+    done: dict = {}
+    with progress_bar() as bar:
+        bar.add_task(f"{len(job.cases)} cases on {stages} ranks", total=None)
+        run_job("merak.worker", "bench", job.to_dict(), nproc=stages, timeout_s=timeout, rank_timeout_s=timeout,
+                on_event=lambda e: done.update(e) if e.get("event") == "done" else None)  # fmt: skip
+    rows = summarize(done["stages"], job)
+    shown = ["case", "step s", "vs torch-1f1b", "spread s", "bubble", "sim step s", "sim error"]
+    console.print(
+        render_table(f"{model}: {stages} stages, {microbatches} x {batch}x{seq_len}", rows, columns=shown)
+    )
+    write_out(out, {"job": job.to_dict(), "rows": rows, "stages": done["stages"]}, rows=rows)

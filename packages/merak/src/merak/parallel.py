@@ -16,7 +16,7 @@ from torch.distributed.tensor import DTensor
 
 from effcore.device import DeviceSpec, infer_device
 from effcore.errors import ConfigError
-from merak.capture import capture
+from merak.capture import CapturedModel, capture
 from merak.partition import Method
 from merak.pipeline import MerakSchedule, StageModule, TraceEvent, Tracer
 from merak.plan import PipelinePlan, build_stage_module, plan_pipeline
@@ -162,10 +162,11 @@ def parallelize(
     microbatches: int,
     schedule: str = "1f1b",
     partition: Method = "time",
-    recompute_ratio: float | None = None,
+    recompute_ratio: float | Sequence[float] | None = None,
     shard_count: int | None = None,
     spec: DeviceSpec | None = None,
     tp_overlap: bool = False,
+    captured: CapturedModel | None = None,
     loss_fn: Any = causal_lm_loss,
     device: str | torch.device | None = None,
 ) -> ParallelModel:
@@ -176,7 +177,8 @@ def parallelize(
     its own stage. ``microbatch`` is one micro-batch's (batch, sequence) shape; ``schedule`` is one
     of ``merak.schedules.SCHEDULES`` or ``torch-gpipe``/``torch-1f1b`` (torch's own, the baselines).
     ``tp_overlap`` runs each micro-batch as two halves in lockstep so tensor-parallel all-reduces
-    overlap compute (Merak's sub-pipelined TP; the micro-batch size must be even).
+    overlap compute (Merak's sub-pipelined TP; the micro-batch size must be even). ``captured``
+    reuses a capture of this same, unmodified model at this micro-batch (pipeline-only runs).
     """
     from effcore.device import known_spec
 
@@ -190,7 +192,13 @@ def parallelize(
     batch, seq = microbatch
     if tp_overlap and batch % 2:
         raise ConfigError(f"tp_overlap splits each micro-batch in two: its size {batch} must be even")
-    captured = capture(model, (batch // 2, seq) if tp_overlap else microbatch)
+    shape = (batch // 2, seq) if tp_overlap else (batch, seq)
+    if captured is None:
+        captured = capture(model, shape)
+    elif captured.model is not model or captured.input_shape != shape:
+        raise ConfigError(
+            f"the given capture is of another model or shape ({captured.input_shape}, not {shape})"
+        )
     plan = plan_pipeline(
         captured,
         pp,

@@ -70,12 +70,18 @@ def stage_recompute_ratios(
     shifted critical path stage P-1 takes stage P-2's ratio, as the authors' engine sets it (that
     stage holds one more micro-batch in flight).
 
-    ``first_ratio=None`` disables recomputation (all zeros).
+    ``first_ratio=None`` disables recomputation (all zeros); a sequence gives every stage's ratio
+    itself (``[1.0] * P``: recompute everything, as Megatron and DeepSpeed do).
     """
     if stages < 1:
         raise ConfigError(f"need at least one stage, got {stages}")
     if first_ratio is None:
         return [0.0] * stages
+    if not isinstance(first_ratio, int | float):
+        ratios = [float(r) for r in first_ratio]
+        if len(ratios) != stages or not all(0.0 <= r <= 1.0 for r in ratios):
+            raise ConfigError(f"per-stage recompute ratios must be {stages} values in [0, 1], got {ratios}")
+        return ratios
     if not 0.0 <= first_ratio <= 1.0:
         raise ConfigError(f"the recompute ratio must be in [0, 1], got {first_ratio}")
     ratios = [max(0.0, 1 - (1 - first_ratio) * (stages - 1) / (stages - s)) for s in range(1, stages)]
@@ -116,7 +122,7 @@ def assign_stages(
     stages: int,
     *,
     method: Method = "time",
-    recompute_ratio: float | None = None,
+    recompute_ratio: float | Sequence[float] | None = None,
     schedule: str | None = None,
     bandwidth: float = 1e10,
 ) -> list[StagePlan]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from effcore.device import DeviceSpec
@@ -53,7 +54,7 @@ def plan_pipeline(
     *,
     method: Method = "time",
     shard_count: int | None = None,
-    recompute_ratio: float | None = None,
+    recompute_ratio: float | Sequence[float] | None = None,
     schedule: str | None = None,
     spec: DeviceSpec | None = None,
     bandwidth: float = 1e10,
