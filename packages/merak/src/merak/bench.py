@@ -51,6 +51,7 @@ class BenchJob:
     data: str = "wikitext2"
     data_dir: str | None = None
     cases: list[str] = field(default_factory=lambda: list(BENCH_CASES))
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("stages", "batch", "seq_len", "microbatches", "steps"):
@@ -102,14 +103,15 @@ def bench_worker(job_dict: dict[str, Any], group: Any) -> None:
     from merak.capture import capture
     from merak.models import load_model
     from merak.parallel import parallelize
-    from merak.train import TrainJob, corpus_ids
+    from merak.train import TrainJob, _rank_device, corpus_ids
 
     job = BenchJob(**job_dict)
     if dist.get_world_size() != job.stages:
         raise ConfigError(
             f"the bench runs one rank per stage: {job.stages} stages, {dist.get_world_size()} ranks"
         )
-    model = load_model(job.model)
+    device = _rank_device(job.device)
+    model = load_model(job.model, device=device)
     captured = capture(model, (job.batch, job.seq_len))  # one capture serves every case (pp only)
     text = TrainJob(model=job.model, mesh=(1, 1, job.stages), data=job.data, data_dir=job.data_dir)
     blocks = token_blocks(corpus_ids(text, model.config.vocab_size), block_size=job.seq_len)
@@ -119,8 +121,8 @@ def bench_worker(job_dict: dict[str, Any], group: Any) -> None:
         ratio = [1.0] * job.stages if recompute == "all" else recompute
         pm = parallelize(model, (1, 1, job.stages), microbatch=(job.batch, job.seq_len),
                          microbatches=job.microbatches, schedule=schedule, recompute_ratio=ratio,
-                         captured=captured)  # fmt: skip
-        results[name] = _case(pm, blocks, job)
+                         captured=captured, device=device)  # fmt: skip
+        results[name] = _case(pm, blocks.to(device), job)
         results[name]["plan"] = [st.to_dict() for st in pm.plan.stages]
     gathered: list[Any] = [None] * job.stages
     dist.all_gather_object(gathered, {"stage": pm.stage_index, "results": results})

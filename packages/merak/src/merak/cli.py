@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from effcore.cli import DataDirOpt, OutOpt, PlotOpt, SeedOpt, console, make_app, render_table, write_out
+from effcore.cli import (
+    DataDirOpt,
+    DeviceOpt,
+    OutOpt,
+    PlotOpt,
+    SeedOpt,
+    console,
+    make_app,
+    render_table,
+    write_out,
+)
 from effcore.errors import ConfigError
 from merak.models import MODEL_HELP
 from merak.partition import METHODS
@@ -174,6 +184,7 @@ def train(
         float, typer.Option("--rank-timeout", help="How long a rank waits for a peer before giving up (s).")
     ] = 300.0,
     fail_at: Annotated[str | None, typer.Option("--fail-at", hidden=True)] = None,
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
 ) -> None:
     """Train MODEL in 3D parallel under torchrun (gloo on CPU, NCCL on GPUs); print loss and time per step."""
@@ -197,7 +208,8 @@ def train(
         raise ConfigError(f"--tp-overlap splits each micro-batch in two: --batch {batch} must be even")
     job = TrainJob(model=model, mesh=tuple(sizes), schedule=schedule, partition=method, recompute=recompute,
                    tp_overlap=tp_overlap, batch=batch, seq_len=seq_len, microbatches=microbatches, steps=steps,
-                   lr=lr, seed=seed, data=data, data_dir=str(data_dir) if data_dir else None, fail_at=fail_at)  # fmt: skip
+                   lr=lr, seed=seed, data=data, data_dir=str(data_dir) if data_dir else None, fail_at=fail_at,
+                   device=_device_name(device))  # fmt: skip
     _check_model(job.model, tp=job.mesh[1], seq_len=job.seq_len)
     rows: list[dict] = []
     summary: dict = {}
@@ -215,6 +227,14 @@ def train(
                 rank_timeout_s=rank_timeout, on_event=on_event)  # fmt: skip
     console.print(render_table(f"{model} on mesh dp,tp,pp = {mesh} ({schedule})", rows))
     write_out(out, {"job": job.to_dict(), "steps": rows, **summary}, rows=rows)
+
+
+def _device_name(device: str) -> str:
+    """``auto``, ``cpu`` or ``cuda`` for every rank (each takes its own GPU); checked here."""
+    from effcore.device import infer_device
+
+    kind = infer_device(device).type
+    return "auto" if device == "auto" else kind
 
 
 def _check_model(model: str, *, tp: int, seq_len: int) -> None:
@@ -331,6 +351,7 @@ def bench(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Wall-clock limit of the whole job (s).")
     ] = 7200.0,
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
 ) -> None:
     """Time every pipeline schedule on the same ranks (one per stage, gloo/NCCL): step time against
@@ -341,7 +362,8 @@ def bench(
 
     chosen = [c.strip() for c in cases.split(";")] if cases else list(BENCH_CASES)
     job = BenchJob(model=model, stages=stages, batch=batch, seq_len=seq_len, microbatches=microbatches,
-                   steps=steps, warmup=warmup, data_dir=str(data_dir) if data_dir else None, cases=chosen)  # fmt: skip
+                   steps=steps, warmup=warmup, data_dir=str(data_dir) if data_dir else None, cases=chosen,
+                   device=_device_name(device))  # fmt: skip
     if "torch-1f1b" not in job.cases:
         job.cases.insert(0, "torch-1f1b")  # the reference of every ratio
     if microbatches < stages:

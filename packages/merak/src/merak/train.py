@@ -44,6 +44,7 @@ class TrainJob:
     seed: int = 0
     data: str = "wikitext2"
     data_dir: str | None = None
+    device: str = "auto"  # where each rank computes: auto (its GPU if any), cpu, cuda
     fail_at: str | None = None  # "RANK:STEP:error|exit": that rank raises, or dies, at that step (tests)
 
     def __post_init__(self) -> None:
@@ -76,6 +77,16 @@ def corpus_ids(job: TrainJob, vocab_size: int) -> torch.Tensor:
     return ids % vocab_size
 
 
+def _rank_device(requested: str) -> torch.device:
+    """This rank's device: its own GPU (LOCAL_RANK) when CUDA is wanted and present, else the CPU."""
+    from effcore.device import infer_device
+
+    device = infer_device(requested)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def _reporter(pm) -> bool:
     coords = pm.mesh.get_coordinate()  # (pp, dp, tp) of this rank
     return pm.is_last and coords[1] == 0 and coords[2] == 0
@@ -91,10 +102,11 @@ def train_worker(job_dict: dict[str, Any], group: Any) -> None:
     if dist.get_world_size() != job.world:
         raise ConfigError(f"the job's mesh {job.mesh} needs {job.world} ranks, got {dist.get_world_size()}")
     torch.manual_seed(job.seed)
-    model = load_model(job.model, seed=job.seed)
+    device = _rank_device(job.device)
+    model = load_model(job.model, seed=job.seed, device=device)
     pm = parallelize(model, job.mesh, microbatch=(job.batch, job.seq_len), microbatches=job.microbatches,
                      schedule=job.schedule, partition=job.partition, recompute_ratio=job.recompute,
-                     tp_overlap=job.tp_overlap)  # fmt: skip
+                     tp_overlap=job.tp_overlap, device=device)  # fmt: skip
     per_step = job.mesh[0] * job.microbatches * job.batch
     blocks = token_blocks(corpus_ids(job, model.config.vocab_size), block_size=job.seq_len)
     if len(blocks) < per_step:
@@ -115,6 +127,7 @@ def train_worker(job_dict: dict[str, Any], group: Any) -> None:
         mine = batch[dp_rank * per_step // job.mesh[0] : (dp_rank + 1) * per_step // job.mesh[0]]
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
+        mine = mine.to(device)
         loss = pm.train_step(mine, mine)
         optimizer.step()
         seconds = time.perf_counter() - t0
