@@ -120,13 +120,6 @@ def read_manifest(folder: str | Path) -> Manifest:
     return Manifest(**{k: data[k] for k in fields})
 
 
-def _hf_params(pm: ParallelModel) -> list[tuple[str, nn.Parameter]]:
-    """This rank's parameters under every HF name they have (a tied weight under both)."""
-    return [
-        (name.split(".hf.", 1)[1], p) for name, p in pm.stage_module.named_parameters(remove_duplicate=False)
-    ]
-
-
 def _fused(pm: ParallelModel) -> dict[str, tuple[int, int]]:
     """HF parameter name -> (permuted dim, chunks) for each fused column-parallel matrix and bias."""
     out = {}
@@ -178,7 +171,7 @@ def _state(pm: ParallelModel, optimizer: torch.optim.Optimizer | None) -> dict[s
     """The DCP state dict of this rank: ``model``, and ``optim`` (per HF name: each state entry and
     the hyperparameters of its group) when an optimizer is given."""
     fused, tp = _fused(pm), pm.mesh["tp"].size()
-    named = _hf_params(pm)
+    named = pm.named_hf_parameters()
     state: dict[str, Any] = {"model": {n: _boxes(p, fused.get(n), tp) for n, p in named}}
     if optimizer is None:
         return state
@@ -221,7 +214,7 @@ def save(
     token = _shared_token()
     tmp = folder.with_name(f".{folder.name}.tmp-{token}")
     stages: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(stages, (pm.stage_index, sorted(n for n, _ in _hf_params(pm))))
+    dist.all_gather_object(stages, (pm.stage_index, sorted(n for n, _ in pm.named_hf_parameters())))
     try:
         dcp.save(_state(pm, optimizer), storage_writer=FileSystemWriter(tmp))
     except CheckpointException as err:  # DCP raises it on every rank when any rank failed
@@ -353,7 +346,7 @@ def load(pm: ParallelModel, folder: str | Path, *, optimizer: torch.optim.Optimi
 def _restore_optimizer(pm: ParallelModel, optimizer: torch.optim.Optimizer, loaded: dict[str, Any]) -> None:
     """Put back what DCP loaded by value (non-tensor state, group hyperparameters)."""
     names: dict[int, str] = {}
-    for name, param in _hf_params(pm):
+    for name, param in pm.named_hf_parameters():
         names.setdefault(id(param), name)
     for param, entries in optimizer.state.items():
         name = names.get(id(param))

@@ -23,7 +23,15 @@ from merak.plan import PipelinePlan, build_stage_module, plan_pipeline
 from merak.schedules import SCHEDULES
 from merak.tp import apply_tensor_parallel
 
-__all__ = ["MESH_DIMS", "TORCH_SCHEDULES", "ParallelModel", "causal_lm_loss", "make_mesh", "parallelize"]
+__all__ = [
+    "MESH_DIMS",
+    "TORCH_SCHEDULES",
+    "ParallelModel",
+    "causal_lm_loss",
+    "hf_name",
+    "make_mesh",
+    "parallelize",
+]
 
 MESH_DIMS = ("pp", "dp", "tp")  # outermost to innermost: tensor-parallel ranks are neighbours
 TORCH_SCHEDULES = {"torch-gpipe": ScheduleGPipe, "torch-1f1b": Schedule1F1B}
@@ -79,6 +87,11 @@ class ParallelModel:
         """The parameters this rank trains (its stage's, each once)."""
         return list(self.stage_module.parameters())
 
+    def named_hf_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """This rank's parameters under every name the user's model gives them (a tied weight under
+        both), e.g. ``model.layers.0.self_attn.q_proj.weight``."""
+        return [(hf_name(name), p) for name, p in self.stage_module.named_parameters(remove_duplicate=False)]
+
     def full_tensors(self, *, grads: bool = False) -> dict[str, torch.Tensor]:
         """This rank's parameters (or their gradients) as whole tensors under the user model's names:
         tensor- and data-parallel shards gathered, fused q/k/v back in the model's own order."""
@@ -87,12 +100,11 @@ class ParallelModel:
         fused = {lp.module: lp for plans in self.tp_plans.values() for lp in plans if lp.chunks > 1}
         tp = self.mesh["tp"].size()
         out: dict[str, torch.Tensor] = {}
-        for name, param in self.stage_module.named_parameters(remove_duplicate=False):  # tied: both names
+        for key, param in self.named_hf_parameters():  # tied: under both names
             value = param.grad if grads else param.detach()
             if value is None:
                 continue
             full = value.full_tensor() if isinstance(value, DTensor) else value
-            key = name.split(".hf.", 1)[1]
             module, attr = key.rsplit(".", 1)
             if module in fused:
                 lp = fused[module]
@@ -125,6 +137,11 @@ class ParallelModel:
             if grad is not None:
                 dist.all_reduce(grad.to_local() if isinstance(grad, DTensor) else grad, group=group)
         return torch.stack(losses).mean().detach() if last else None
+
+
+def hf_name(name: str) -> str:
+    """A stage module's parameter name -> the user's model's (``segments.0.hf.lm_head.weight`` -> ``lm_head.weight``)."""
+    return name.split(".hf.", 1)[1]
 
 
 def _tied_weights(
@@ -208,7 +225,7 @@ def parallelize(
         schedule=schedule,
         spec=spec or known_spec("H100"),
     )
-    module = build_stage_module(captured, plan, stage_index, sub_pipelined=tp_overlap)
+    module = build_stage_module(captured, plan, stage_index, sub_pipelined=tp_overlap).to(dev)
     tied = _tied_weights(model, plan, mesh, stage_index)
     mine = [leaf for i in range(plan.stages[stage_index].first, plan.stages[stage_index].last + 1)
             for leaf in plan.shards[i].leaves]  # fmt: skip

@@ -144,7 +144,8 @@ class MerakSchedule(PipelineScheduleSingle):
                 module.recomputer.microbatch = ins.mb
                 output = stage.forward_one_chunk(ins.mb, arg_mbs[ins.mb], kwarg_mbs[ins.mb],
                                                  save_forward_output=return_outputs)  # fmt: skip
-                self._maybe_compute_loss(stage, output, target_mbs, ins.mb, loss_kwargs)
+                if stage.is_last and target_mbs is not None:  # eval() runs without targets
+                    self._maybe_compute_loss(stage, output, target_mbs, ins.mb, loss_kwargs)
                 sends += _batch_p2p(stage.get_fwd_send_ops(ins.mb), desc="fwd_send")
             elif ins.op == "R":
                 module.recomputer.recompute(ins.mb)

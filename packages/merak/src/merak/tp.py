@@ -13,12 +13,13 @@ leaf's integer attributes equal to the chunk size (``split_size``) become the lo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
 from torch import fx, nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+from torch.distributed.tensor import Replicate, Shard, distribute_module, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 from effcore.errors import ConfigError
@@ -114,6 +115,17 @@ def fused_order(features: int, chunks: int, tp: int) -> torch.Tensor:
     return idx.transpose(0, 1).reshape(-1)
 
 
+def _distribute(style: ColwiseParallel | RowwiseParallel, module: nn.Module, mesh: DeviceMesh) -> nn.Module:
+    """torch's own ``_apply`` of the two styles, for any module kind (theirs: ``nn.Linear`` only)."""
+    return distribute_module(
+        module,
+        mesh,
+        style._partition_linear_fn,
+        partial(style._prepare_input_fn, style.input_layouts, style.desired_input_layouts),
+        partial(style._prepare_output_fn, style.output_layouts, style.use_local_output),
+    )
+
+
 class _Colwise(ColwiseParallel):
     """Column-wise for ``nn.Linear`` and ``Conv1D``, with fused outputs permuted per rank."""
 
@@ -132,17 +144,7 @@ class _Colwise(ColwiseParallel):
             module.register_parameter(pname, nn.Parameter(sharded, requires_grad=param.requires_grad))
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
-        from functools import partial
-
-        from torch.distributed.tensor import distribute_module
-
-        return distribute_module(
-            module,
-            device_mesh,
-            self._partition_linear_fn,
-            partial(self._prepare_input_fn, self.input_layouts, self.desired_input_layouts),
-            partial(self._prepare_output_fn, self.output_layouts, self.use_local_output),
-        )
+        return _distribute(self, module, device_mesh)
 
 
 class _Rowwise(RowwiseParallel):
@@ -161,17 +163,7 @@ class _Rowwise(RowwiseParallel):
             module.register_parameter(pname, nn.Parameter(sharded, requires_grad=param.requires_grad))
 
     def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
-        from functools import partial
-
-        from torch.distributed.tensor import distribute_module
-
-        return distribute_module(
-            module,
-            device_mesh,
-            self._partition_linear_fn,
-            partial(self._prepare_input_fn, self.input_layouts, self.desired_input_layouts),
-            partial(self._prepare_output_fn, self.output_layouts, self.use_local_output),
-        )
+        return _distribute(self, module, device_mesh)
 
 
 def _check_divisible(model: nn.Module, tp: int) -> None:

@@ -50,7 +50,7 @@ from transformers.trainer_utils import seed_worker
 
 from effcore.errors import ConfigError
 from merak.checkpoint import export_hf, load, read_manifest, save
-from merak.parallel import TORCH_SCHEDULES, ParallelModel, parallelize
+from merak.parallel import TORCH_SCHEDULES, ParallelModel, hf_name, parallelize
 from merak.partition import Method
 from merak.schedules import SCHEDULES
 
@@ -224,8 +224,6 @@ class MerakTrainer(Trainer):
             recompute_ratio=args.recompute_ratio,
             device=args.device,
         )
-        if args.device.type != "cpu":  # parallelize leaves the stage's unsplit parameters where they were
-            self.parallel.stage_module.to(args.device)
         self._pipeline = _Pipeline(self.parallel)
         super().__init__(model=model, args=args, **kwargs)
         self.model_wrapped = self._pipeline
@@ -245,7 +243,7 @@ class MerakTrainer(Trainer):
         if model is not self._pipeline:
             return super().get_decay_parameter_names(model)
         decay = set(super().get_decay_parameter_names(self.model))  # decided on the HF model's modules
-        return [n for n, _ in model.named_parameters() if n.split(".hf.", 1)[1] in decay]
+        return [n for n, _ in model.named_parameters() if hf_name(n) in decay]
 
     # ---- data: every pipeline reads its slice of HF's batches ----
 
