@@ -1,0 +1,117 @@
+"""GRASS against every baseline in one harness: same data order, step budget and schedule.
+
+Each (method, seed) run writes ``OUT_DIR/<task>-<model>-<method>-s<seed>.json`` as ``grass train``
+would (config, per-step rows, summary with memory by category, tokens/s, evaluation, machine, wall
+time) plus the command line; runs already present are skipped, so a stopped campaign continues.
+``--summary`` then writes one table over every run file found (median and spread over seeds).
+
+    uv run python packages/grass/benchmarks/bench_methods.py --task gsm8k --steps 30 \\
+        --methods grass,lisa,full --seeds 0 --out-dir packages/grass/results/gsm8k-smollm2
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from effcore.io import write_json
+from grass.config import METHODS, RunConfig
+from grass.train import run
+
+
+def _row(data: dict) -> dict:
+    s, mem = data["summary"], data["summary"]["memory"] or {}
+    opt_device = s.get("optimizer_state_device_peak")
+    return {
+        "method": data["config"]["method"],
+        "seed": data["config"]["seed"],
+        "eval_loss": s["eval"]["loss"],
+        "accuracy": s["eval"]["accuracy"],
+        "train_loss": s["final_loss"],
+        "parameters_mib": mem.get("parameters", 0) / 2**20,
+        "gradients_mib": mem.get("gradients", 0) / 2**20,
+        "optimizer_device_mib": (opt_device if opt_device is not None else mem.get("optimizer_state_peak", 0))
+        / 2**20,
+        "optimizer_host_mib": s.get("optimizer_state_host", 0) / 2**20,
+        "activations_mib": mem.get("activations", 0) / 2**20,
+        "peak_mib": mem.get("peak", 0) / 2**20,
+        "tokens_per_s": s["tokens_per_s"],
+        "offload_share": s["offload_share"],
+        "trainable_params": s["trainable_params"],
+    }
+
+
+def summarize(out_dir: Path) -> dict:
+    """Median and spread (min-max) over seeds of every metric, per method, from the run files."""
+    runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*-s*.json"))]
+    rows = [_row(r) for r in runs]
+    table = []
+    for method in METHODS:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        entry: dict = {"method": method, "seeds": [r["seed"] for r in mine]}
+        for key in mine[0]:
+            if key in ("method", "seed"):
+                continue
+            values = [r[key] for r in mine if r[key] is not None]
+            if values:
+                entry[key] = statistics.median(values)
+                entry[key + "_spread"] = max(values) - min(values)
+        table.append(entry)
+    return {"runs": rows, "table": table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="gsm8k")
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=192)
+    ap.add_argument("--lr", type=float, default=1e-4, help="for parameter updates")
+    ap.add_argument("--adapter-lr", type=float, default=1e-3, help="for LoRA/DoRA")
+    ap.add_argument("--gamma", type=int, default=2)
+    ap.add_argument("--probe-steps", type=int, default=3)
+    ap.add_argument("--period", type=int, default=6, help="T_s = T_u (and LISA's/BAdam's switching period)")
+    ap.add_argument("--eval-limit", type=int, default=48)
+    ap.add_argument("--generate", type=int, default=16)
+    ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--summary", action="store_true", help="only (re)write OUT_DIR/summary.json")
+    args = ap.parse_args(argv)
+    if not args.summary:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for method in args.methods.split(","):
+                path = args.out_dir / f"{args.task}-{args.model}-{method}-s{seed}.json"
+                if path.exists():
+                    continue
+                adapter = method in ("lora", "dora")
+                cfg = RunConfig(
+                    method=method, model=args.model, task=args.task, steps=args.steps, batch=args.batch,
+                    seq_len=args.seq_len, lr=args.adapter_lr if adapter else args.lr, gamma=args.gamma,
+                    probe_steps=args.probe_steps, sample_period=args.period, update_period=args.period,
+                    warmup=max(1, args.steps // 10), seed=seed,
+                )  # fmt: skip
+                t0 = time.perf_counter()
+                result = run(cfg, device="cpu", eval_limit=args.eval_limit, generate=args.generate)
+                data = result.to_dict()
+                data["command"] = shlex.join([sys.executable, *sys.argv])
+                data["summary"]["campaign_wall_s"] = time.perf_counter() - t0
+                write_json(path, data)
+                print(json.dumps({"wrote": str(path), **_row(data)}), flush=True)
+                del result
+                gc.collect()
+    write_json(args.out_dir / "summary.json", summarize(args.out_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
