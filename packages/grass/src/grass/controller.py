@@ -65,6 +65,7 @@ class LayerwiseTuner:
             self.active = active
         # while probing nothing is updated: a gradient is dropped as soon as it is measured
         self.meter.discard = self.probing
+        self.optimizer.hold = self.probing
         return active
 
     def end_backward(self, step: int) -> torch.Tensor:
@@ -74,9 +75,8 @@ class LayerwiseTuner:
         return rms
 
     def step(self) -> None:
-        """The optimizer step (none while probing)."""
-        if not self.probing:
-            self.optimizer.step()
+        """The optimizer step (a no-op while probing)."""
+        self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -85,7 +85,9 @@ class Batches:
 
     def __init__(self, examples: list[Example], batch: int, *, seed: int, pad_id: int) -> None:
         if not examples:
-            raise ConfigError("no training examples", hint="raise --seq-len or check the data")
+            raise ConfigError(
+                "no training examples: every question is longer than --seq-len", hint="raise --seq-len"
+            )
         self.examples, self.batch, self.seed, self.pad_id = examples, batch, seed, pad_id
         self.per_epoch = max(1, len(examples) // batch)
 

@@ -82,6 +82,7 @@ class LayerwiseAdamW(torch.optim.Optimizer):
         self._steps: dict[str, list[torch.Tensor]] = {}  # unit -> AdamW's step per parameter (CPU)
         self.active_units: tuple[str, ...] = tuple(g["unit"] for g in self.param_groups)
         self.stats = OffloadStats()
+        self.hold = False  # True: step() updates nothing (GRASS's probing phase)
 
     # -- where each unit's state is ------------------------------------------------------------
 
@@ -211,6 +212,8 @@ class LayerwiseAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.hold:
+            return loss
         todo = [g for g in self.param_groups if any(p.grad is not None for p in g["params"])]
         if self.offload == "layerwise":
             self._step_streamed(todo)

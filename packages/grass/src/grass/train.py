@@ -94,7 +94,9 @@ class _Loop:
             if cfg.nan_at_step == step:
                 loss = loss * float("nan")
             if not torch.isfinite(loss):
-                raise TrainingError(f"the loss is {float(loss)} at step {step + 1}: stopped before updating")
+                raise TrainingError(
+                    f"the loss is {float(loss.detach())} at step {step + 1}: stopped before updating"
+                )
             loss.backward()
             total += float(loss.detach())
             tokens += int(batch["attention_mask"].sum())
