@@ -75,7 +75,8 @@ class GradNormMeter:
         self._ddp = True
         meter = self
 
-        def hook(group: dist.ProcessGroup | None, bucket: dist.GradBucket) -> torch.futures.Future:
+        # no annotations: DDP compares them to dist.GradBucket, and they are strings here
+        def hook(group, bucket):  # type: ignore[no-untyped-def]
             world = dist.get_world_size(group)
             tensor = bucket.buffer().div_(world)
             fut = dist.all_reduce(tensor, group=group, async_op=True).get_future()

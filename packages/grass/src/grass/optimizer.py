@@ -214,7 +214,13 @@ class LayerwiseAdamW(torch.optim.Optimizer):
                 loss = closure()
         if self.hold:
             return loss
-        todo = [g for g in self.param_groups if any(p.grad is not None for p in g["params"])]
+        # only active units: a frozen one may hold zeros that DDP wrote into its bucket
+        active = set(self.active_units)
+        todo = [
+            g
+            for g in self.param_groups
+            if g["unit"] in active and any(p.grad is not None for p in g["params"])
+        ]
         if self.offload == "layerwise":
             self._step_streamed(todo)
         else:

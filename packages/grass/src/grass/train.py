@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from effcore.device import cpu_model, infer_device
-from effcore.errors import EffmlError
+from effcore.errors import ConfigError, EffmlError
 from grass.checkpoint import load_checkpoint, save_checkpoint
 from grass.config import RunConfig
 from grass.data import Batches, load_task
@@ -71,12 +73,39 @@ class RunResult:
         }
 
 
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class _Loop:
-    """The state of one run between steps."""
+    """The state of one run between steps. Under an initialised process group of more than one
+    rank, the model runs in DDP and each rank trains on its slice of every batch."""
 
     def __init__(self, cfg: RunConfig, prep: Prepared, batches: Batches, device: torch.device) -> None:
         self.cfg, self.prep, self.batches, self.device = cfg, prep, batches, device
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(prep.optimizer, lr_lambda(cfg))
+        self.rank, self.world = _world()
+        self.forward = prep.model
+        if self.world > 1:
+            if cfg.batch % self.world:
+                raise ConfigError(
+                    f"--batch {cfg.batch} does not split over {self.world} ranks", hint="use a multiple"
+                )
+            # frozen layers take no part in a step: DDP must not wait for their gradients
+            self.forward = nn.parallel.DistributedDataParallel(
+                prep.model, find_unused_parameters=prep.tuner is not None
+            )
+            if prep.tuner:
+                prep.tuner.meter.ddp_comm_hook(self.forward)
+
+    def _batch(self, index: int) -> dict[str, torch.Tensor]:
+        batch = self.batches.batch_at(index)
+        if self.world > 1:
+            per = self.cfg.batch // self.world
+            batch = {n: t[self.rank * per : (self.rank + 1) * per] for n, t in batch.items()}
+        return {n: t.to(self.device) for n, t in batch.items()}
 
     def step(self, step: int) -> dict[str, Any]:
         cfg, prep = self.cfg, self.prep
@@ -90,7 +119,7 @@ class _Loop:
             if prep.tuner:
                 prep.tuner.meter.armed = k == cfg.grad_accum - 1  # .grad holds the step's gradient
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = prep.model(**batch).loss / cfg.grad_accum
+                loss = self.forward(**batch).loss / cfg.grad_accum
             if cfg.nan_at_step == step:
                 loss = loss * float("nan")
             if not torch.isfinite(loss):
@@ -110,6 +139,10 @@ class _Loop:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
             self.scheduler.step()
         prep.optimizer.zero_grad(set_to_none=True)
+        if self.world > 1:
+            total_t = torch.tensor(total)
+            dist.all_reduce(total_t)
+            total = float(total_t) / self.world
         row = {"step": step + 1, "loss": total, "seconds": time.perf_counter() - t0, "tokens": tokens}
         if prep.tuner:
             row["active"] = "probe" if active is None else ",".join(map(str, active))
@@ -170,7 +203,7 @@ def run(
         record = load_checkpoint(run_dir, fingerprint=cfg.fingerprint(), model=cfg.model)
         if record is not None:
             rows = loop.restore(record)
-    measure_at = cfg.steps - 1 if measure_memory and cfg.grad_accum == 1 else None
+    measure_at = cfg.steps - 1 if measure_memory and cfg.grad_accum == 1 and loop.world == 1 else None
     memory: dict[str, Any] | None = None
     last_saved = len(rows)
     for step in range(len(rows), cfg.steps):
