@@ -29,7 +29,7 @@ def _row(data: dict) -> dict:
     s, mem = data["summary"], data["summary"]["memory"] or {}
     opt_device = s.get("optimizer_state_device_peak")
     return {
-        "method": data["config"]["method"],
+        "method": data.get("label", data["config"]["method"]),
         "seed": data["config"]["seed"],
         "eval_loss": s["eval"]["loss"],
         "accuracy": s["eval"]["accuracy"],
@@ -52,7 +52,7 @@ def summarize(out_dir: Path) -> dict:
     runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*-s*.json"))]
     rows = [_row(r) for r in runs]
     table = []
-    for method in METHODS:
+    for method in dict.fromkeys([*METHODS, *(r["method"] for r in rows)]):
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue
@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gamma", type=int, default=2)
     ap.add_argument("--probe-steps", type=int, default=3)
     ap.add_argument("--period", type=int, default=6, help="T_s = T_u (and LISA's/BAdam's switching period)")
+    ap.add_argument(
+        "--embed-head",
+        choices=["train", "freeze"],
+        help="override the method's E/H handling (the run is labelled METHOD+eh or METHOD-eh)",
+    )
     ap.add_argument("--eval-limit", type=int, default=48)
     ap.add_argument("--generate", type=int, default=16)
     ap.add_argument("--out-dir", type=Path, required=True)
@@ -90,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for method in args.methods.split(","):
-                path = args.out_dir / f"{args.task}-{args.model}-{method}-s{seed}.json"
+                label = method + {None: "", "train": "+eh", "freeze": "-eh"}[args.embed_head]
+                path = args.out_dir / f"{args.task}-{args.model}-{label}-s{seed}.json"
                 if path.exists():
                     continue
                 adapter = method in ("lora", "dora")
@@ -98,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
                     method=method, model=args.model, task=args.task, steps=args.steps, batch=args.batch,
                     seq_len=args.seq_len, lr=args.adapter_lr if adapter else args.lr, gamma=args.gamma,
                     probe_steps=args.probe_steps, sample_period=args.period, update_period=args.period,
-                    warmup=max(1, args.steps // 10), seed=seed,
+                    warmup=max(1, args.steps // 10), seed=seed, embed_head=args.embed_head,
                 )  # fmt: skip
                 t0 = time.perf_counter()
                 result = run(cfg, device="cpu", eval_limit=args.eval_limit, generate=args.generate)
                 data = result.to_dict()
                 data["command"] = shlex.join([sys.executable, *sys.argv])
+                data["label"] = label
                 data["summary"]["campaign_wall_s"] = time.perf_counter() - t0
                 write_json(path, data)
                 print(json.dumps({"wrote": str(path), **_row(data)}), flush=True)
