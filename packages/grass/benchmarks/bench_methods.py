@@ -68,6 +68,38 @@ def summarize(out_dir: Path) -> dict:
     return {"runs": rows, "table": table}
 
 
+_COLUMNS = (
+    ("eval_loss", "held-out loss", "{:.3f}"),
+    ("accuracy", "exact match", "{:.3f}"),
+    ("train_loss", "train loss (last 5)", "{:.3f}"),
+    ("gradients_mib", "gradients MiB", "{:.0f}"),
+    ("optimizer_device_mib", "optimizer on device MiB", "{:.0f}"),
+    ("optimizer_host_mib", "optimizer on host MiB", "{:.0f}"),
+    ("activations_mib", "activations MiB", "{:.0f}"),
+    ("peak_mib", "peak MiB", "{:.0f}"),
+    ("tokens_per_s", "tokens/s", "{:.1f}"),
+    ("offload_share", "offload share", "{:.3f}"),
+)
+
+
+def markdown(summary: dict) -> str:
+    """The summary table as Markdown (medians; spreads in brackets when there are several seeds)."""
+    head = "| method | seeds | " + " | ".join(label for _, label, _ in _COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(_COLUMNS) + 2)]
+    for row in summary["table"]:
+        cells = []
+        for key, _, fmt in _COLUMNS:
+            if key not in row:
+                cells.append("n/a")
+                continue
+            cell = fmt.format(row[key])
+            if len(row["seeds"]) > 1:
+                cell += f" (±{fmt.format(row[key + '_spread'] / 2)})"
+            cells.append(cell)
+        lines.append(f"| {row['method']} | {','.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="gsm8k")
@@ -116,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"wrote": str(path), **_row(data)}), flush=True)
                 del result
                 gc.collect()
-    write_json(args.out_dir / "summary.json", summarize(args.out_dir))
+    summary = summarize(args.out_dir)
+    write_json(args.out_dir / "summary.json", summary)
+    if args.summary:
+        print(markdown(summary))
     return 0
 
 

@@ -141,7 +141,15 @@ def train(
             data = run(cfg, device=dev, run_dir=run_dir, resume=run_dir is not None, eval_limit=eval_limit,
                        generate=generate, progress=report).to_dict()  # fmt: skip
     _show(data)
-    write_out(out, data, rows=data["rows"])
+    write_out(out, {**data, "command": _command()}, rows=data["rows"])
+
+
+def _command() -> str:
+    """The command line as typed, recorded in every result file."""
+    import shlex
+    import sys
+
+    return shlex.join(["grass", *sys.argv[1:]])
 
 
 def _train_ranks(cfg, nproc: int, device: str, run_dir, eval_limit: int, generate: int) -> dict:
@@ -227,6 +235,11 @@ def eval_(
     else:
         net, tok = load_model(model or "smollm2", device=dev)
         name, task = f"{model or 'smollm2'} (base)", task or "gsm8k"
+    import time
+
+    from effcore.device import cpu_model
+
+    t0 = time.perf_counter()
     examples = load_task(task, "test", tok, seq_len=seq_len, limit=eval_limit)
     with progress_bar() as bar:
         t = bar.add_task("exact match", total=min(generate, len(examples)))
@@ -234,7 +247,9 @@ def eval_(
             net, tok, examples, generate=generate, progress=lambda d, _n: bar.update(t, completed=d)
         )
     console.print(render_table(f"{name} on {task} test", [result.to_dict()]))
-    write_out(out, {"model": name, "task": task, **result.to_dict()})
+    meta = {"command": _command(), "machine": {"device": str(dev), "cpu": cpu_model()},
+            "seq_len": seq_len, "generate": generate, "wall_s": time.perf_counter() - t0}  # fmt: skip
+    write_out(out, {"model": name, "task": task, **result.to_dict(), **meta})
 
 
 @app.command()
