@@ -139,10 +139,10 @@ class _Loop:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
             self.scheduler.step()
         prep.optimizer.zero_grad(set_to_none=True)
-        if self.world > 1:
-            total_t = torch.tensor(total)
-            dist.all_reduce(total_t)
-            total = float(total_t) / self.world
+        if self.world > 1:  # the step's mean loss and all ranks' tokens
+            both = torch.tensor([total, float(tokens)], dtype=torch.float64)
+            dist.all_reduce(both)
+            total, tokens = float(both[0]) / self.world, int(both[1])
         row = {"step": step + 1, "loss": total, "seconds": time.perf_counter() - t0, "tokens": tokens}
         if prep.tuner:
             row["active"] = "probe" if active is None else ",".join(map(str, active))
