@@ -36,7 +36,10 @@ def _row(data: dict) -> dict:
         "train_loss": s["final_loss"],
         "parameters_mib": mem.get("parameters", 0) / 2**20,
         "gradients_mib": mem.get("gradients", 0) / 2**20,
-        "optimizer_device_mib": (opt_device if opt_device is not None else mem.get("optimizer_state_peak", 0))
+        # optimizer-state bytes on the device: LayerwiseAdamW's own peak count (resident + prefetched
+        # units); for torch's AdamW (full, LoRA, DoRA) the unique storages it holds between steps
+        # (older files: what it held after the measured step). Transient step buffers: peak_mib only.
+        "optimizer_device_mib": (opt_device if opt_device is not None else mem.get("optimizer_state", 0))
         / 2**20,
         "optimizer_host_mib": s.get("optimizer_state_host", 0) / 2**20,
         "activations_mib": mem.get("activations", 0) / 2**20,

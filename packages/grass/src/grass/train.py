@@ -248,7 +248,7 @@ def run(
         "tokens_per_s": sum(r["tokens"] for r in timed) / seconds if seconds else None,
         "median_step_s": statistics.median(r["seconds"] for r in timed) if timed else None,
         "offload_s": stats.transfer_s if stats else 0.0,
-        "optimizer_state_device_peak": stats.peak_device_bytes if stats else None,
+        "optimizer_state_device_peak": stats.peak_device_bytes if stats else _state_bytes(prep.optimizer),
         "optimizer_state_host": prep.tuner.optimizer.offloader.host_bytes if prep.tuner else 0,
         "offload_share": (stats.transfer_s / seconds) if stats and seconds else 0.0,
         "switches": prep.tuner.switches if prep.tuner else 0,
@@ -262,6 +262,15 @@ def run(
     }  # fmt: skip
     history = getattr(prep.tuner.sampler, "history", []) if prep.tuner else []
     return RunResult(config=cfg.to_dict(), rows=rows, summary=summary, importance=list(history))
+
+
+def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of a torch optimizer's state tensors, each storage once (what it holds between steps)."""
+    from effcore.memory import TensorTracker
+
+    tracker = TensorTracker()
+    tracker.track("optimizer_state", optimizer)
+    return tracker.total()
 
 
 def _trainable(prep: Prepared) -> int:
