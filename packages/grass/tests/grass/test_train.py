@@ -63,3 +63,18 @@ def test_checkpointing_bf16_and_accumulation_train_every_method(tmp_path, method
                               "gradient_checkpointing": True}), device="cpu", eval_limit=2, measure_memory=False)  # fmt: skip
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.rows)
     assert result.summary["eval"]["loss"] == result.summary["eval"]["loss"]
+
+
+@pytest.mark.parametrize(
+    ("family", "layout"), [("llama", "model.layers"), ("gemma3", "model.layers"), ("gpt2", "transformer.h")]
+)
+def test_every_parameter_belongs_to_one_unit(family, layout):
+    from effcore.testing.tiny import tiny_model
+
+    model = tiny_model(family, tie_word_embeddings=True)
+    lmap = layer_map(model)
+    assert lmap.layout == layout and lmap.num_layers == model.config.num_hidden_layers
+    seen = [id(p) for ps in lmap.layers for _, p in ps] + [id(p) for _, p in lmap.embed_head]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters()), (
+        "a parameter is missing or counted twice"
+    )
