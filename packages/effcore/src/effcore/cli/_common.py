@@ -24,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from effcore.errors import EffmlError
 from effcore.io import check_writable, write_rows
@@ -261,7 +262,8 @@ def render_table(
 ) -> Table:
     """A rich table of dict rows; floats are shown with 4 significant digits."""
     cols = list(columns or (rows[0].keys() if rows else []))
-    table = Table(title=title, header_style="bold cyan")
+    # Text: a title is printed as written (no markup, no emoji codes: "tiny:llama:" is not a llama)
+    table = Table(title=Text(title), header_style="bold cyan")
     for col in cols:
         numeric = bool(rows) and isinstance(rows[0].get(col), int | float)
         table.add_column(col, justify="right" if numeric else "left")

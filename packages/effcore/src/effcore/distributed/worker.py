@@ -74,7 +74,8 @@ def run_worker(
 ) -> int:
     """Run ``handlers[COMMAND](job, group)`` for ``argv = [COMMAND, JOB.json]``; returns the exit code.
 
-    ``backend`` defaults to NCCL when this rank sees a GPU, else gloo.
+    ``backend`` defaults to the job's ``"backend"`` entry, then to NCCL when this rank sees a GPU,
+    else gloo (a job that asks for ``"device": "cpu"`` gets gloo).
     """
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] not in handlers:
@@ -84,7 +85,8 @@ def run_worker(
     timeout_s = float(os.environ.get(TIMEOUT_ENV, "60"))
     try:
         job = json.loads(Path(argv[1]).read_text())
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        wanted = backend or job.get("backend") or ("gloo" if job.get("device") == "cpu" else None)
+        backend = wanted or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=timedelta(seconds=max(_JOIN_TIMEOUT_S, timeout_s)))
