@@ -224,17 +224,31 @@ def _backward_sum(rank: int, world: int) -> float:
     return float(x.grad.sum())
 
 
-def test_launch_still_works_after_autograd_made_fork_unsafe():
-    # torch.export (or fake tensors) then a backward starts autograd's device threads; from then on a
-    # forked child's backward fails, so launch must use a fresh fork server (and find this module)
-    from effcore.testing.distributed import start_method
+def test_a_process_whose_autograd_does_not_survive_fork_uses_a_fork_server():
+    # torch.export (fake tensors) before the process's first backward makes autograd start a device
+    # thread pool; a forked child's backward then fails. A fresh process shows it deterministically.
+    import subprocess
+    import sys
 
-    class Double(torch.nn.Module):
-        def forward(self, x):
-            return x * 2
+    code = (
+        "import torch\n"
+        "class Double(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x * 2\n"
+        "torch.export.export(Double(), (torch.ones(2),))\n"
+        "y = torch.ones(2, requires_grad=True)\n"
+        "(y * 3).sum().backward()\n"
+        "from effcore.testing.distributed import start_method\n"
+        "print(start_method())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "forkserver"
 
-    torch.export.export(Double(), (torch.ones(2),))
-    y = torch.ones(2, requires_grad=True)
-    (y * 3).sum().backward()
-    assert start_method() == "forkserver"
+
+def test_launch_through_the_fork_server_finds_functions_of_test_modules(monkeypatch):
+    from effcore.testing import distributed
+
+    monkeypatch.setattr(distributed, "_autograd_survives_fork", lambda: False)
+    assert distributed.start_method() == "forkserver"
     assert launch(_backward_sum, 2, timeout_s=120) == [6.0, 12.0]

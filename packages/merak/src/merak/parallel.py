@@ -206,6 +206,11 @@ def parallelize(
     mesh = mesh if isinstance(mesh, DeviceMesh) else make_mesh(mesh, dev)
     pp = mesh["pp"].size()
     stage_index = mesh["pp"].get_local_rank()
+    if any(p.is_meta for p in model.parameters()):
+        raise ConfigError(
+            "the model is on the meta device: it can be partitioned and simulated, not trained",
+            hint="load its weights first (merak.models.load_model(spec))",
+        )
     batch, seq = microbatch
     if tp_overlap and batch % 2:
         raise ConfigError(f"tp_overlap splits each micro-batch in two: its size {batch} must be even")

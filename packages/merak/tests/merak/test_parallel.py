@@ -100,3 +100,32 @@ def test_mesh_matches_single_process_loss_and_gradients(runs, index):
             torch.testing.assert_close(grad, ref_grads[name], rtol=1e-5, atol=1e-6, msg=name)
             covered.add(name)
     assert covered == set(ref_grads), "every parameter is trained by some rank"
+
+
+@pytest.fixture
+def fake_world():
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    dist.init_process_group("fake", rank=0, world_size=4, store=FakeStore())
+    yield
+    dist.destroy_process_group()
+
+
+def test_a_mesh_that_does_not_match_the_world_is_an_error(fake_world):
+    from effcore.errors import ConfigError
+    from merak.parallel import make_mesh
+
+    with pytest.raises(ConfigError, match=r"needs 2 ranks but the world has 4"):
+        make_mesh((1, 2, 1))
+    with pytest.raises(ConfigError, match="three positive sizes"):
+        make_mesh((2, 2))
+
+
+def test_a_meta_model_is_refused_with_the_fix(fake_world):
+    from effcore.errors import ConfigError
+    from merak.models import load_model
+    from merak.parallel import parallelize
+
+    with pytest.raises(ConfigError, match="meta device"):
+        parallelize(load_model("tiny:llama", weights=False), (1, 1, 4), microbatch=(1, 8), microbatches=4)
