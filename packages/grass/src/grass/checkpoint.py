@@ -11,7 +11,7 @@ import torch
 from effcore.errors import ConfigError
 from effcore.io import atomic_path
 
-__all__ = ["CHECKPOINT", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
 CHECKPOINT = "checkpoint.pt"
 _FORMAT = 1
@@ -29,12 +29,12 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(run_dir: Path, *, fingerprint: str, model: str) -> dict[str, Any] | None:
-    """The checkpoint in ``run_dir`` (None when there is none); a checkpoint of another run or model
-    is a :class:`ConfigError`, so nothing is overwritten by mistake."""
-    path = Path(run_dir) / CHECKPOINT
+def read_checkpoint(path: Path, *, model: str | None = None) -> dict[str, Any]:
+    """The grass checkpoint at ``path``, refused (one :class:`ConfigError`) when it is missing, not a
+    grass checkpoint, or written for another model than ``model`` (None: any)."""
+    path = Path(path)
     if not path.exists():
-        return None
+        raise ConfigError(f"{path} does not exist", hint="point --run-dir at a folder written by grass train")
     try:
         record = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch.load raises many types for a corrupt file
@@ -44,11 +44,22 @@ def load_checkpoint(run_dir: Path, *, fingerprint: str, model: str) -> dict[str,
         ) from None
     if not isinstance(record, dict) or record.get("format") != _FORMAT:
         raise ConfigError(f"{path} is not a grass checkpoint", hint="point --run-dir at a grass run")
-    if record["model"] != model:
+    if model is not None and record["model"] != model:
         raise ConfigError(
             f"{path} was written for model {record['model']!r}, not {model!r}",
             hint="resume with the same --model, or use a fresh --run-dir",
         )
+    return record
+
+
+def load_checkpoint(run_dir: Path, *, fingerprint: str, model: str) -> dict[str, Any] | None:
+    """The checkpoint in ``run_dir`` to resume from (None when there is none; the torch RNG is
+    restored); a checkpoint of another run or model is a :class:`ConfigError`, so nothing is
+    overwritten by mistake."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    record = read_checkpoint(path, model=model)
     if record["fingerprint"] != fingerprint:
         saved = record.get("config", {})
         raise ConfigError(

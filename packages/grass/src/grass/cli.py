@@ -76,6 +76,13 @@ def train(
     alpha: Annotated[
         float | None, _opt("GRASS EMA weight of the new window (default 0.5).", "--alpha")
     ] = None,
+    normalize: Annotated[
+        bool | None,
+        _opt(
+            "GRASS: divide the MGN by its mean before softmax(m/tau) (default on).",
+            "--normalize/--no-normalize",
+        ),
+    ] = None,
     embed_head: Annotated[
         str | None,
         _opt(
@@ -102,6 +109,10 @@ def train(
         Path | None,
         _opt("Keep checkpoints here; a run found here is resumed (same settings only).", "--run-dir"),
     ] = None,
+    save_every: Annotated[
+        int | None,
+        _opt("With --run-dir: also checkpoint every N steps (default: only at the end).", "--save-every"),
+    ] = None,
     nproc: Annotated[
         int, typer.Option("--nproc", help="Data-parallel ranks (torchrun, DDP; gloo on CPU).")
     ] = 1,
@@ -119,11 +130,15 @@ def train(
     cfg = load_config(
         config, method=method, model=model, task=task, steps=steps, batch=batch, grad_accum=grad_accum,
         seq_len=seq_len, lr=lr, gamma=gamma, probe_steps=probe_steps, sample_period=sample_period,
-        update_period=update_period, tau=tau, alpha=alpha, embed_head=embed_head, on_switch=on_switch,
-        offload=offload, bf16=bf16, gradient_checkpointing=gradient_checkpointing, seed=seed,
+        update_period=update_period, tau=tau, alpha=alpha, normalize=normalize, embed_head=embed_head,
+        on_switch=on_switch, offload=offload, bf16=bf16, gradient_checkpointing=gradient_checkpointing,
+        save_every=save_every, seed=seed,
     )  # fmt: skip
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    if cfg.save_every and run_dir is None:
+        raise ConfigError("--save-every needs --run-dir (where the checkpoints go)", hint="add --run-dir DIR")
+    _check_eval(cfg.task, eval_limit, generate)
     dev = infer_device(device)
     if nproc > 1:
         data = _train_ranks(cfg, nproc, device, run_dir, eval_limit, generate)
@@ -142,6 +157,21 @@ def train(
                        generate=generate, progress=report).to_dict()  # fmt: skip
     _show(data)
     write_out(out, {**data, "command": _command()}, rows=data["rows"])
+
+
+def _check_eval(task: str, eval_limit: int, generate: int) -> None:
+    """The held-out evaluation's sizes: something to score, and exact match only where it exists."""
+    if eval_limit < 1:
+        raise ConfigError(
+            f"--eval-limit must be at least 1, got {eval_limit}", hint="score at least one example"
+        )
+    if generate < 0:
+        raise ConfigError(f"--generate must be >= 0, got {generate}")
+    if generate and task != "gsm8k":
+        raise ConfigError(
+            f"--generate {generate}: {task} has no answers to match (exact match is a GSM8K metric)",
+            hint="drop --generate",
+        )
 
 
 def _command() -> str:
@@ -200,41 +230,46 @@ def eval_(
     task: TaskOpt = None,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per scored example.")] = 192,
     eval_limit: EvalLimitOpt = 64,
-    generate: GenerateOpt = 32,
+    generate: Annotated[
+        int | None,
+        _opt("GSM8K problems answered by greedy decoding (exact match; default 32).", "--generate"),
+    ] = None,
     device: DeviceOpt = "auto",
     out: JsonOutOpt = None,
 ) -> None:
     """Held-out answer loss and GSM8K exact match of the base model or of a run's checkpoint."""
     from effcore.device import infer_device
     from grass.config import RunConfig
-    from grass.data import load_task
+    from grass.data import TASKS, load_task
     from grass.evaluate import evaluate
-    from grass.models import load_model, prepare
+    from grass.models import MODELS, load_model, prepare
 
-    dev = infer_device(device)
+    record = None
     if run_dir is not None:
-        from grass.checkpoint import CHECKPOINT
+        from grass.checkpoint import CHECKPOINT, read_checkpoint
 
-        path = run_dir / CHECKPOINT
-        if not path.exists():
-            raise ConfigError(
-                f"{path} does not exist", hint="point --run-dir at a folder written by grass train"
-            )
-        import torch
-
-        record = torch.load(path, map_location="cpu", weights_only=False)
-        cfg = RunConfig(**{**record["config"], **({"model": model} if model else {})})
-        if model and model != record["model"]:
-            raise ConfigError(
-                f"{path} was written for model {record['model']!r}, not {model!r}", hint="drop --model"
-            )
+        record = read_checkpoint(run_dir / CHECKPOINT, model=model)
+        task = task or record["config"]["task"]
+    elif model is not None and model not in MODELS and not model.startswith("tiny:"):
+        raise ConfigError(f"unknown model {model!r}", hint=MODEL_HELP)
+    task = task or "gsm8k"
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}", hint=f"choose from {', '.join(TASKS)}")
+    if seq_len < 8:
+        raise ConfigError(f"--seq-len must be >= 8, got {seq_len}")
+    if generate is None:
+        generate = 32 if task == "gsm8k" else 0
+    _check_eval(task, eval_limit, generate)
+    dev = infer_device(device)
+    if record is not None:
+        cfg = RunConfig(**record["config"])
         net, tok = load_model(cfg.model, device=dev, seed=cfg.seed)
         prep = prepare(cfg, net)
         prep.model.load_state_dict(record["model_state"])
-        net, name, task = prep.model, f"{cfg.method} step {record['step']}", task or cfg.task
+        net, name = prep.model, f"{cfg.method} step {record['step']}"
     else:
         net, tok = load_model(model or "smollm2", device=dev)
-        name, task = f"{model or 'smollm2'} (base)", task or "gsm8k"
+        name = f"{model or 'smollm2'} (base)"
     import time
 
     from effcore.device import cpu_model

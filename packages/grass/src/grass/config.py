@@ -10,17 +10,38 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from effcore.errors import ConfigError
+from grass.sampler import BADAM_ORDERS
 
-__all__ = ["LAYERWISE", "METHODS", "RunConfig", "load_config", "method_defaults"]
+__all__ = ["APPLIES_TO", "LAYERWISE", "METHODS", "RunConfig", "load_config", "method_defaults"]
 
 METHODS: tuple[str, ...] = ("grass", "static-grass", "lisa", "lisa-keep", "badam", "full", "lora", "dora")
 LAYERWISE: tuple[str, ...] = ("grass", "static-grass", "lisa", "lisa-keep", "badam")
+_GRASS: tuple[str, ...] = ("grass", "static-grass")
+
+# setting -> the methods it changes; given for any other method it is an error, not ignored
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "gamma": LAYERWISE,
+    "sample_period": LAYERWISE,
+    "embed_head": LAYERWISE,
+    "on_switch": LAYERWISE,
+    "offload": LAYERWISE,
+    "probe_steps": _GRASS,
+    "tau": _GRASS,
+    "normalize": _GRASS,
+    # Static GRASS freezes the probabilities after probing: no refresh, so no period and no EMA
+    "update_period": ("grass",),
+    "alpha": ("grass",),
+    "badam_order": ("badam",),
+    "lora_r": ("lora", "dora"),
+    "lora_alpha": ("lora", "dora"),
+}
 
 # method -> (embed_head, on_switch, offload); None: the user's choice is kept
 _FIXED: dict[str, tuple[str, str, str]] = {
@@ -100,9 +121,24 @@ class RunConfig:
             "sample_period",
             "update_period",
             "lora_r",
+            "lora_alpha",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "save_every", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ConfigError(f"--train-limit must be >= 1, got {self.train_limit}", hint="or leave it out")
+        # checked here, before any model is loaded (GrassSettings checks them again for library use)
+        if not (self.tau > 0 and math.isfinite(self.tau)):
+            raise ConfigError(f"--tau must be a positive number, got {self.tau}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ConfigError(f"--alpha must be in (0, 1], got {self.alpha}")
+        if self.badam_order not in BADAM_ORDERS:
+            raise ConfigError(
+                f"unknown --badam-order {self.badam_order!r}", hint=f"choose from {', '.join(BADAM_ORDERS)}"
+            )
         if self.seq_len < 8:
             raise ConfigError(f"--seq-len must be >= 8, got {self.seq_len}")
         if self.gamma < 1:
@@ -137,7 +173,8 @@ class RunConfig:
 
 def load_config(path: Path | None, **overrides: Any) -> RunConfig:
     """A ``RunConfig`` from a TOML file (keys as the field names, ``-`` or ``_``), then ``overrides``
-    (the command line's explicitly given options)."""
+    (the command line's explicitly given options). A setting given for a method it does not change
+    (``APPLIES_TO``: ``--tau`` for LISA, ``--gamma`` for LoRA) is an error, not silently ignored."""
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -156,6 +193,14 @@ def load_config(path: Path | None, **overrides: Any) -> RunConfig:
             values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return RunConfig(**values)
+        cfg = RunConfig(**values)
     except TypeError as err:
         raise ConfigError(f"bad configuration: {err}") from None
+    for name in sorted(values):
+        methods = APPLIES_TO.get(name)
+        if methods is not None and cfg.method not in methods:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} does not apply to --method {cfg.method}",
+                hint=f"it sets {', '.join(methods)}; drop it",
+            )
+    return cfg

@@ -17,6 +17,7 @@ import torch
 from effcore.errors import ConfigError
 
 __all__ = [
+    "BADAM_ORDERS",
     "BlockCycleSampler",
     "FullSampler",
     "GrassSampler",
@@ -24,6 +25,9 @@ __all__ = [
     "LayerSampler",
     "UniformSampler",
 ]
+
+
+BADAM_ORDERS: tuple[str, ...] = ("descending", "ascending", "random")
 
 
 def _check_gamma(gamma: int, num_layers: int) -> None:
@@ -103,8 +107,8 @@ class BlockCycleSampler(LayerSampler):
         self, num_layers: int, gamma: int, period: int, *, order: str = "descending", seed: int = 0
     ) -> None:
         _check_gamma(gamma, num_layers)
-        if order not in ("descending", "ascending", "random"):
-            raise ConfigError(f"unknown block order {order!r}", hint="descending, ascending or random")
+        if order not in BADAM_ORDERS:
+            raise ConfigError(f"unknown block order {order!r}", hint=f"choose from {', '.join(BADAM_ORDERS)}")
         self.num_layers, self.period, self.order = num_layers, period, order
         self.blocks = [tuple(range(s, min(s + gamma, num_layers))) for s in range(0, num_layers, gamma)]
         self.seed = seed
