@@ -4,7 +4,8 @@ LMFlow's LISA callback unfreezes layers after the Trainer built its optimizer fr
 that required gradients at that moment, so a layer first sampled later is never updated (LMFlow
 #726). ``GrassTrainer`` builds a :class:`LayerwiseAdamW` over every layer in ``create_optimizer``
 and a callback chooses the layers at the start of each step; only the active layers are stepped,
-and their state is offloaded when they leave. ::
+and their state is offloaded when they leave. Under torchrun (DDP) the gradient norms are read from
+DDP's all-reduce, as in the plain loop, so every rank samples the same layers. ::
 
     trainer = GrassTrainer(model=model, args=TrainingArguments(...), train_dataset=data,
                            sampler=GrassSampler(num_layers, GrassSettings(gamma=2)))
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch.nn.parallel import DistributedDataParallel
 from transformers import Trainer, TrainerCallback
 
 from grass.controller import LayerwiseTuner
@@ -75,6 +77,10 @@ class GrassTrainer(Trainer):
         return self.optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
+        if isinstance(model, DistributedDataParallel):
+            # the step's gradient is the all-reduced one: measured inside DDP's all-reduce, every rank
+            # sees the same MGN and samples the same layers (the local gradients differ per rank)
+            self.tuner.meter.ddp_comm_hook(model)
         # measure on the micro-batch that completes the step's gradient
         self.tuner.meter.armed = self.accelerator.sync_gradients
         return super().training_step(model, inputs, num_items_in_batch)

@@ -36,7 +36,7 @@ class GradNormMeter:
         for ps in layers:
             for p in ps:
                 self._handles.append(p.register_post_accumulate_grad_hook(self._hook))
-        self._ddp = False
+        self._ddp: nn.parallel.DistributedDataParallel | None = None  # measuring in its comm hook
 
     def _add(self, p: nn.Parameter, grad: torch.Tensor) -> None:
         index = self._layer_of.get(id(p))
@@ -49,7 +49,7 @@ class GradNormMeter:
         self._seen[index] = True
 
     def _hook(self, p: nn.Parameter) -> None:
-        if self.armed and not self._ddp and p.grad is not None:
+        if self.armed and self._ddp is None and p.grad is not None:
             self._add(p, p.grad)
             if self.discard:
                 p.grad = None
@@ -71,8 +71,11 @@ class GradNormMeter:
 
     def ddp_comm_hook(self, ddp: nn.parallel.DistributedDataParallel) -> None:
         """Measure the all-reduced gradients of ``ddp``'s buckets (the step's gradient) instead of
-        each rank's local one; the all-reduce is DDP's default (sum, divided by the world size)."""
-        self._ddp = True
+        each rank's local one; the all-reduce is DDP's default (sum, divided by the world size).
+        Registering on the same ``ddp`` again does nothing (the HF integration calls it every step)."""
+        if self._ddp is ddp:
+            return
+        self._ddp = ddp
         meter = self
 
         # no annotations: DDP compares them to dist.GradBucket, and they are strings here

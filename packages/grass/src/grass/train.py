@@ -122,9 +122,13 @@ class _Loop:
                 loss = self.forward(**batch).loss / cfg.grad_accum
             if cfg.nan_at_step == step:
                 loss = loss * float("nan")
-            if not torch.isfinite(loss):
+            seen = loss.detach().float().clone()
+            if self.world > 1:  # every rank stops together (a lone rank would hang the others)
+                dist.all_reduce(seen)
+            if not torch.isfinite(seen):
                 raise TrainingError(
-                    f"the loss is {float(loss.detach())} at step {step + 1}: stopped before updating"
+                    f"the loss is {float(seen)} at step {step + 1}: stopped before updating"
+                    + (" (summed over the ranks)" if self.world > 1 else "")
                 )
             loss.backward()
             total += float(loss.detach())
@@ -226,9 +230,10 @@ def run(
         if run_dir is not None and (
             (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps
         ):
-            save_checkpoint(
-                run_dir, loop.payload(rows), fingerprint=cfg.fingerprint(), model=cfg.model, step=step + 1
-            )
+            if loop.rank == 0:  # the ranks hold the same weights and state: one file, one writer
+                save_checkpoint(
+                    run_dir, loop.payload(rows), fingerprint=cfg.fingerprint(), model=cfg.model, step=step + 1
+                )
             last_saved = step + 1
     train_wall = time.perf_counter() - start_wall
     test_ex = load_task(cfg.task, "test", tok, seq_len=cfg.seq_len, limit=eval_limit)
