@@ -31,7 +31,7 @@ def _rank(rank: int, world: int, out: str, method: str, nan_dir: str | None = No
         cfg = RunConfig(
             **{**_CFG, "method": method, "steps": 4, "save_every": 2}, nan_at_step=2 if rank == 1 else None
         )
-        with pytest.raises(TrainingError, match=r"loss is nan at step 3 .*summed over the ranks"):
+        with pytest.raises(TrainingError, match=r"loss is nan at step 3: .*summed over the ranks"):
             run(cfg, device="cpu", run_dir=nan_dir, eval_limit=2, measure_memory=False)
     return [(str(r.get("active")), r["loss"]) for r in result.rows]
 
