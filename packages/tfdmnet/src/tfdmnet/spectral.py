@@ -40,7 +40,7 @@ __all__ = [
     "to_spatial",
 ]
 
-Spectrum = Literal["half", "full"]
+Spectrum = Literal["full", "half"]
 Anchor = Literal["corner", "center"]
 FixMode = Literal["mask", "mass"]
 
