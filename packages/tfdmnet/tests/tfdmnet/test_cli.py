@@ -124,6 +124,10 @@ def test_bench_runs_a_tiny_case_and_plots(tmp_path):
     assert (tmp_path / "b.png").stat().st_size > 1000
     rows = (tmp_path / "b.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 4  # header + (fwd, fwd+bwd) x 4 methods
+    _ok(["bench", "--sizes", "6", "--kernels", "3", "--channels", "2", "--batch", "2", "--repeat", "1",
+         "--device", "cpu", "--out", str(tmp_path / "b.json")])  # fmt: skip
+    payload = json.loads((tmp_path / "b.json").read_text())
+    assert payload["meta"]["threads"] >= 1 and payload["meta"]["machine"] and len(payload["rows"]) == 8
 
 
 def _train_args(mnist_dir, run, *extra):
@@ -155,8 +159,8 @@ def test_spectrum_flag_builds_the_network_on_that_spectrum(mnist_dir, tmp_path):
     assert load_run(tmp_path / "run")["model"]["eml"]["spectrum"] == "half"
     _ok(_train_args(mnist_dir, tmp_path / "default"))
     assert load_run(tmp_path / "default")["model"]["eml"]["spectrum"] == "full"
-    full = json.loads(_ok(["ops", "-m", "lenet-tfdmnet", "--out", str(tmp_path / "f.json")]) and
-                      (tmp_path / "f.json").read_text())  # fmt: skip
+    _ok(["ops", "-m", "lenet-tfdmnet", "--out", str(tmp_path / "f.json")])
+    full = json.loads((tmp_path / "f.json").read_text())
     _ok(["ops", "-m", "lenet-tfdmnet", "--spectrum", "half", "--out", str(tmp_path / "h.json")])
     half = json.loads((tmp_path / "h.json").read_text())
     assert (full["spectrum"], half["spectrum"]) == ("full", "half")

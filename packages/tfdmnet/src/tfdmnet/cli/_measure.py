@@ -52,7 +52,7 @@ def models(width: WidthOpt = 1.0, spectrum: SpectrumOpt = None, out: OutOpt = No
         })  # fmt: skip
     spec = with_spectrum(get_preset("lenet-tfdmnet"), spectrum).eml.spectrum
     console.print(render_table(f"tfdmnet presets (width {width}, EMLs on the {spec} spectrum)", rows))
-    write_out(out, rows, rows=rows)
+    write_out(out, {"width": width, "spectrum": spec, "presets": rows}, rows=rows)
 
 
 def ops(
@@ -107,7 +107,7 @@ def ops(
             raise ConfigError("the sweep has no case: every kernel is larger than every size",
                               hint="give a kernel no larger than a size")  # fmt: skip
         console.print(render_table(f"EML vs conv2d, MACs per image ({spec} spectrum)", rows))
-        write_out(out, rows, rows=rows)
+        write_out(out, {"spectrum": spec, "rows": rows}, rows=rows)
         return
     given = [flag for flag, value in (("--sizes", sizes), ("--kernels", kernels), ("--channels", channels))
              if value is not None]  # fmt: skip
