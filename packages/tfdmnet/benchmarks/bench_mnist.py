@@ -9,14 +9,17 @@ the same training as ``tfdmnet train -m PRESET --spectrum ... --seed S``. Runs g
 (one folder each; an interrupted sweep resumes where it stopped). The output JSON is rewritten after
 every run: the machine, the command line, and per run the final epoch's accuracy (never the best
 epoch), the per-epoch history, the wall time, parameters and inference MACs. ``finished`` says how
-many of the planned runs it holds.
+many of the planned runs it holds. ``--summary FILE...`` prints the README's table from such files
+(per variant: the accuracy of each seed, mean and sample sd, train accuracy, time, parameters, MACs).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,17 +48,48 @@ def _printer(label: str):
     return on_event
 
 
+def summary(paths: list[Path]) -> str:
+    """A markdown table of the runs in ``paths``, one row per variant, in the order they appear."""
+    by: dict[str, list[dict]] = {}
+    for path in paths:
+        for run in json.loads(path.read_text())["runs"]:
+            by.setdefault(run["variant"], []).append(run)
+    lines = [
+        "| variant | spectrum | accuracy by seed | mean ± sd | train acc. | train time | parameters | MACs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, runs in by.items():
+        runs.sort(key=lambda r: r["seed"])
+        acc = [100 * r["accuracy"] for r in runs]
+        seeds = " / ".join(f"{a:.2f}" for a in acc) + f" % (seed{'s' if len(runs) > 1 else ''} "
+        seeds += ", ".join(str(r["seed"]) for r in runs) + ")"
+        spread = f"{statistics.mean(acc):.2f} ± {statistics.stdev(acc):.2f} %" if len(acc) > 1 else ""
+        train_acc = " / ".join(f"{100 * r['train_accuracy']:.2f}" for r in runs) + " %"
+        secs = [r["train_seconds"] for r in runs]
+        time_s = f"{min(secs):.0f}-{max(secs):.0f} s" if len(secs) > 1 else f"{secs[0]:.0f} s"
+        spectrum = runs[0]["eml"]["spectrum"] if runs[0]["eml"] else "(no EML)"
+        lines.append(f"| {variant} | {spectrum} | {seeds} | {spread} | {train_acc} | {time_s} | "
+                     f"{runs[0]['parameters']:,} | {runs[0]['inference_macs'] / 1e6:.2f} M |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", required=True, help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument("--summary", type=Path, nargs="+", help="print the table of these result files and exit")
+    ap.add_argument("--variants", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's (20)")
     ap.add_argument("--holdout", type=int, default=0, help="evaluate on N held-out training images")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--runs-dir", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True, help="the results file (.json)")
+    ap.add_argument("--runs-dir", type=Path)
+    ap.add_argument("--out", type=Path, help="the results file (.json)")
     args = ap.parse_args()
+    if args.summary:
+        print(summary(args.summary))
+        return
+    if not (args.variants and args.runs_dir and args.out):
+        ap.error("--variants, --runs-dir and --out are needed to run (or --summary FILE... to print a table)")
 
     import torch
 
