@@ -3,6 +3,12 @@
 Every layer takes and returns a complex spectrum ``(N, C, H, W')`` (``W' = W//2 + 1`` for the half
 spectrum), except :class:`ToFreq` (real in) and :class:`ToSpatial` (real out). Layers that must know
 the spatial size (the EML, pooling, the inverse transform) are built with it and check their input.
+
+Layers default to the half spectrum: a lone EML is the same linear map on either spectrum, the half at
+half the work. Networks (:class:`tfdmnet.models.EMLOptions`) default to the full spectrum, because the
+two-branch BN, LeakyReLU and dropout compute a different function on the half (README, "Full or half
+spectrum"). On the full spectrum those layers break Hermitian symmetry; :class:`ToSpatial` and the
+pooling keep the real part of ``ifft2``, as the authors' layers do.
 """
 
 from __future__ import annotations
