@@ -84,15 +84,19 @@ def resolve_device(name: str):
     return infer_device(name)
 
 
+def check_spectrum(spectrum: str | None) -> str | None:
+    if spectrum is not None and spectrum not in SPECTRA:
+        raise ConfigError(f"--spectrum {spectrum!r} is not one of {one_of(SPECTRA)}")
+    return spectrum
+
+
 def with_spectrum(cfg: NetConfig, spectrum: str | None) -> NetConfig:
     """``cfg`` with its EMLs on ``spectrum``; an error for a network without frequency-domain layers."""
-    if spectrum is None:
+    if check_spectrum(spectrum) is None:
         return cfg
     if not cfg.has_eml:
         raise ConfigError(
             f"--spectrum does not apply to {cfg.name}: it has no frequency-domain layers",
             hint="drop --spectrum, or pick a mixture preset",
         )
-    if spectrum not in SPECTRA:
-        raise ConfigError(f"--spectrum {spectrum!r} is not one of {one_of(SPECTRA)}")
     return dataclasses.replace(cfg, eml=dataclasses.replace(cfg.eml, spectrum=spectrum))

@@ -22,14 +22,14 @@ from tfdmnet.cli._common import (
     SpectrumOpt,
     ThreadsOpt,
     WidthOpt,
+    check_spectrum,
     one_of,
     resolve_device,
     set_threads,
     with_spectrum,
 )
 from tfdmnet.kernels.mixing import BACKENDS
-from tfdmnet.models import PRESETS
-from tfdmnet.spectral import SPECTRA
+from tfdmnet.models import PRESETS, EMLOptions
 
 
 def models(width: WidthOpt = 1.0, spectrum: SpectrumOpt = None, out: OutOpt = None) -> None:
@@ -50,7 +50,7 @@ def models(width: WidthOpt = 1.0, spectrum: SpectrumOpt = None, out: OutOpt = No
             "preset": name, "input": f"{cfg.in_channels}x{cfg.image_size}x{cfg.image_size}",
             "spatial_convs": n_conv, "emls": n_freq, "parameters": model.num_parameters(), "mmacs": total / 1e6,
         })  # fmt: skip
-    spec = with_spectrum(get_preset("lenet-tfdmnet"), spectrum).eml.spectrum
+    spec = check_spectrum(spectrum) or EMLOptions().spectrum
     console.print(render_table(f"tfdmnet presets (width {width}, EMLs on the {spec} spectrum)", rows))
     write_out(out, {"width": width, "spectrum": spec, "presets": rows}, rows=rows)
 
@@ -97,9 +97,7 @@ def ops(
             raise ConfigError(
                 "--width applies to -m PRESET, not to the sweep", hint="drop --width, or give -m"
             )
-        if spectrum is not None and spectrum not in SPECTRA:
-            raise ConfigError(f"--spectrum {spectrum!r} is not one of {one_of(SPECTRA)}")
-        spec = spectrum or "half"
+        spec = check_spectrum(spectrum) or "half"
         rows = sweep_table(sizes=int_list(sizes or "4,8,14,16,28,32,64", "--sizes"),
                            kernels=int_list(kernels or "3,5,7", "--kernels"),
                            channels=int_list(channels or "64", "--channels"), spectrum=spec)  # fmt: skip
