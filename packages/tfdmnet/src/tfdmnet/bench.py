@@ -119,7 +119,9 @@ def bench_layers(
     """Time every method on every ``(batch, channels, size, kernel)`` case; one row per case, mode, method.
 
     Calls alternate between methods within each repeat so drift hits all of them alike. Each row has
-    the median and IQR in ms and ``vs_conv2d`` = median conv2d time / median method time.
+    the median and IQR in ms and ``vs_conv2d`` = median conv2d time / median method time, and the
+    fastest call with ``vs_conv2d_fastest`` (the steadier ratio on a machine shared with other jobs,
+    where a median includes the calls that were preempted).
     """
     unknown = set(methods) - set(METHODS) or {m for m in modes if m not in ("fwd", "fwd+bwd")}
     if unknown:
@@ -148,12 +150,13 @@ def bench_layers(
             for _ in range(repeat):
                 for m in methods:
                     times[m].append(_time(*calls[m], mode, device))
-            conv_median = statistics.median(times["conv2d"])
+            conv_median, conv_fastest = statistics.median(times["conv2d"]), min(times["conv2d"])
             for m in methods:
                 q1, med, q3 = quartiles(times[m])
                 rows.append({
                     "batch": n, "channels": c, "size": hw, "kernel": k, "mode": mode, "method": m,
                     "median_ms": med * 1e3, "iqr_ms": (q3 - q1) * 1e3, "vs_conv2d": conv_median / med,
+                    "fastest_ms": min(times[m]) * 1e3, "vs_conv2d_fastest": conv_fastest / min(times[m]),
                 })  # fmt: skip
         if on_case:
             on_case(i + 1, len(cases))
