@@ -108,6 +108,12 @@ class Recipe:
             raise ConfigError(f"Recipe.limit_train={self.limit_train} must be >= 1")
         if self.holdout < 0:
             raise ConfigError(f"Recipe.holdout={self.holdout} must be >= 0 (0: evaluate on the test split)")
+        if self.augment and self.dataset != "cifar10":
+            # Random crop + horizontal flip: a flipped digit is another glyph (or none).
+            raise ConfigError(
+                f"Recipe.augment (random crop + flip) is for cifar10, not {self.dataset}",
+                hint="drop --augment (or augment = true in [recipe])",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,6 +179,11 @@ def load_overrides(path: str | Path, cfg: NetConfig, recipe: Recipe) -> tuple[Ne
                 f"{path}: [{table}] has unknown keys {sorted(bad)}", hint=f"allowed: {sorted(allowed)}"
             )
     if data.get("eml"):
+        if not cfg.has_eml:
+            raise ConfigError(
+                f"{path}: [eml] does not apply to {cfg.name}: it has no frequency-domain layers",
+                hint="drop the [eml] table, or pick a mixture preset",
+            )
         cfg = dataclasses.replace(cfg, eml=dataclasses.replace(cfg.eml, **data["eml"]))
     if data.get("recipe"):
         recipe = dataclasses.replace(recipe, **data["recipe"])

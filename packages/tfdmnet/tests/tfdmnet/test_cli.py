@@ -88,6 +88,8 @@ def test_config_file_sets_eml_options_and_recipe_fields(mnist_dir, tmp_path):
         and state["model"]["eml"]["nonlinearity"] == "spatial_relu"
     )
     assert state["recipe"]["epochs"] == 1 and state["recipe"]["batch_size"] == 64
+    toml.write_text('[eml]\nspectrum = "half"\n')
+    _fails(["train", "-m", "lenet-cnn", "--config", str(toml)], "[eml] does not apply to lenet-cnn")
     toml.write_text("[eml]\nspectra = 'full'\n")
     _fails(["train", "--config", str(toml)], "[eml] has unknown keys ['spectra']")
     toml.write_text("[eml\n")
@@ -159,6 +161,11 @@ def test_spectrum_flag_builds_the_network_on_that_spectrum(mnist_dir, tmp_path):
     assert load_run(tmp_path / "run")["model"]["eml"]["spectrum"] == "half"
     _ok(_train_args(mnist_dir, tmp_path / "default"))
     assert load_run(tmp_path / "default")["model"]["eml"]["spectrum"] == "full"
+    _ok(_train_args(mnist_dir, tmp_path / "cnn", "-m", "lenet-cnn"))
+    for run, spectrum in (("run", "half"), ("cnn", None)):  # eval names the spectrum; a CNN has none
+        _ok(["eval", "--run-dir", str(tmp_path / run), "--data-dir", str(mnist_dir), "--device", "cpu",
+             "--out", str(tmp_path / "e.json")])  # fmt: skip
+        assert json.loads((tmp_path / "e.json").read_text())["spectrum"] == spectrum, run
     _ok(["ops", "-m", "lenet-tfdmnet", "--out", str(tmp_path / "f.json")])
     full = json.loads((tmp_path / "f.json").read_text())
     _ok(["ops", "-m", "lenet-tfdmnet", "--spectrum", "half", "--out", str(tmp_path / "h.json")])
@@ -183,6 +190,7 @@ def test_spectrum_flag_builds_the_network_on_that_spectrum(mnist_dir, tmp_path):
         (["train", "--lr", "0"], "finite lr > 0"),
         (["train", "--lr", "inf"], "finite lr > 0"),
         (["train", "--dataset", "svhn"], "unknown dataset 'svhn'"),
+        (["train", "--augment"], "Recipe.augment (random crop + flip) is for cifar10, not mnist"),
         (["train", "--optimizer", "lion"], "Recipe.optimizer='lion' is not one of sgd, rmsprop, adamw"),
         (["train", "--spectrum", "quarter"], "--spectrum 'quarter' is not one of full, half"),
         (["train", "-m", "lenet-cnn", "--spectrum", "full"], "--spectrum does not apply to lenet-cnn"),
@@ -198,6 +206,10 @@ def test_spectrum_flag_builds_the_network_on_that_spectrum(mnist_dir, tmp_path):
         (["bench", "--repeat", "0"], "Invalid value for '--repeat'"),
         (["bench", "--backend", "cuda"], "--backend 'cuda' is not one of auto, triton, torch, reference"),
         (["bench", "--plot", "b.gif"], "--plot b.gif: unsupported extension '.gif'"),
+        (["bench", "--out", "b.pdf"], "unsupported extension '.pdf'"),
+        (["eval", "--out", "e.xlsx"], "unsupported extension '.xlsx'"),
+        (["models", "--out", "m.txt"], "unsupported extension '.txt'"),
+        (["ops", "--out", "o.png"], "unsupported extension '.png'"),
     ],
 )
 def test_bad_values_and_inapplicable_options_fail_in_one_line(args, match):

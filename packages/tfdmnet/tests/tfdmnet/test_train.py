@@ -99,7 +99,8 @@ def test_the_checkpoint_evaluates_to_the_logged_accuracy(mnist_dir, tmp_path):
 @pytest.mark.parametrize(
     ("change", "match"),
     [({"epochs": 0}, "epochs"), ({"optimizer": "lion"}, "optimizer"), ({"lr": -1.0}, "lr > 0"),
-     ({"warmup_epochs": 30.0}, "warmup_epochs"), ({"fix_every": -1}, "fix_every")],
+     ({"warmup_epochs": 30.0}, "warmup_epochs"), ({"fix_every": -1}, "fix_every"),
+     ({"augment": True}, "augment .* is for cifar10, not mnist")],
 )  # fmt: skip
 def test_recipe_fields_are_validated(change, match):
     with pytest.raises(ConfigError, match=match):

@@ -69,7 +69,10 @@ def train(
         str | None, typer.Option("--optimizer", help=f"One of: {one_of(OPTIMIZERS)}.", show_default=False)
     ] = None,
     augment: Annotated[
-        bool | None, typer.Option("--augment/--no-augment", help="Random crop + flip (CIFAR).")
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment", help="Random crop + flip (cifar10 only; on by default in its recipes)."
+        ),
     ] = None,
     limit_train: Annotated[
         int | None, typer.Option("--limit-train", help="Train on a seeded random subset of N images.", min=1)
@@ -183,7 +186,8 @@ def evaluate_cmd(
     state = load_run(run_dir, map_location=dev)
     model = model_from_run(state, dev)
     test = load_dataset(state["recipe"]["dataset"], "test", data_dir=data_dir)
-    result = {"model": state["model"]["name"], "spectrum": state["model"]["eml"]["spectrum"],
+    spectrum = model.cfg.eml.spectrum if model.cfg.has_eml else None  # a CNN has no spectrum
+    result = {"model": state["model"]["name"], "spectrum": spectrum,
               "dataset": state["recipe"]["dataset"], "epoch": state["epoch"],
               **evaluate(model, test, batch_size=batch_size, device=dev)}  # fmt: skip
     console.print(render_table(escape(str(run_dir)), [result]))
