@@ -63,7 +63,7 @@ def summary(paths: list[Path]) -> str:
         acc = [100 * r["accuracy"] for r in runs]
         seeds = " / ".join(f"{a:.2f}" for a in acc) + f" % (seed{'s' if len(runs) > 1 else ''} "
         seeds += ", ".join(str(r["seed"]) for r in runs) + ")"
-        spread = f"{statistics.mean(acc):.2f} ± {statistics.stdev(acc):.2f} %" if len(acc) > 1 else ""
+        spread = f"{statistics.mean(acc):.3f} ± {statistics.stdev(acc):.3f} %" if len(acc) > 1 else ""
         train_acc = " / ".join(f"{100 * r['train_accuracy']:.2f}" for r in runs) + " %"
         secs = [r["train_seconds"] for r in runs]
         time_s = f"{min(secs):.0f}-{max(secs):.0f} s" if len(secs) > 1 else f"{secs[0]:.0f} s"
