@@ -210,6 +210,10 @@ def test_eval_out_carries_its_own_metadata(data_dir, tmp_path):
     assert meta["kg"]["digest"] == sha256_file(data_dir / "multitq" / "kg_partial.tsv.gz")
     assert meta["kg"]["facts"] == 1500 and meta["index"]["encoder"] == "hash-512"
     assert meta["wall_seconds"] > 0 and meta["machine"]["threads"] == 1 and meta["machine"]["cpu"]
+    assert len(json.loads(out.read_text())["rows"]) == 6
+    _ok(["eval", "-n", "6", *_common(data_dir), "--no-rows", "--out", str(out)])
+    assert "rows" not in json.loads(out.read_text()) and json.loads(out.read_text())["table"][0]["n"] == 6
+    _fails(["eval", "--no-rows", *_common(data_dir)], "--rows/--no-rows shape the --out JSON file")
 
 
 def test_ctrl_c_during_an_index_build_keeps_the_chunks_and_the_rerun_resumes(data_dir, tmp_path, monkeypatch):

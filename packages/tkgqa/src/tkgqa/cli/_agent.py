@@ -204,7 +204,7 @@ def _questions(ctx, split, limit, labelled_only, seed, slice_spec, data_dir):
             random.Random(seed).sample(questions, min(limit, len(questions))), key=lambda q: q.quid
         )
     part = {"dev": "dev (a 10% hash split of MultiTQ's test questions)",
-            "test": "test (the other 90% of MultiTQ's test questions)", "all": "test (all)"}[split]  # fmt: skip
+            "test": "test (the other 90% of MultiTQ's test questions)", "all": "dev + test (all of MultiTQ's test questions)"}[split]  # fmt: skip
     sample = f"a seed-{seed} sample of {len(questions)} from " if limit is not None else ""
     return questions, f"{sample}MultiTQ {part}"
 
@@ -236,6 +236,14 @@ def eval_cmd(
         bool,
         typer.Option("--compare/--no-compare", help="Score AT2QA's published answers on the same questions."),
     ] = True,
+    per_question: Annotated[
+        bool,
+        typer.Option(
+            "--rows/--no-rows",
+            help="With --out x.json: include one row per question (question, "
+            "gold, prediction, both metrics, AT2QA's answer), or only the tables (a summary file).",
+        ),
+    ] = True,
     kg: KgOpt = "multitq",
     slice_text: SliceOpt = None,
     encoder: EncoderOpt = "minilm",
@@ -262,6 +270,10 @@ def eval_cmd(
     set_threads(threads)
     _check_policy(ctx, policy, max_steps=max_steps, base_url=base_url, llm=llm, timeout=timeout)
     check_choice(mode, MODES, "--mode")
+    if given(ctx, "per_question") and (out is None or out.suffix.lower() != ".json"):
+        raise ConfigError(
+            "--rows/--no-rows shape the --out JSON file", hint="add --out FILE.json, or drop it"
+        )
     slice_spec = check_kg(kg, slice_text)
     questions, label = _questions(ctx, split, limit, labelled_only, seed, slice_spec, data_dir)
     if split == "test" and slice_spec is None:
@@ -285,7 +297,9 @@ def eval_cmd(
         console.print(f"step-cap hits: {overall['step_cap_hits']}, scored as no answer (AT2QA's rule); their "
                       f"best-effort guesses would be right (strict) on {overall['best_effort_right']}")  # fmt: skip
     payload = {"meta": {}, "policy": policy, "mode": mode, "questions": label, "n": len(questions),
-               "table": report.table, "rows": report.rows}  # fmt: skip
+               "table": report.table}  # fmt: skip
+    if per_question:
+        payload["rows"] = report.rows
     if report.comparison:
         at = report.comparison["at2qa_table"]
         console.print(render_table("AT2QA published answers, same questions and metrics", at,
