@@ -129,6 +129,12 @@ def _nowhere(tmp_path):
         (["search", "visit", "--start", "2012", "--end", "2011"], "empty date range"),
         (["search", "visit", "-k", "0"], "--top-k must be in 1..200"),
         (["search", "visit", "-k", "5", "--mode", "compat"], "compat mode always returns 10"),
+        (["search", "visit", "--mode", "compat", "--sort", "newest"], "--sort 'newest' is not one of"),
+        (["search", "visit", "--mode", "compat", "-e", "China"], "-e without --position filters nothing"),
+        (
+            ["search", "visit", "--mode", "compat", "--start", "2012"],
+            "--start '2012': compat mode takes YYYY-MM-DD",
+        ),
         (["search", "visit", "--mode", "strict"], "--mode 'strict' is not one of"),
         (["search", "   "], "the query is empty"),
         (["search", "visit", "--slice", "dev:x"], "are integers"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Annotated
 
@@ -57,23 +58,42 @@ def index(
     write_out(out, meta, rows=rows)
 
 
+def _iso_day(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_search(query: str, mode: str, sort: str, entity: str | None, position: str | None, top_k: int,
                   start_date: str | None, end_date: str | None) -> None:  # fmt: skip
-    """Every search option, before the KG and the index load (compat mode keeps AT2QA's fallbacks)."""
+    """Every search option, before the KG and the index load.
+
+    Compat mode's silent fallbacks (AT2QA's tool ignores an unknown sort, an entity without a position
+    and drops both bounds on a date that is not YYYY-MM-DD) are what the agent gets; typed on the
+    command line they are errors, since the option would be ignored.
+    """
     check_choice(mode, MODES, "--mode")
     if not query.strip():
         raise ConfigError("the query is empty", hint='say in words what to look for, e.g. "visit China"')
     if position is not None and not entity:
         raise ConfigError("--position applies to an entity filter", hint="add -e NAME, or drop --position")
+    check_choice(sort, SORTS, "--sort")
+    if position is not None:
+        check_choice(position, POSITIONS, "--position")
     if mode == "compat":
         if top_k != 10:
             raise ConfigError(f"--top-k {top_k}: compat mode always returns 10 (AT2QA's fixed top_k)",
                               hint="drop --top-k, or use --mode default")  # fmt: skip
-        return
-    check_choice(sort, SORTS, "--sort")
-    if position is not None:
-        check_choice(position, POSITIONS, "--position")
-    if not 1 <= top_k <= 200:
+        if entity and position is None:
+            raise ConfigError("-e without --position filters nothing in compat mode (AT2QA's rule)",
+                              hint="add --position front or back, or use --mode default (either side)")  # fmt: skip
+        for flag, value in (("--start", start_date), ("--end", end_date)):
+            if value is not None and not _iso_day(value):
+                raise ConfigError(f"{flag} {value!r}: compat mode takes YYYY-MM-DD only (AT2QA drops both "
+                                  "bounds otherwise)", hint="give a full date, or use --mode default")  # fmt: skip
+    elif not 1 <= top_k <= 200:
         raise ConfigError(f"--top-k must be in 1..200, got {top_k}")
     try:
         start = parse_bound(start_date, end=False) if start_date else None
