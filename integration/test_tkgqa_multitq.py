@@ -9,6 +9,7 @@ where the data exists.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -128,10 +129,11 @@ def test_smollm2_runs_the_agent_loop_over_the_openai_compatible_server(multitq_r
                 if isinstance(obs, dict)
                 else all({"line_no", "score", "text"} <= set(h) for h in obs)
             )
-    if res.hit_step_cap:
+    last = [m for m in res.messages if m["role"] == "assistant"][-1]
+    if res.hit_step_cap:  # AT2QA's "(no final answer)": nothing scored, whatever the last turn said
         assert res.steps == 3 and res.answers == [] and res.final_text == ""
-    else:
-        assert res.answers and res.answers[0].split()[0] in res.final_text
+    else:  # the run ended on a reply without tool calls, which is the final text
+        assert not last.get("tool_calls") and res.final_text == last["content"] and res.answers
 
 
 def test_tour_runs_the_planner_on_real_multitq_with_the_minilm_index(multitq_root, minilm_kg):
@@ -144,6 +146,8 @@ def test_tour_runs_the_planner_on_real_multitq_with_the_minilm_index(multitq_roo
     ]
     assert "strict Hits@1 1.000" in rows[0]["result"]
     assert "MultiTQ dev questions" in rows[1]["result"] and "all-MiniLM-L6-v2@64" in rows[1]["result"]
+    strict = float(re.search(r"strict (\d\.\d+)", rows[1]["result"]).group(1))
+    assert strict > 0.75, rows[1]  # as the eval test: CI slice 0.803, whole KG 0.95 on dev samples
 
 
 def test_icews14_loads_every_split_as_2014_days(multitq_root):
