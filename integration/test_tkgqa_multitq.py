@@ -140,6 +140,7 @@ def test_tour_runs_the_planner_on_real_multitq_with_the_minilm_index(multitq_roo
     ]
     assert "strict Hits@1 1.000" in rows[0]["result"]
     assert "MultiTQ dev questions" in rows[1]["result"] and "all-MiniLM-L6-v2@64" in rows[1]["result"]
+    assert "dev = 10% of MultiTQ's test questions" in rows[1]["result"]  # where the number is, what dev is
     strict = float(re.search(r"strict (\d\.\d+)", rows[1]["result"]).group(1))
     assert strict > 0.75, rows[1]  # as the eval test: CI slice 0.803, whole KG 0.95 on dev samples
 
