@@ -7,6 +7,7 @@ See :mod:`allocmoe.build` for the recipe, its measured choices and the cache.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ __all__ = [
     "Partition",
     "balanced_kmeans",
     "convert_layer",
+    "evaluate_lm",
+    "expert_load",
     "finetune_routers",
     "partition_neurons",
     "train_router",
@@ -374,6 +377,66 @@ def finetune_routers(
 
 
 # ------------------------------------------------------------------------------------------- evaluation
+
+
+@torch.inference_mode()
+def evaluate_lm(
+    model: torch.nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, progress: Progress | None = None
+) -> dict[str, float]:
+    """Perplexity and next-token (argmax) accuracy of a causal LM on ``[n, T]`` token blocks."""
+    from allocmoe.evaluation import evaluate
+
+    r = evaluate(
+        model,
+        blocks,
+        batch_size=batch_size,
+        progress=(lambda d, t: progress("eval", d, t)) if progress else None,
+    )
+    return {"perplexity": r.perplexity, "nll": r.nll, "accuracy": r.accuracy, "tokens": r.tokens}
+
+
+@torch.inference_mode()
+def expert_load(model: torch.nn.Module, blocks: torch.Tensor, *, batch_size: int = 4) -> list[dict[str, Any]]:
+    """Per MoE layer: fraction of routed slots per expert, normalised load entropy, mean router max-prob."""
+    gates = [(i, layer.mlp.gate) for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "gate")]
+    counts = {i: torch.zeros(g.num_experts) for i, g in gates}
+    maxp = dict.fromkeys(counts, 0.0)
+    tokens = [0]
+
+    def hook(index: int):
+        def fn(module, args, output) -> None:
+            logits, _, top_i = output
+            counts[index] += torch.bincount(top_i.reshape(-1).cpu(), minlength=module.num_experts)[
+                : module.num_experts
+            ].float()
+            maxp[index] += float(logits.float().softmax(-1).max(-1).values.sum())
+
+        return fn
+
+    handles = [g.register_forward_hook(hook(i)) for i, g in gates]
+    try:
+        for start in range(0, blocks.shape[0], batch_size):
+            ids = blocks[start : start + batch_size]
+            model(input_ids=ids)
+            tokens[0] += ids.numel()
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for i, g in gates:
+        load = counts[i] / counts[i].sum().clamp_min(1)
+        nz = load[load > 0]
+        entropy = float(-(nz * nz.log()).sum() / math.log(g.num_experts)) if g.num_experts > 1 else 1.0
+        rows.append(
+            {
+                "layer": i,
+                "load": [round(float(v), 5) for v in load],
+                "load_entropy": entropy,
+                "max_load": float(load.max()),
+                "mean_max_prob": maxp[i] / max(tokens[0], 1),
+            }
+        )
+    return rows
 
 
 def _upcycle_config(dense_config: Any, recipe: BuildRecipe):

@@ -153,6 +153,46 @@ def test_tiny_build_caches_and_reloads_with_identical_logits(tmp_path, monkeypat
     assert len(built) == 2
 
 
-def test_load_moe_without_a_build_names_the_build_command(tmp_path):
+def test_load_moe_without_a_build_names_the_build_command(tmp_path, monkeypatch):
     with pytest.raises(AssetError, match="allocmoe build-model"):
         load_moe(tmp_path / "missing")
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path))
+    monkeypatch.setattr(build, "_source_sha256", lambda name: "tiny-sha")
+    with pytest.raises(AssetError, match="allocmoe build-model --recipe ci"):
+        load_moe(recipe_name="ci")
+
+
+def test_ci_recipe_is_the_same_architecture_at_lower_cost():
+    full, ci = build.named_recipe("full"), build.named_recipe("ci")
+    assert full == BuildRecipe()
+    for name in ("source", "num_experts", "top_k", "shared_size", "block_size", "router_lr", "rank_weight"):
+        assert getattr(ci, name) == getattr(full, name), name
+    for name in ("build_blocks", "router_steps", "e2e_steps", "eval_blocks"):
+        assert getattr(ci, name) < getattr(full, name), name
+    assert ci.hash() != full.hash()
+    with pytest.raises(ConfigError, match="unknown build recipe 'nope'"):
+        build.named_recipe("nope")
+
+
+def test_ensure_built_prefers_a_cached_full_build_and_builds_ci_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path))
+    gen = torch.Generator().manual_seed(4)
+    monkeypatch.setattr(build, "_source_sha256", lambda name: "tiny-sha")
+    monkeypatch.setattr(build, "_load_source", lambda name: (tiny_model("llama"), None))
+    monkeypatch.setattr(
+        build, "_build_blocks", lambda tok, r, d: torch.randint(0, 128, (3, 16), generator=gen)
+    )
+    monkeypatch.setattr(
+        build, "_eval_blocks", lambda tok, r, d: torch.randint(0, 128, (1, 16), generator=gen)
+    )
+    tiny = dict(num_experts=4, top_k=2, shared_size=32, router_steps=2, router_batch=32, kmeans_tokens=32)
+    monkeypatch.setitem(build.RECIPES, "full", lambda: BuildRecipe(**tiny, e2e_steps=1, e2e_batch=1))
+    monkeypatch.setitem(build.RECIPES, "ci", lambda: BuildRecipe(**tiny, e2e_steps=0))
+    assert build.built_recipe() is None
+    name, path = build.ensure_built()
+    assert name == "ci" and path == build.moe_path(build.named_recipe("ci"))
+    assert build.built_recipe() == "ci" and build.built_recipe(("full",)) is None
+    build.build_moe(build.named_recipe("full"))
+    assert build.ensure_built() == ("full", build.moe_path(build.named_recipe("full")))
+    model, _ = load_moe(recipe_name="ci")
+    assert model.config.num_experts == 4
