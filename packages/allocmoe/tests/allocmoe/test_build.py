@@ -196,3 +196,33 @@ def test_ensure_built_prefers_a_cached_full_build_and_builds_ci_otherwise(tmp_pa
     assert build.ensure_built() == ("full", build.moe_path(build.named_recipe("full")))
     model, _ = load_moe(recipe_name="ci")
     assert model.config.num_experts == 4
+
+
+def test_router_training_runs_on_one_thread_and_restores_the_thread_count(monkeypatch):
+    from allocmoe import _upcycle
+
+    seen = []
+    real = _upcycle._routing_weights
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        if len(seen) == 3:
+            raise RuntimeError("stop")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_upcycle, "_routing_weights", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(64, 8, generator=torch.Generator().manual_seed(5))
+        ys = torch.randn(64, 4, 8, generator=torch.Generator().manual_seed(6))
+        stats = _upcycle.ExpertStats(gram=ys @ ys.transpose(1, 2), dense_sq=ys.sum(1).pow(2).sum(-1))
+        with pytest.raises(RuntimeError, match="stop"):
+            _upcycle.train_router(
+                torch.nn.Linear(8, 4, bias=False), x, stats, top_k=2, scale=2.0, steps=5, batch=16, lr=1e-2,
+                rank_weight=0.5, generator=torch.Generator().manual_seed(7),
+            )  # fmt: skip
+        assert seen == [1, 1, 1], "the router steps ran on more than one thread"
+        assert torch.get_num_threads() == 2, "the caller's thread count was not restored"
+    finally:
+        torch.set_num_threads(before)
