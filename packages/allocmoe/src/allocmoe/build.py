@@ -43,7 +43,7 @@ plus an always-on shared expert gated by ``sigmoid(shared_expert_gate(x))``. The
    ``eval_block_size`` tokens (tokenised by :func:`allocmoe.data.text_blocks`, as ``allocmoe eval`` does)
    for the dense model and the MoE at full budget, plus per-layer expert load (``expert_load``: fraction
    of routed slots per expert, normalised load entropy, mean router max-prob), stage timings (wall) and
-   the CPU time of the build.
+   the CPU time of the build and the machine's load average at its end (wall time on shared cores).
 9. **Named recipes** (:data:`RECIPES`, ``allocmoe build-model --recipe NAME``, model spec
    ``smollm2-moe:NAME``): ``full`` (the defaults, the model behind the README's numbers) and ``ci`` (the
    same architecture and steps with fewer build tokens and training steps, built by CI and the tour on a
@@ -57,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -462,6 +463,7 @@ def _build(
         "total_s": round(sum(timings.values()), 2),
         "cpu_s": round(time.process_time() - cpu0, 2),
         "torch_threads": torch.get_num_threads(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],  # 1, 5, 15 min: was the machine shared?
         "quality": {
             "eval": f"wikitext2 test, {eval_blocks.shape[0]} x {eval_blocks.shape[1]} tokens",
             "dense": dense_eval,

@@ -175,7 +175,11 @@ def build_model(
     if rows:
         console.print(render_table(f"WikiText-2 test ({q.get('eval', '')}, full budget)", rows))
     if "total_s" in report:
-        console.print(f"build time {report['total_s']:.0f} s (wall), {report.get('cpu_s', 0):.0f} s CPU")
+        load = report.get("load_average")
+        console.print(
+            f"build time {report['total_s']:.0f} s (wall), {report.get('cpu_s', 0):.0f} s CPU"
+            + (f"; load average {load[0]:.1f} at the end" if load else "")
+        )
     write_out(out, {"recipe_name": recipe, "path": str(path), **report})
 
 

@@ -132,6 +132,7 @@ def test_tiny_build_caches_and_reloads_with_identical_logits(tmp_path, monkeypat
     report = json.loads((path / "build.json").read_text())
     assert len(report["layers"]) == 2 and len(report["expert_load"]) == 2
     assert report["quality"]["moe_full_budget"]["perplexity"] > 1
+    assert report["cpu_s"] > 0 and len(report["load_average"]) == 3, "the report cannot judge its wall time"
     load = report["expert_load"][0]["load"]
     assert len(load) == 4 and abs(sum(load) - 1) < 1e-3
 
