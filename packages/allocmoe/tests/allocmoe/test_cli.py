@@ -133,6 +133,7 @@ def test_generate_runs_on_the_chosen_device(tmp_path, monkeypatch):
         (["eval", *TINY, "--methods", "uniform", "--scope", "sequence"], "--scope applies only to"),
         (["eval", *TINY, "--methods", "alloc_t", "--scope", "batch"], "not one of: forward, sequence"),
         (["eval", *TINY, "--methods", "uniform", "--calib-blocks", "2"], "--calib-blocks applies only"),
+        (["eval", *TINY, "--methods", "uniform,lexi", "-p", "p.json"], "--profile applies only"),
         (["eval", *TINY, "--methods", "uniform", "-b", "1/2,x"], "cannot read budget 'x'"),
         (["eval", *TINY, "--blocks", "0"], "--blocks must be >= 1"),
         (["eval", *TINY, "--block-size", "1"], "--block-size must be >= 2"),
