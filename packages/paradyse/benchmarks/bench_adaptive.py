@@ -1,21 +1,23 @@
 """Adaptive plans against every static strategy on one dynamic-length stream, side by side, on gloo.
 
     uv run paradyse profile -m bench --nproc 4 -o prof.json      # once, on a quiet machine
-    uv run python packages/paradyse/benchmarks/bench_adaptive.py --profile prof.json --steps 24 \\
-        --min-len 256 --max-len 4096 --cap auto --out bench-adaptive.json
+    uv run python packages/paradyse/benchmarks/bench_adaptive.py --model bench --profile prof.json \\
+        --steps 24 --min-len 256 --max-len 4096 --cap auto --out bench-adaptive.json
 
-One process group of ``--world`` ranks; one model per method, identically initialised. Every step
-draws one sequence (log-normal lengths over real text, ``paradyse.data``) and every method trains on
-it in turn (alternating, so drift hits all alike): ``adaptive`` (our planner), ``paradyse`` (the
-paper's heuristic) and the four static strategies. A method whose plan does not fit the memory cap
-(analytic model) skips the step and counts an OOM. With ``--measure-memory`` (default) each method's
-real peak on each step is tracked in a second, untimed pass and compared with the cap.
+One process group of as many ranks as the profile was measured on; one model per method, identically
+initialised. Every step draws one sequence (log-normal lengths over real text, ``paradyse.data``)
+and every method trains on it in turn (alternating, so drift hits all alike): ``adaptive`` (our
+planner, ``--hysteresis``), ``paradyse`` (the paper's heuristic, with its 5 % hysteresis) and the
+four static strategies. A method whose plan does not fit the memory cap less ``--margin`` (analytic
+model) skips the step and counts an OOM. With ``--measure-memory`` (default) each method's real
+peak on each step is tracked in a second, untimed pass and compared with the cap.
 
 ``--cap auto`` sets the cap 15 % above what the leanest plan needs at ``--max-len``: the fast
 strategies then run out on the longest sequences. Each step is timed ``--reps`` times per method
 (the fastest counts: the machine may be shared). ``adaptive_speedup_on_common`` is a static
 strategy's total time over the adaptive plan's on the steps both could run; the median and IQR of
-the per-step ratios and how often the two chose the same plan are reported too.
+the per-step ratios and how often the two chose the same plan are reported too. ``--out`` records
+the settings with the results.
 """
 
 from __future__ import annotations
@@ -41,14 +43,15 @@ def _bench(rank: int, world: int, opts: dict) -> dict:
     from paradyse.train import ParadyseLM, train_step
 
     prof = Profile.load(opts["profile"])
-    cfg: ModelConfig = prof.model
-    prof.check(model=cfg, world_size=world)
+    cfg = ModelConfig.from_dict(opts["model"])  # checked against the profile before the launch
     models = prof.time_models()
-    cap = opts["cap"]
+    cap, margin = opts["cap"], opts["margin"]
+    limit = cap - margin
     methods = ["adaptive", "paradyse", *STRATEGIES]
     nets = {m: ParadyseLM(cfg, seed=0) for m in methods}
     opts_ = {m: torch.optim.AdamW(nets[m].parameters(), lr=3e-4) for m in methods}
-    planner = Planner(cap=cap, layers=cfg.layers, switch_cost=prof.switch_cost_s)
+    planner = Planner(cap=cap, margin=margin, layers=cfg.layers, switch_cost=prof.switch_cost_s,
+                      hysteresis=opts["hysteresis"])  # fmt: skip
     heuristic = HeuristicState()
     lengths = LengthSampler(min_len=opts["min_len"], max_len=opts["max_len"], multiple=world, seed=opts["seed"],
                             median=opts["median"])  # fmt: skip
@@ -65,12 +68,12 @@ def _bench(rank: int, world: int, opts: dict) -> dict:
                 if m == "adaptive":
                     plan = planner.plan(table).layers
                 elif m == "paradyse":
-                    plan = paradyse_plan(table, cap, heuristic).layers
-                    if table.memory(plan) > cap:
+                    plan = paradyse_plan(table, cap, heuristic, margin=margin).layers
+                    if table.memory(plan) > limit:
                         raise PlanError("over the cap")
                 else:
                     plan = (m,) * cfg.layers
-                    if table.memory(plan) > cap:
+                    if table.memory(plan) > limit:
                         raise PlanError("over the cap")
             except PlanError:
                 rows.append({**row, "oom": True})
@@ -131,12 +134,17 @@ def _summary(rows: list[dict], cap: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="bench", help="the model shape; the profile must be of it")
     ap.add_argument("--profile", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--min-len", type=int, default=256)
     ap.add_argument("--max-len", type=int, default=4096)
     ap.add_argument("--median", type=int, default=None)
     ap.add_argument("--cap", default="auto", help="bytes per rank, a size like 1GiB, or auto")
+    ap.add_argument("--margin", default="0", help="memory of the cap kept free by every method")
+    ap.add_argument(
+        "--hysteresis", type=float, default=0.0, help="our planner's (the paper's heuristic: 0.05)"
+    )
     ap.add_argument("--corpus", default="tinyshakespeare")
     ap.add_argument("--no-measure-memory", action="store_true")
     ap.add_argument("--reps", type=int, default=2, help="timed repeats of each step (the fastest counts)")
@@ -146,15 +154,19 @@ def main() -> None:
 
     from rich.console import Console
 
-    from effcore.cli import render_table
+    from effcore.cli import parse_bytes, render_table
+    from effcore.io import check_writable
     from effcore.testing.distributed import launch
-    from paradyse.cli import parse_bytes
+    from paradyse.config import get_model
     from paradyse.costmodel import Profile
     from paradyse.memory_model import lm_bytes
     from paradyse.planner import CostTable
 
+    if args.out is not None:
+        check_writable(args.out, suffixes=(".json",))
     prof = Profile.load(args.profile)
     world = prof.world_size
+    prof.check(model=get_model(args.model), world_size=world)
     if args.cap == "auto":
         s = args.max_len // world * world
         table = CostTable.build(
@@ -163,8 +175,10 @@ def main() -> None:
         cap = int(1.15 * min(table.memory((k,) * prof.model.layers) for k in table.time))
     else:
         cap = parse_bytes(args.cap)
-    opts = {"profile": str(args.profile), "steps": args.steps, "min_len": args.min_len, "max_len": args.max_len,
-            "median": args.median, "cap": cap, "corpus": args.corpus, "measure_memory": not args.no_measure_memory,
+    margin = parse_bytes(args.margin, flag="--margin", positive=False)
+    opts = {"profile": str(args.profile), "model": get_model(args.model).to_dict(), "steps": args.steps,
+            "min_len": args.min_len, "max_len": args.max_len, "median": args.median, "cap": cap, "margin": margin,
+            "hysteresis": args.hysteresis, "corpus": args.corpus, "measure_memory": not args.no_measure_memory,
             "seed": args.seed, "reps": args.reps}  # fmt: skip
     t0 = time.perf_counter()
     res = launch(_bench, world, opts, timeout_s=7200)[0]
@@ -174,7 +188,8 @@ def main() -> None:
                                f"{args.steps} steps ({time.perf_counter() - t0:.0f} s)", summary))  # fmt: skip
     if args.out:
         args.out.write_text(
-            json.dumps({"cap": cap, "summary": summary, "rows": res["rows"]}, indent=2) + "\n"
+            json.dumps({"settings": opts, "cap": cap, "summary": summary, "rows": res["rows"]}, indent=2)
+            + "\n"
         )
 
 

@@ -4,7 +4,7 @@
 
 Cost tables come from the paper's time fits (``time_calculator.py``, L=32/H=4096, per layer) and the
 analytic memory model of the 7B shape on 8 GPUs, at lengths from 4K to 256K and an 80 GiB cap; each
-planner is timed ``--repeat`` times per table (a fresh planner each time, so no cache helps).
+planner is timed ``--repeat`` times per table (a fresh planner each time: no previous plan is kept).
 """
 
 from __future__ import annotations

@@ -20,9 +20,11 @@ from effcore.errors import EffmlError
 
 __all__ = [
     "MemoryStats",
+    "SavedPeak",
     "TensorTracker",
     "memory_stats",
     "reset_peak",
+    "saved_tensor_peak",
     "track_activations",
     "track_training_state",
 ]
@@ -229,3 +231,45 @@ def track_activations(tracker: TensorTracker, category: str = "activations") -> 
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield tracker
+
+
+class SavedPeak:
+    """Bytes autograd holds for backward: now (``live``) and the high-water mark (``peak``)."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self._holders: dict[tuple, int] = {}
+
+    def _save(self, key: tuple, nbytes: int) -> None:
+        self._holders[key] = self._holders.get(key, 0) + 1
+        if self._holders[key] == 1:
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+
+    def _release(self, key: tuple, nbytes: int) -> None:
+        self._holders[key] -= 1
+        if self._holders[key] == 0:
+            del self._holders[key]
+            self.live -= nbytes
+
+
+@contextlib.contextmanager
+def saved_tensor_peak() -> Iterator[SavedPeak]:
+    """Within the block, follow every tensor autograd saves for backward (parameters excepted) until
+    it is freed; ``peak`` is the most bytes of unique storages held at once.
+
+    Unlike sampling a :class:`TensorTracker`, the mark is exact at every save and release, so it
+    catches the moment a pipeline stage holds the most micro-batches in flight.
+    """
+    meter = SavedPeak()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not _is_parameter(t):
+            key, nbytes = _storage(t)
+            meter._save(key, nbytes)
+            weakref.finalize(t, meter._release, key, nbytes)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield meter

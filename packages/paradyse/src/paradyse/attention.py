@@ -1,7 +1,9 @@
 """Attention pieces: RoPE, local causal GQA attention (SDPA) and ring attention with an fp32 lse merge.
 
 Ring attention (:func:`ring_attention`) keeps each rank's queries and passes key/value blocks around
-the ring with batched p2p (the next block's transfer overlaps the current block's compute). Partial
+the ring with batched p2p. The forward overlaps: the next block's transfer runs while the current
+block is computed. The backward does not: each hop of ``(k, v, dk, dv)`` starts after the block's
+gradients are computed and is waited for before the next block. Partial
 outputs are merged with their log-sum-exp in fp32, forward and backward (ring-flash-attention #42:
 bf16 partial merges lose accuracy as the ring grows). Under a causal mask a rank skips the blocks of
 later ranks (no zigzag: activations stay in contiguous sequence shards so that strategies can switch

@@ -12,11 +12,14 @@ import typer
 from effcore.cli import (
     DataDirOpt,
     OutOpt,
+    PlotOpt,
     SeedOpt,
     console,
     err_console,
     int_list,
     make_app,
+    out_option,
+    parse_bytes,
     progress_bar,
     render_table,
     write_out,
@@ -41,18 +44,38 @@ ModelOpt = Annotated[
 ProfileOpt = Annotated[Path, typer.Option("--profile", "-p", help="Profile file from `paradyse profile`.")]
 NprocOpt = Annotated[int, typer.Option("--nproc", help="Ranks (processes) on this machine.")]
 CapOpt = Annotated[str, typer.Option("--memory-cap", help="Memory per rank, e.g. 2GiB, 512MiB, 80GB.")]
+MarginOpt = Annotated[
+    str,
+    typer.Option(
+        "--margin",
+        help="Memory of the cap kept free by every planner (what the model does not count). 0 on these "
+        "gloo CPU runs, where every measured step peaked at or below its prediction (tested); on GPUs "
+        "the authors keep 512MiB for the allocator and the CUDA context.",
+    ),
+]
+HysteresisOpt = Annotated[
+    float,
+    typer.Option(
+        "--hysteresis",
+        help="Adaptive planner: keep the previous sequence's plan while it fits and is within this "
+        "fraction of the optimum (the paper: 0.05). 0: always the optimum, so never slower than a "
+        "static strategy that fits.",
+    ),
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Wall-clock limit of the job (s).")]
+RankTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--rank-timeout", help="How long a rank waits for another in a collective before it stops (s)."
+    ),
+]
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
-
-def parse_bytes(text: str) -> int:
-    """``'2GiB'`` -> 2147483648 (B, KB/MB/GB decimal, KiB/MiB/GiB binary)."""
-    import re
-
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ConfigError(f"cannot read a memory size from {text!r}", hint="write e.g. 2GiB, 512MiB or 80GB")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+def _cap_and_margin(memory_cap: str, margin: str) -> tuple[int, int]:
+    cap, kept = parse_bytes(memory_cap), parse_bytes(margin, flag="--margin", positive=False)
+    if kept >= cap:
+        raise ConfigError(f"--margin {margin} leaves nothing of --memory-cap {memory_cap}")
+    return cap, kept
 
 
 @app.command()
@@ -60,49 +83,64 @@ def profile(
     model: ModelOpt = "bench",
     nproc: NprocOpt = 4,
     seq_lens: Annotated[
-        str, typer.Option("--seq-lens", help="Sequence lengths to time (multiples of --nproc).")
+        str, typer.Option("--seq-lens", help="At least 3 sequence lengths to time (multiples of --nproc).")
     ] = "256,512,1024,2048,4096",
     repeats: Annotated[int, typer.Option("--repeats", help="Timed steps per point (median).")] = 3,
     strategies: Annotated[
         str, typer.Option("--strategies", help="Comma-separated subset.")
     ] = "megatron,ulysses,ring,metp",
     switch: Annotated[
-        bool, typer.Option("--switch/--no-switch", help="Also time mixed plans for the switch cost.")
-    ] = True,
-    timeout: Annotated[float, typer.Option("--timeout", help="Wall-clock limit of the job (s).")] = 3600.0,
-    plot: Annotated[
-        Path | None, typer.Option("--plot", help="PNG of time per layer against sequence length.")
+        bool | None,
+        typer.Option(
+            "--switch/--no-switch",
+            help="Also time mixed plans for the switch cost (default: when >= 2 strategies and layers).",
+            show_default=False,
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the profile (JSON).")] = Path(
+    timeout: TimeoutOpt = 3600.0,
+    rank_timeout: RankTimeoutOpt = 60.0,
+    plot: PlotOpt = None,
+    out: Annotated[Path, out_option("Where to write the profile (JSON).", suffixes=(".json",))] = Path(
         "paradyse-profile.json"
     ),
 ) -> None:
     """Time every strategy's forward + backward per layer over sequence lengths on a gloo group."""
+    from effcore.distributed import run_job
     from paradyse.config import STRATEGIES, check_sequence, get_model
     from paradyse.costmodel import Profile
-    from paradyse.launch import run_job
+    from paradyse.plots import plot_profile
 
     cfg = get_model(model)
     cfg.check_degree(nproc)
     lens = int_list(seq_lens, "--seq-lens")
+    if len(set(lens)) < 3:
+        raise ConfigError(
+            f"--seq-lens needs at least 3 different lengths to fit a time model, got {seq_lens!r}",
+            hint="e.g. 256,512,1024,2048,4096",
+        )
     for s in lens:
         check_sequence(s, nproc)
     names = [k.strip() for k in strategies.split(",") if k.strip()]
     unknown = [k for k in names if k not in STRATEGIES]
-    if unknown:
+    if unknown or not names or len(set(names)) != len(names):
         raise ConfigError(
-            f"unknown strategy {', '.join(unknown)}", hint=f"choose from {', '.join(STRATEGIES)}"
+            f"--strategies {strategies!r}: give distinct names", hint=f"choose from {', '.join(STRATEGIES)}"
         )
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {repeats}")
+    can_switch = len(names) >= 2 and cfg.layers >= 2
+    if switch and not can_switch:
+        raise ConfigError("--switch needs at least 2 strategies and a model of at least 2 layers")
     job = {"model": cfg.to_dict(), "seq_lens": lens, "strategies": names, "batch": 1, "repeats": repeats,
-           "warmup": 1, "switch": switch, "out": str(out.resolve())}  # fmt: skip
+           "warmup": 1, "switch": can_switch if switch is None else switch, "out": str(out.resolve())}  # fmt: skip
     with progress_bar() as bar:
         task = bar.add_task(f"profiling {cfg.name} on {nproc} ranks", total=len(lens) * len(names))
-        run_job("profile", job, nproc=nproc, timeout_s=timeout,
+        run_job("paradyse.worker", "profile", job, nproc=nproc, timeout_s=timeout, rank_timeout_s=rank_timeout,
                 on_event=lambda ev: bar.update(task, advance=1) if ev.get("event") == "point" else None)  # fmt: skip
     prof = Profile.load(out)
     _show_profile(prof)
     if plot:
-        _plot_profile(prof, plot)
+        err_console.print(f"wrote {plot_profile(prof, plot)}")
 
 
 def _show_profile(prof) -> None:
@@ -118,38 +156,6 @@ def _show_profile(prof) -> None:
     console.print(f"switch cost per boundary: {prof.switch_cost_s * 1e3:.2f} ms")
 
 
-def _plain_ticks(ax, values) -> None:
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    ax.set_xticks(list(values))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _plot_profile(prof, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    models = prof.time_models()
-    for k, m in models.items():
-        pts = sorted((pt["seq_len"], pt["layer_time_s"]) for pt in prof.points if pt["strategy"] == k)
-        xs, ys = zip(*pts, strict=True)
-        line = ax.plot(xs, np.array(ys) * 1e3, "o", label=k)[0]
-        grid = np.linspace(min(xs), max(xs) * 2, 100)
-        ax.plot(grid, m.predict(grid) * 1e3, "-", color=line.get_color(), lw=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="ms per layer (fwd+bwd)",
-           title=f"{prof.model.name}, {prof.world_size} ranks")  # fmt: skip
-    _plain_ticks(ax, sorted({pt["seq_len"] for pt in prof.points}))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    err_console.print(f"wrote {path}")
-
-
 @app.command()
 def plan(
     profile_path: ProfileOpt = Path("paradyse-profile.json"),
@@ -157,6 +163,7 @@ def plan(
         int, typer.Option("--seq-len", "-s", help="Tokens in the sequence (all ranks together).")
     ] = 4096,
     memory_cap: CapOpt = "16GiB",
+    margin: MarginOpt = "0",
     planner: Annotated[
         str, typer.Option("--planner", help="adaptive (ours) or paradyse (the paper's heuristic).")
     ] = "adaptive",
@@ -167,23 +174,23 @@ def plan(
     from paradyse.costmodel import Profile
     from paradyse.planner import CostTable, HeuristicState, Planner, compress, paradyse_plan
 
+    if planner not in ("adaptive", "paradyse"):
+        raise ConfigError(f"--planner {planner!r} is not adaptive or paradyse")
+    cap, kept = _cap_and_margin(memory_cap, margin)
     prof = Profile.load(profile_path)
     p, cfg = prof.world_size, prof.model
     check_sequence(seq_len, p)
-    cap = parse_bytes(memory_cap)
     table = CostTable.build(cfg, p, seq_len, prof.time_models())
     rows = [{"strategy": k, "ms_per_layer": table.time[k] * 1e3, "saved_MiB_per_layer": table.act[k] / 2**20,
              "transient_MiB": table.transient[k] / 2**20,
              "pure_plan_GiB": table.memory((k,) * cfg.layers) / 2**30,
-             "fits": table.memory((k,) * cfg.layers) <= cap} for k in table.time]  # fmt: skip
+             "fits": table.memory((k,) * cfg.layers) <= cap - kept} for k in table.time]  # fmt: skip
     console.print(render_table(f"{cfg.name}, {seq_len} tokens on {p} ranks, cap {cap / 2**30:.2f} GiB", rows))
     t0 = time.perf_counter()
     if planner == "adaptive":
-        chosen = Planner(cap=cap, layers=cfg.layers, switch_cost=prof.switch_cost_s).plan(table)
-    elif planner == "paradyse":
-        chosen = paradyse_plan(table, cap, HeuristicState())
+        chosen = Planner(cap=cap, margin=kept, layers=cfg.layers, switch_cost=prof.switch_cost_s).plan(table)
     else:
-        raise ConfigError(f"--planner {planner!r} is not adaptive or paradyse")
+        chosen = paradyse_plan(table, cap, HeuristicState(), margin=kept)
     ms = (time.perf_counter() - t0) * 1e3
     console.print(f"plan: [bold]{compress(chosen.layers)}[/]  predicted {chosen.seconds * 1e3:.1f} ms, "
                   f"{chosen.memory / 2**30:.2f} GiB per rank ({chosen.reason}; planned in {ms:.2f} ms)")  # fmt: skip
@@ -211,26 +218,43 @@ def simulate(
     max_len: Annotated[
         int, typer.Option("--max-len", help="Longest sequence (the paper reaches 624K).")
     ] = 638976,
-    median: Annotated[int | None, typer.Option("--median", help="Median length (longtail).")] = None,
+    median: Annotated[int | None, typer.Option("--median", help="Median length (longtail, bimodal).")] = None,
     samples: Annotated[int, typer.Option("--samples", help="Sequences drawn from the distribution.")] = 200,
     memory_cap: Annotated[str | None, typer.Option("--memory-cap", help="Default: the GPU's memory.")] = None,
+    margin: Annotated[
+        str,
+        typer.Option("--margin", help="Memory of the cap kept free by every method (the authors': 512MiB)."),
+    ] = "512MiB",
+    hysteresis: HysteresisOpt = 0.0,
     seed: SeedOpt = 0,
-    plot: Annotated[
-        Path | None, typer.Option("--plot", help="PNG of time per strategy against length.")
-    ] = None,
+    plot: PlotOpt = None,
     out: OutOpt = None,
 ) -> None:
-    """Predict per-sequence time and memory of every static strategy and the adaptive plan."""
+    """Predict per-sequence time and memory of every static strategy, the paper's heuristic and ours."""
     import numpy as np
 
     from paradyse.config import get_model
     from paradyse.costmodel import Profile
     from paradyse.data import LengthSampler
+    from paradyse.plots import plot_simulation
     from paradyse.simulate import calibrate, gpu_hardware
     from paradyse.simulate import simulate as run_sim
 
     cfg = get_model(model)
     cfg.check_degree(gpus)
+    if hardware == "calibrated" and (profile_path is None or memory_cap is None):
+        raise ConfigError("--hardware calibrated needs --profile and --memory-cap")
+    hw = None if hardware == "calibrated" else gpu_hardware(hardware)
+    cap = parse_bytes(memory_cap) if memory_cap is not None else hw.memory_bytes
+    kept = parse_bytes(margin, flag="--margin", positive=False)
+    if kept >= cap:
+        raise ConfigError(f"--margin {margin} leaves nothing of the {cap / 2**30:.1f} GiB memory cap")
+    if hysteresis < 0:
+        raise ConfigError(f"--hysteresis must be >= 0, got {hysteresis}")
+    if samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {samples}")
+    lens = LengthSampler(distribution=distribution, min_len=min_len, max_len=max_len, median=median,
+                         multiple=gpus, seed=seed).sample(samples)  # fmt: skip
     if profile_path is not None:
         prof = Profile.load(profile_path)
         hw_cal, errors = calibrate(prof)
@@ -238,60 +262,31 @@ def simulate(
                                    [{"strategy": k, "mean_abs_rel_error": v} for k, v in errors.items()]))  # fmt: skip
         console.print(f"fitted: {hw_cal.flops / 1e9:.2f} GFLOP/s per rank, {hw_cal.bandwidth / 1e9:.2f} GB/s, "
                       f"{hw_cal.latency * 1e3:.3f} ms per collective")  # fmt: skip
-    if hardware == "calibrated":
-        if profile_path is None:
-            raise ConfigError("--hardware calibrated needs --profile")
-        hw = hw_cal
-        if memory_cap is None:
-            raise ConfigError("--hardware calibrated needs --memory-cap")
-    else:
-        hw = gpu_hardware(hardware)
-    cap = parse_bytes(memory_cap) if memory_cap else None
-    lens = LengthSampler(distribution=distribution, min_len=min_len, max_len=max_len, median=median,
-                         multiple=gpus, seed=seed).sample(samples)  # fmt: skip
+        hw = hw or hw_cal
     sweep = sorted(
         {int(v) for v in np.geomspace(min_len, max_len, 12) // gpus * gpus} | {max_len // gpus * gpus}
     )
-    curve = run_sim(cfg, gpus, hw, sweep, cap=cap)
+    curve = run_sim(cfg, gpus, hw, sweep, cap=cap, margin=kept, hysteresis=hysteresis)
     console.print(
         render_table(f"{cfg.name} on {gpus} x {hw.name}: seconds per step (blank: OOM)", curve["rows"])
     )
-    dist_run = run_sim(cfg, gpus, hw, lens, cap=cap)
+    dist_run = run_sim(cfg, gpus, hw, lens, cap=cap, margin=kept, hysteresis=hysteresis)
     summary = [{"method": m, **v} for m, v in dist_run["summary"].items()]
     console.print(render_table(f"{samples} sequences, {distribution} in [{min_len}, {max_len}]", summary))
+    ad = dist_run["summary"]["adaptive"]
+    console.print(f"adaptive (hysteresis {hysteresis:g}): slower than the fastest static strategy that fits on "
+                  f"{ad['slower_than_best_static']} of {samples} sequences "
+                  f"(worst ratio {ad['worst_ratio_to_best_static']:.3f})")  # fmt: skip
     if plot:
-        _plot_sim(curve, plot)
-    write_out(out, {"curve": curve, "distribution": dist_run}, rows=summary)
-
-
-def _plot_sim(curve: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from paradyse.config import STRATEGIES
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rows = curve["rows"]
-    for k in [*STRATEGIES, "adaptive"]:
-        pts = [(r["seq_len"], r[f"{k}_s"]) for r in rows if r.get(f"{k}_s") is not None]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), "o-" if k != "adaptive" else "k--", label=k, lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="sequence length (K tokens)", ylabel="seconds per step",
-           title=f"{curve['model']} on {curve['p']} x {curve['hardware']}")  # fmt: skip
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1024:.0f}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    err_console.print(f"wrote {path}")
+        err_console.print(f"wrote {plot_simulation(curve, plot)}")
+    lengths = {"distribution": distribution, "min_len": min_len, "max_len": max_len, "median": median,
+               "samples": samples, "seed": seed}  # fmt: skip
+    write_out(out, {"lengths": lengths, "curve": curve, "distribution": dist_run}, rows=summary)
 
 
 @app.command()
 def train(
+    model: ModelOpt = "bench",
     profile_path: ProfileOpt = Path("paradyse-profile.json"),
     nproc: NprocOpt = 4,
     mode: Annotated[
@@ -310,15 +305,22 @@ def train(
         bool, typer.Option("--any-hardware", help="Accept a profile measured on other hardware.")
     ] = False,
     memory_cap: CapOpt = "16GiB",
+    margin: MarginOpt = "0",
+    hysteresis: HysteresisOpt = 0.0,
     measure_memory: Annotated[
         bool, typer.Option("--measure-memory", help="Track every step's real peak (slower).")
     ] = False,
-    log: Annotated[Path, typer.Option("--log", help="Per-step JSONL log.")] = Path("paradyse-train.jsonl"),
-    timeout: Annotated[float, typer.Option("--timeout", help="Wall-clock limit of the job (s).")] = 3600.0,
+    log: Annotated[
+        Path, out_option("Per-step log (JSON lines).", suffixes=(".jsonl",), flag="--log", short=None)
+    ] = Path("paradyse-train.jsonl"),
+    timeout: TimeoutOpt = 3600.0,
+    rank_timeout: RankTimeoutOpt = 60.0,
     fail_at: Annotated[
         str | None,
         typer.Option(
-            "--fail-at", help="RANK:STEP: that rank dies there (tests the error path).", hidden=True
+            "--fail-at",
+            help="RANK:STEP[:exit|error|hang]: inject that fault (tests the error paths).",
+            hidden=True,
         ),
     ] = None,
     data_dir: DataDirOpt = None,
@@ -326,25 +328,23 @@ def train(
     out: OutOpt = None,
 ) -> None:
     """Train the byte-level LM with per-batch plans (torchrun on gloo); logs plan and time per step."""
+    from effcore.distributed import run_job
+    from paradyse.config import get_model
     from paradyse.costmodel import Profile, hardware_id
-    from paradyse.launch import run_job
     from paradyse.train import TrainArgs
 
-    prof = Profile.load(profile_path)
-    prof.check(model=prof.model, world_size=nproc, hardware=None if any_hardware else hardware_id("gloo"))
-    log.unlink(missing_ok=True)
-    failure = None
-    if fail_at is not None:
-        try:
-            r, s = (int(v) for v in fail_at.split(":"))
-        except ValueError:
-            raise ConfigError(f"--fail-at takes RANK:STEP, got {fail_at!r}") from None
-        failure = (r, s)
-    args = TrainArgs(model=prof.model.to_dict(), profile=str(profile_path.resolve()), mode=mode, steps=steps,
+    cfg = get_model(model)
+    cfg.check_degree(nproc)
+    cap, kept = _cap_and_margin(memory_cap, margin)
+    args = TrainArgs(model=cfg.to_dict(), profile=str(profile_path.resolve()), mode=mode, steps=steps,
                      distribution=distribution, min_len=min_len, max_len=max_len, corpus=corpus,
-                     data_dir=str(data_dir) if data_dir else None, memory_cap=parse_bytes(memory_cap), seed=seed,
-                     measure_memory=measure_memory, any_hardware=any_hardware, log=str(log.resolve()),
-                     fail_at=failure)  # fmt: skip
+                     data_dir=str(data_dir) if data_dir else None, memory_cap=cap, margin=kept,
+                     hysteresis=hysteresis, seed=seed, measure_memory=measure_memory, any_hardware=any_hardware,
+                     log=str(log.resolve()), fail_at=_fault(fail_at))  # fmt: skip
+    prof = Profile.load(profile_path)
+    prof.check(model=cfg, world_size=nproc, hardware=None if any_hardware else hardware_id("gloo"))
+    args.stream(nproc)  # the lengths and the corpus, checked before any rank starts
+    log.unlink(missing_ok=True)
     with progress_bar() as bar:
         task = bar.add_task(f"training ({mode}) on {nproc} ranks", total=steps)
 
@@ -352,10 +352,22 @@ def train(
             if ev.get("event") == "step":
                 bar.update(task, advance=1, description=f"step {ev['step']}: {ev.get('seq_len')} tokens")
 
-        run_job("train", json.loads(args.to_json()), nproc=nproc, timeout_s=timeout, on_event=on_event)
+        run_job("paradyse.worker", "train", json.loads(args.to_json()), nproc=nproc, timeout_s=timeout, rank_timeout_s=rank_timeout,
+                on_event=on_event)  # fmt: skip
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     _show_train(records, mode)
     write_out(out, records, rows=records)
+
+
+def _fault(text: str | None) -> tuple[int, int, str] | None:
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        rank, step = int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        raise ConfigError(f"--fail-at takes RANK:STEP[:KIND], got {text!r}") from None
+    return rank, step, parts[2] if len(parts) > 2 else "exit"
 
 
 def _show_train(records: list[dict], mode: str) -> None:

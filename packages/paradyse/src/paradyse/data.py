@@ -52,9 +52,17 @@ class LengthSampler:
             raise ConfigError(f"need 1 <= min_len <= max_len, got {self.min_len} and {self.max_len}")
         if self.max_len < self.multiple:
             raise ConfigError(f"max_len={self.max_len} is below the required multiple {self.multiple}")
+        if self.median is not None and self.distribution not in ("longtail", "bimodal"):
+            raise ConfigError(
+                f"a median applies to the longtail and bimodal distributions, not {self.distribution}"
+            )
+        if self.median is not None and self.median < 1:
+            raise ConfigError(f"the median length must be >= 1, got {self.median}")
         self.median = self.median or int(math.sqrt(self.min_len * self.max_len))
 
     def sample(self, n: int) -> np.ndarray:
+        if n < 1:
+            raise ConfigError(f"the number of sequences must be >= 1, got {n}")
         rng = np.random.default_rng(self.seed)
         if self.distribution == "longtail":
             raw = rng.lognormal(math.log(self.median), self.sigma, n)
@@ -88,6 +96,8 @@ def load_corpus(name: str = "tinyshakespeare", *, data_dir: str | Path | None = 
         raise ConfigError(
             f"unknown corpus {name!r}", hint="use tinyshakespeare, wikitext2 or a text file's path"
         )
+    if not data:
+        raise ConfigError(f"the corpus {name!r} is empty", hint="give a text file with text in it")
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
 
 

@@ -10,14 +10,19 @@ first, dominated ones dropped, the fastest pure plan if it fits, else prefix/suf
 :class:`Planner` (ours) fixes the weaknesses the notes list: the exact optimum over every mix of up
 to three strategies (layers are identical, so a plan is a count per strategy; the LP optimum mixes
 at most two, a third can absorb the integer rounding), a switching cost per boundary in the
-objective, a fallback that is chosen per sequence (never sticky), plans cached per length bucket,
-and an error naming the memory needed when even the leanest plan does not fit.
+objective, a fallback that is chosen per sequence (never sticky), and an error naming the memory
+needed when even the leanest plan does not fit. Its hysteresis is off by default (0): every sequence
+gets its optimum, so it is never slower than a static strategy that fits (by the cost model); the
+paper's 5 % is ``hysteresis=0.05``. Plans are not cached: planning takes ~85 us per sequence
+(``benchmarks/bench_planner.py``), under 0.2 % of the shortest step simulated here.
+
+Both planners plan against ``cap - margin``: ``margin`` is memory kept free for what the model does
+not count (the authors keep 512 MB on GPUs for the allocator and the CUDA context).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -106,11 +111,14 @@ def paradyse_plan(
 ) -> Plan:  # fmt: skip
     """ParaDySe's ``select_method``, step for step (fits: total memory below ``cap - margin``).
 
+    Strategies are ordered by per-layer time and total memory; one that is slower and not lighter
+    (total memory of its pure plan, as the authors' fitted ``M_k``) than a faster one is dropped.
     ``fallback`` is METP; when the table has no METP the lightest strategy stands in for it.
     """
     L = table.layers
+    pure = {k: table.memory((k,) * L) for k in table.time}
     if fallback not in table.time:
-        fallback = min(table.act, key=lambda k: table.act[k])
+        fallback = min(pure, key=lambda k: pure[k])
 
     def fits(plan: Sequence[str]) -> bool:
         return table.memory(plan) < cap - margin
@@ -124,15 +132,15 @@ def paradyse_plan(
             and fits(prev)
             and table.seconds(prev) < (1 + hysteresis) * table.seconds(plan)
         ):
-            plan, reason = prev, reason + "; kept the previous plan (within 5%)"
+            plan, reason = prev, reason + f"; kept the previous plan (within {hysteresis:.0%})"
         state.prev = plan
         state.cache[(batch, table.seq_len)] = plan
         return Plan(layers=plan, seconds=table.seconds(plan), memory=table.memory(plan), reason=reason)
 
-    order = sorted(table.time, key=lambda k: (table.time[k], table.act[k]))
+    order = sorted(table.time, key=lambda k: (table.time[k], pure[k]))
     kept: list[str] = []
     for k in order:  # pop_useless: a slower strategy must be lighter than every faster one
-        if not kept or table.act[k] < table.act[kept[-1]]:
+        if not kept or pure[k] < pure[kept[-1]]:
             kept.append(k)
     key = (batch, table.seq_len)
     if key in state.cache:
@@ -184,19 +192,26 @@ def _compositions(total: int, parts: int) -> np.ndarray:
 class Planner:
     """Exact plans over mixes of up to ``max_mix`` strategies, with switching costs and hysteresis.
 
-    ``cap``: memory per rank (bytes); ``switch_cost``: seconds per boundary between strategies;
-    ``bucket``: sequence lengths are planned at the next multiple of it (plans cached per bucket).
+    ``cap``: memory per rank (bytes), of which ``margin`` is kept free; ``switch_cost``: seconds
+    per boundary between strategies; ``hysteresis``: keep the previous sequence's plan while it fits
+    and is within this fraction of the optimum (0: always the optimum).
     """
 
     cap: int
     layers: int
+    margin: int = 0
     switch_cost: float = 0.0
-    hysteresis: float = 0.05
+    hysteresis: float = 0.0
     max_mix: int = 3
-    bucket: int = 1
     prev: tuple[str, ...] | None = None
-    cache: dict[int, Plan] = field(default_factory=dict)
     _comps: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("margin", "switch_cost", "hysteresis"):
+            if getattr(self, name) < 0:
+                raise PlanError(f"Planner.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_mix < 1:
+            raise PlanError(f"Planner.max_mix must be >= 1, got {self.max_mix!r}")
 
     def _grid(self, parts: int) -> np.ndarray:
         # counts with every one of `parts` strategies used at least once, summing to `layers`
@@ -208,7 +223,8 @@ class Planner:
         """The fastest plan that fits ``cap`` (ties: fewer boundaries); raises when none fits."""
         names = sorted(table.time, key=lambda k: table.time[k])
         best: tuple[float, int, tuple[str, ...]] | None = None
-        budget = self.cap - table.states
+        limit = self.cap - self.margin
+        budget = limit - table.states
         for size in range(1, min(self.max_mix, len(names), self.layers) + 1):
             counts = self._grid(size)
             for combo in itertools.combinations(names, size):
@@ -230,19 +246,17 @@ class Planner:
             need = table.memory((lean,) * self.layers)
             raise PlanError(
                 f"a sequence of {table.seq_len} tokens needs {need / GiB:.2f} GiB per rank even with the "
-                f"leanest plan ({lean} on every layer); the cap is {self.cap / GiB:.2f} GiB",
+                f"leanest plan ({lean} on every layer); the cap is {self.cap / GiB:.2f} GiB"
+                + (f" less a {self.margin / GiB:.2f} GiB margin" if self.margin else ""),
                 hint="raise the memory cap, use more ranks, or shorten the sequence",
             )
         secs, _, layers = best
         plan = Plan(layers=layers, seconds=secs, memory=table.memory(layers), reason="optimal")
         prev = self.prev
-        if prev is not None and prev != layers and table.memory(prev) <= self.cap:
+        if self.hysteresis > 0 and prev is not None and prev != layers and table.memory(prev) <= limit:
             prev_secs = table.seconds(prev, self.switch_cost)
             if prev_secs < (1 + self.hysteresis) * secs:
                 plan = Plan(layers=prev, seconds=prev_secs, memory=table.memory(prev),
                             reason="kept the previous plan (within the hysteresis)")  # fmt: skip
         self.prev = plan.layers
         return plan
-
-    def bucketed(self, seq_len: int) -> int:
-        return math.ceil(seq_len / self.bucket) * self.bucket

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.distributed as dist
 
+from effcore.errors import ConfigError
 from effcore.memory import TensorTracker, track_activations
 from paradyse.comm import rank_and_size
 from paradyse.config import STRATEGIES, ModelConfig, check_sequence
@@ -85,6 +86,8 @@ def run_profile(
 ) -> Profile:
     """Profile every strategy at every length on this group; every rank returns the same Profile."""
     rank, p = rank_and_size(group)
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     for s in seq_lens:
         check_sequence(s, p)
     model = ParallelTransformer(cfg, group=group)

@@ -6,7 +6,7 @@ collective. :func:`calibrate` fits these three constants to a gloo profile (non-
 squares, shared by all strategies, so the work model itself is what is tested) and reports the
 leave-one-out error; :func:`gpu_hardware` derives them from an ``effcore.device`` datasheet spec
 and stated efficiencies. :func:`simulate` then plans every sequence of a length distribution with
-each static strategy and the adaptive planner.
+each static strategy, the paper's heuristic and the adaptive planner.
 
 Work per layer (``u = b s h``, ``e`` bytes per element, ``r = (p-1)/p``), forward + backward:
 
@@ -31,7 +31,7 @@ from effcore.device import DeviceSpec, known_spec
 from effcore.errors import ConfigError
 from paradyse.config import STRATEGIES, ModelConfig, PlanError
 from paradyse.costmodel import Profile, nnls_relative
-from paradyse.planner import CostTable, Planner, compress
+from paradyse.planner import CostTable, HeuristicState, Planner, compress, paradyse_plan
 
 __all__ = ["Hardware", "LayerWork", "calibrate", "gpu_hardware", "layer_work", "simulate"]
 
@@ -147,43 +147,63 @@ def gpu_hardware(
 
 def simulate(
     cfg: ModelConfig, p: int, hw: Hardware, seq_lens: Sequence[int], *, cap: int | None = None,
-    batch: int = 1, margin: float = 0.05,
+    margin: int = 512 * 2**20, hysteresis: float = 0.0, batch: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
-    """Every sequence under every static strategy and the adaptive plan: time, memory, OOMs.
+    """Every sequence under every static strategy, the paper's heuristic and our planner.
 
+    Every method plans against ``cap - margin`` (``cap``: the hardware's memory unless given;
+    ``margin``: kept free, the authors' 512 MiB by default); ``hysteresis`` is our planner's.
     Returns per-length rows and a summary per method: how many sequences it cannot fit (OOM), the
     longest it fits, its seconds over the sequences it fits and the adaptive plan's seconds over the
-    same sequences (``speedup`` = static / adaptive on that common set; the adaptive plan is never
-    slower on any single sequence, since every static plan is one of its candidates).
+    same sequences (``speedup`` = method / adaptive on that common set). The adaptive summary also
+    counts the sequences on which the adaptive plan is slower than the fastest static strategy that
+    fits (``slower_than_best_static``) and the largest such ratio (``worst_ratio_to_best_static``):
+    with ``hysteresis=0`` never, since every static plan is one of the planner's candidates.
     """
-    cap = int((cap or hw.memory_bytes) * (1 - margin))
+    cap = hw.memory_bytes if cap is None else cap
     if cap <= 0:
         raise ConfigError("the simulator needs a memory cap (hardware without memory: pass cap=...)")
+    if not 0 <= margin < cap:
+        raise ConfigError(f"the memory margin ({margin} bytes) must be >= 0 and below the cap ({cap} bytes)")
+    limit = cap - margin
     models = time_models(cfg, p, hw, batch=batch)
-    planner = Planner(cap=cap, layers=cfg.layers)
+    planner = Planner(cap=cap, margin=margin, layers=cfg.layers, hysteresis=hysteresis)
+    heuristic = HeuristicState()
     rows: list[dict[str, Any]] = []
-    methods = [*STRATEGIES, "adaptive"]
+    methods = [*STRATEGIES, "paradyse", "adaptive"]
     summary = {
         m: {"seconds": 0.0, "adaptive_seconds": 0.0, "tokens": 0, "oom": 0, "longest": 0} for m in methods
     }
+    slower, worst = 0, 0.0
     for s in seq_lens:
         table = CostTable.build(cfg, p, int(s), models, batch=batch)
+        tokens = int(s) * batch
         row: dict[str, Any] = {"seq_len": int(s)}
         for k in STRATEGIES:
             plan = (k,) * cfg.layers
-            fits = table.memory(plan) <= cap
+            fits = table.memory(plan) <= limit
             row[f"{k}_s"] = table.seconds(plan) if fits else None
-            _account(summary[k], fits, table.seconds(plan), int(s) * batch)
+            _account(summary[k], fits, table.seconds(plan), tokens)
+        chosen = paradyse_plan(table, cap, heuristic, batch=batch, margin=margin)
+        fits = table.memory(chosen.layers) <= limit  # the sticky fallback may not fit
+        row["paradyse_s"] = chosen.seconds if fits else None
+        row["paradyse_plan"] = compress(chosen.layers) if fits else "OOM"
+        _account(summary["paradyse"], fits, chosen.seconds, tokens)
         try:
             best = planner.plan(table)
             row["adaptive_s"], row["adaptive_plan"] = best.seconds, compress(best.layers)
-            _account(summary["adaptive"], True, best.seconds, int(s) * batch)
+            _account(summary["adaptive"], True, best.seconds, tokens)
         except PlanError:
             row["adaptive_s"], row["adaptive_plan"] = None, "OOM"
-            _account(summary["adaptive"], False, 0.0, int(s) * batch)
-        for k in STRATEGIES:
+            _account(summary["adaptive"], False, 0.0, tokens)
+        for k in [*STRATEGIES, "paradyse"]:
             if row[f"{k}_s"] is not None and row["adaptive_s"] is not None:
                 summary[k]["adaptive_seconds"] += row["adaptive_s"]
+        statics = [row[f"{k}_s"] for k in STRATEGIES if row[f"{k}_s"] is not None]
+        if statics and row["adaptive_s"] is not None:
+            ratio = row["adaptive_s"] / min(statics)
+            worst = max(worst, ratio)
+            slower += ratio > 1 + 1e-12
         rows.append(row)
     for m in methods:
         sm = summary[m]
@@ -191,7 +211,9 @@ def simulate(
         if m != "adaptive":
             sm["speedup"] = sm["seconds"] / sm["adaptive_seconds"] if sm["adaptive_seconds"] else None
     summary["adaptive"].pop("adaptive_seconds")
-    return {"rows": rows, "summary": summary, "cap": cap, "hardware": hw.name, "p": p, "model": cfg.name}
+    summary["adaptive"] |= {"slower_than_best_static": int(slower), "worst_ratio_to_best_static": worst}
+    return {"rows": rows, "summary": summary, "cap": cap, "margin": margin, "hysteresis": hysteresis,
+            "hardware": hw.name, "hardware_source": hw.source, "p": p, "model": cfg.name}  # fmt: skip
 
 
 def _account(sm: dict[str, Any], fits: bool, seconds: float, tokens: int) -> None:

@@ -39,7 +39,7 @@ def demo(*, quick: bool = False) -> list[dict]:
 
     def plans() -> str:
         cfg, hw = MODELS["paper-7b"], gpu_hardware("H100")
-        planner = Planner(cap=int(0.95 * hw.memory_bytes), layers=cfg.layers)
+        planner = Planner(cap=hw.memory_bytes, margin=512 * 2**20, layers=cfg.layers)  # as `simulate`
         out = []
         for s in (8192, 262144, 638976):
             plan = planner.plan(CostTable.build(cfg, 32, s, time_models(cfg, 32, hw)))

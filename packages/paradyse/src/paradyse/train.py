@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from effcore.errors import EffmlError
+from effcore.errors import ConfigError
 from paradyse.comm import all_reduce_grads, rank_and_size
 from paradyse.config import STRATEGIES, ModelConfig, PlanError
 from paradyse.costmodel import Profile, hardware_id
@@ -33,15 +33,12 @@ from paradyse.memory_model import lm_bytes
 from paradyse.model import ParallelTransformer, rms_norm
 from paradyse.planner import CostTable, HeuristicState, Plan, Planner, compress, paradyse_plan
 
-__all__ = ["ParadyseLM", "RankLostError", "TrainArgs", "train_step", "train_worker"]
+__all__ = ["FAULTS", "MODES", "ParadyseLM", "TrainArgs", "train_step", "train_worker"]
 
 MODES = ("adaptive", "paradyse", *STRATEGIES)
-
-
-class RankLostError(EffmlError):
-    """Another rank died or stopped answering; this rank stops instead of hanging."""
-
-    exit_code = 3
+FAULTS = ("exit", "error", "hang")
+"""Injected faults (``fail_at``, for the tests of the error paths): the rank exits without a word
+(exit code 17), raises a shape error in its step, or stops answering."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -60,17 +57,44 @@ class TrainArgs:
     corpus: str = "tinyshakespeare"
     data_dir: str | None = None
     memory_cap: int = 2**34
+    margin: int = 0  # bytes of the cap kept free by every planner and static fit
+    hysteresis: float = 0.0  # our planner's (mode "adaptive" only)
     lr: float = 3e-4
     seed: int = 0
     measure_memory: bool = False
     any_hardware: bool = False  # accept a profile measured on other hardware (plans may be off)
     log: str | None = None
-    fail_at: tuple[int, int] | None = None  # (rank, step): that rank exits there (fault-injection tests)
-    extra: dict[str, Any] = field(default_factory=dict)
+    fail_at: tuple[int, int, str] | None = None  # (rank, step, one of FAULTS): fault-injection tests
 
     def __post_init__(self) -> None:
+        """Every option checked here, so that a bad one fails before any rank starts."""
         if self.mode not in MODES:
             raise PlanError(f"unknown mode {self.mode!r}", hint=f"choose one of {', '.join(MODES)}")
+        for name in ("steps", "batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.memory_cap <= 0:
+            raise ConfigError(f"--memory-cap must be positive, got {self.memory_cap} bytes")
+        if not 0 <= self.margin < self.memory_cap:
+            raise ConfigError(
+                f"--margin ({self.margin} bytes) must be >= 0 and below --memory-cap ({self.memory_cap} bytes)"
+            )
+        if self.hysteresis < 0:
+            raise ConfigError(f"--hysteresis must be >= 0, got {self.hysteresis}")
+        if self.hysteresis and self.mode != "adaptive":
+            raise ConfigError(
+                f"--hysteresis applies to --mode adaptive only (mode {self.mode!r})",
+                hint="the paper's heuristic keeps its own 5 %; static plans never switch",
+            )
+        if self.fail_at is not None and (len(self.fail_at) != 3 or self.fail_at[2] not in FAULTS):
+            raise ConfigError(f"fail_at must be (rank, step, one of {', '.join(FAULTS)}), got {self.fail_at}")
+
+    def stream(self, p: int) -> TextStream:
+        """The run's text stream for ``p`` ranks (loading the corpus checks it is long enough)."""
+        lengths = LengthSampler(distribution=self.distribution, min_len=self.min_len, max_len=self.max_len,
+                                median=self.median, multiple=p, seed=self.seed)  # fmt: skip
+        corpus = load_corpus(self.corpus, data_dir=self.data_dir)
+        return TextStream(corpus, lengths, steps=self.steps, batch=self.batch)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -116,12 +140,6 @@ def _peak_tracker(model: nn.Module):
     return tracker
 
 
-def _rank_lost(err: Exception, rank: int) -> RankLostError:
-    return RankLostError(
-        f"lost contact with the other ranks ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
-    )
-
-
 def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str, Any]]:
     """Run the loop on this rank; returns (on every rank) the per-step records.
 
@@ -137,18 +155,16 @@ def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str,
     torch.manual_seed(args.seed)
     model = ParadyseLM(cfg, group=group, seed=args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    lengths = LengthSampler(distribution=args.distribution, min_len=args.min_len, max_len=args.max_len,
-                            median=args.median, multiple=p, seed=args.seed)  # fmt: skip
-    stream = TextStream(load_corpus(args.corpus, data_dir=args.data_dir), lengths, steps=args.steps,
-                        batch=args.batch)  # fmt: skip
-    planner = Planner(cap=args.memory_cap, layers=cfg.layers, switch_cost=profile.switch_cost_s)
+    stream = args.stream(p)
+    planner = Planner(cap=args.memory_cap, margin=args.margin, layers=cfg.layers,
+                      switch_cost=profile.switch_cost_s, hysteresis=args.hysteresis)  # fmt: skip
     heuristic = HeuristicState()
     records: list[dict[str, Any]] = []
     log = open(args.log, "a", encoding="utf-8") if (args.log and rank == 0) else None  # noqa: SIM115
     try:
         for step, (tokens, targets) in enumerate(stream):
-            if args.fail_at is not None and args.fail_at == (rank, step):
-                os._exit(17)  # a rank dies without a word, as a crashed process would
+            if args.fail_at is not None and args.fail_at[:2] == (rank, step):
+                _inject(args.fail_at[2])
             s = tokens.shape[1]
             table = CostTable.build(cfg, p, s, models, batch=args.batch,
                                     extra_bytes=lm_bytes(cfg, s, p, batch=args.batch))  # fmt: skip
@@ -169,19 +185,14 @@ def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str,
             local_targets = targets[:, rank * sl : (rank + 1) * sl]
             tracker = _peak_tracker(model) if args.measure_memory else None
             t0 = time.perf_counter()
-            try:
-                if tracker is not None:
-                    with tracker:
-                        loss = train_step(
-                            model, opt, local_tokens, local_targets, plan.layers, args.batch * s
-                        )
-                else:
+            if tracker is not None:
+                with tracker:
                     loss = train_step(model, opt, local_tokens, local_targets, plan.layers, args.batch * s)
-                loss_all = loss.detach().clone()
-                if p > 1:
-                    dist.all_reduce(loss_all, group=group)
-            except (RuntimeError, dist.DistBackendError) as err:
-                raise _rank_lost(err, rank) from None
+            else:
+                loss = train_step(model, opt, local_tokens, local_targets, plan.layers, args.batch * s)
+            loss_all = loss.detach().clone()
+            if p > 1:
+                dist.all_reduce(loss_all, group=group)
             record["time_s"] = time.perf_counter() - t0
             record["loss"] = float(loss_all)
             if tracker is not None:
@@ -202,19 +213,28 @@ def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str,
     return records
 
 
+def _inject(fault: str) -> None:
+    if fault == "exit":
+        os._exit(17)  # a rank dies without a word, as a crashed process would
+    if fault == "error":
+        torch.ones(2, 3) @ torch.ones(4, 5)  # a shape bug in this rank's step
+    time.sleep(24 * 3600)  # "hang": the others time out
+
+
 def _choose(mode: str, table: CostTable, planner: Planner, heuristic: HeuristicState, args: TrainArgs, cfg):
+    limit = args.memory_cap - args.margin
     if mode == "adaptive":
         return planner.plan(table)
     if mode == "paradyse":
-        plan = paradyse_plan(table, args.memory_cap, heuristic, batch=args.batch)
-        if table.memory(plan.layers) > args.memory_cap:
+        plan = paradyse_plan(table, args.memory_cap, heuristic, batch=args.batch, margin=args.margin)
+        if table.memory(plan.layers) > limit:
             raise PlanError(f"the heuristic's plan needs {table.memory(plan.layers)} bytes, over the cap")
         return plan
     plan = (mode,) * cfg.layers
     need = table.memory(plan)
-    if need > args.memory_cap:
+    if need > limit:
         raise PlanError(
-            f"static {mode} needs {need / 2**30:.2f} GiB per rank, over the {args.memory_cap / 2**30:.2f} GiB cap"
+            f"static {mode} needs {need / 2**30:.2f} GiB per rank, over the {limit / 2**30:.2f} GiB cap (less margin)"
         )
     return Plan(layers=plan, seconds=table.seconds(plan), memory=need, reason="static")
 

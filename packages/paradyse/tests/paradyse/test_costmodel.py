@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from paradyse.config import MODELS, ModelConfig
 from paradyse.costmodel import Profile, ProfileError, fit_time_model
+from paradyse.data import LengthSampler
 from paradyse.simulate import calibrate, gpu_hardware, layer_work, simulate
 
 
@@ -81,3 +82,30 @@ def test_simulated_h100_shows_the_papers_qualitative_result():
     assert longest["adaptive_s"] < longest["metp_s"]
     for k in ("megatron", "ulysses", "ring", "metp"):
         assert res["summary"][k]["speedup"] >= 1.0
+
+
+def test_simulated_adaptive_plan_is_never_slower_in_strict_mode_and_the_report_counts_when_it_is():
+    # the README's bimodal run: with the paper's 5 % hysteresis a kept plan can be up to 5 % slower
+    cfg, hw = MODELS["paper-7b"], gpu_hardware("H100")
+    lens = LengthSampler(distribution="bimodal", min_len=4096, max_len=638976, median=16384, multiple=32,
+                         seed=0).sample(200)  # fmt: skip
+    strict = simulate(cfg, 32, hw, lens)["summary"]["adaptive"]
+    assert strict["slower_than_best_static"] == 0 and strict["worst_ratio_to_best_static"] <= 1 + 1e-12
+    loose = simulate(cfg, 32, hw, lens, hysteresis=0.05)["summary"]["adaptive"]
+    assert loose["slower_than_best_static"] > 0 and 1.0 < loose["worst_ratio_to_best_static"] < 1.05
+
+
+def test_simulation_keeps_the_margin_free_for_every_method():
+    cfg, hw = MODELS["paper-7b"], gpu_hardware("H100")
+    s = 403744  # ulysses x32 needs 62 GiB here: it fits 80 GiB, not with 30 GiB kept free
+    assert simulate(cfg, 32, hw, [s])["rows"][0]["ulysses_s"] is not None
+    row = simulate(cfg, 32, hw, [s], margin=30 * 2**30)["rows"][0]
+    assert row["ulysses_s"] is None and "metp" in row["adaptive_plan"] and "metp" in row["paradyse_plan"]
+
+
+def test_profiling_refuses_zero_repeats_before_building_anything():
+    from effcore.errors import ConfigError
+    from paradyse.profile import run_profile
+
+    with pytest.raises(ConfigError, match="need repeats >= 1"):
+        run_profile(MODELS["tiny"], [8, 16, 24], repeats=0)

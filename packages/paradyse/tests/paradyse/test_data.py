@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from effcore.errors import ConfigError
-from paradyse.data import DISTRIBUTIONS, LengthSampler, TextStream
+from paradyse.data import DISTRIBUTIONS, LengthSampler, TextStream, load_corpus
 
 
 @given(dist=st.sampled_from(DISTRIBUTIONS), lo=st.integers(1, 500), span=st.integers(0, 5000),
@@ -43,3 +43,13 @@ def test_bad_stream_settings_are_refused():
         LengthSampler(distribution="zipf", min_len=1, max_len=8)
     with pytest.raises(ConfigError, match="fewer than max_len"):
         TextStream(torch.zeros(10, dtype=torch.uint8), LengthSampler(min_len=8, max_len=64), steps=1)
+    with pytest.raises(ConfigError, match="applies to the longtail and bimodal"):
+        LengthSampler(distribution="uniform", min_len=8, max_len=64, median=16)
+    with pytest.raises(ConfigError, match="must be >= 1, got 0"):
+        LengthSampler(min_len=8, max_len=64).sample(0)
+
+
+def test_an_empty_corpus_is_refused(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_corpus(str(tmp_path / "empty.txt"))

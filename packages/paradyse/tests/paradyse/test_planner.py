@@ -61,6 +61,67 @@ def test_the_plan_is_never_slower_than_the_best_static_strategy_that_fits(tc):
         assert plan.seconds <= min(statics) + 1e-12
 
 
+@st.composite
+def streams(draw):
+    """Several cost tables of one model (same layers and strategies), as consecutive sequences."""
+    L = draw(st.integers(1, 6))
+    names = draw(st.lists(st.sampled_from(STRATEGIES), min_size=1, max_size=4, unique=True))
+    out = []
+    for _ in range(draw(st.integers(2, 6))):
+        time = {k: draw(st.floats(1e-4, 1.0)) for k in names}
+        act = {k: draw(st.integers(1, 10_000)) for k in names}
+        transient = {k: draw(st.integers(0, 20_000)) for k in names}
+        out.append(CostTable(seq_len=1024, layers=L, time=time, act=act, transient=transient, states=0))
+    cap = draw(st.integers(0, 12 * 10_000 + 20_000))
+    note(f"tables={out} cap={cap}")
+    return out, cap
+
+
+@given(streams())
+def test_strict_planning_is_never_slower_than_a_static_strategy_on_any_sequence(stream):
+    # the default hysteresis is 0: a previous plan is never kept when the optimum is faster
+    tables_, cap = stream
+    planner = Planner(cap=cap, layers=tables_[0].layers)
+    for table in tables_:
+        statics = [table.seconds((k,) * table.layers) for k in table.time
+                   if table.memory((k,) * table.layers) <= cap]  # fmt: skip
+        try:
+            plan = planner.plan(table)
+        except PlanError:
+            assert not statics
+            continue
+        if statics:
+            assert plan.seconds <= min(statics) * (1 + 1e-12)
+
+
+def test_a_hysteresis_can_be_slower_than_a_static_strategy():
+    # what strict mode rules out: the kept plan is 2 % slower than static megatron
+    planner = Planner(cap=1000, layers=2, hysteresis=0.05)
+    planner.plan(_table({"megatron": 1.1, "ulysses": 1.0}, {"megatron": 1, "ulysses": 1}, L=2))
+    plan = planner.plan(_table({"megatron": 1.0, "ulysses": 1.02}, {"megatron": 1, "ulysses": 1}, L=2))
+    assert plan.layers == ("ulysses", "ulysses") and plan.seconds > 2.0
+
+
+def test_the_paper_filter_compares_total_memory_not_saved_activations():
+    # ulysses saves more per layer than megatron but needs no transient: in total it is the lighter
+    # one, so the authors' pop_useless (on total memory) keeps it, and it is the plan that fits
+    table = CostTable(seq_len=1, layers=4, time={"megatron": 1.0, "ulysses": 2.0}, act={"megatron": 10, "ulysses": 12},
+                      transient={"megatron": 100, "ulysses": 0}, states=0)  # fmt: skip
+    assert table.memory(("megatron",) * 4) == 140 and table.memory(("ulysses",) * 4) == 48
+    plan = paradyse_plan(table, 100, HeuristicState())
+    assert plan.layers == ("ulysses",) * 4
+
+
+def test_both_planners_keep_the_margin_free():
+    table = _table({"megatron": 1.0, "metp": 3.0}, {"megatron": 20, "metp": 5})  # megatron x4: 80 bytes
+    assert Planner(cap=100, layers=4).plan(table).layers == ("megatron",) * 4
+    assert "metp" in Planner(cap=100, margin=30, layers=4).plan(table).layers
+    assert paradyse_plan(table, 100, HeuristicState()).layers == ("megatron",) * 4
+    assert "metp" in paradyse_plan(table, 100, HeuristicState(), margin=30).layers
+    with pytest.raises(PlanError, match="less a"):
+        Planner(cap=100, margin=90, layers=4).plan(table)
+
+
 @given(tables(layers=4), st.floats(0, 0.05))
 def test_the_plan_is_the_optimum_over_mixes_of_up_to_three(tc, switch):
     table, cap = tc
@@ -90,7 +151,8 @@ def test_planning_is_deterministic(tc):
 @given(tables())
 def test_the_paper_heuristic_returns_the_fastest_static_when_it_fits(tc):
     table, cap = tc
-    fastest = min(table.time, key=lambda k: (table.time[k], table.act[k]))
+    # sorted by time, ties by total memory (the authors' (t_k, m_k))
+    fastest = min(table.time, key=lambda k: (table.time[k], table.memory((k,) * table.layers)))
     plan = paradyse_plan(table, cap, HeuristicState())
     if table.memory((fastest,) * table.layers) < cap:
         assert plan.layers == (fastest,) * table.layers
@@ -140,7 +202,7 @@ def test_switching_costs_favour_fewer_boundaries():
 
 
 def test_hysteresis_keeps_a_previous_plan_within_5_percent():
-    planner = Planner(cap=1000, layers=2)
+    planner = Planner(cap=1000, layers=2, hysteresis=0.05)
     a = _table({"megatron": 1.0, "ulysses": 1.02}, {"megatron": 1, "ulysses": 1}, L=2)
     planner.prev = ("ulysses", "ulysses")
     assert planner.plan(a).layers == ("ulysses", "ulysses")

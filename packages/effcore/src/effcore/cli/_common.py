@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from effcore.errors import EffmlError
 from effcore.io import check_writable, write_rows
@@ -40,6 +42,7 @@ __all__ = [
     "int_list",
     "make_app",
     "out_option",
+    "parse_bytes",
     "progress_bar",
     "render_table",
     "stage_reporter",
@@ -111,6 +114,25 @@ def int_list(text: str, flag: str) -> list[int]:
     if not values or min(values) < 1:
         raise EffmlError(f"{flag} needs positive integers, got {text!r}")
     return values
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(text: str, *, flag: str = "--memory-cap", positive: bool = True) -> int:
+    """``'2GiB'`` -> 2147483648 (B, KB/MB/GB decimal, KiB/MiB/GiB binary); 0 only if not ``positive``.
+
+    Errors name ``flag``, the option the text came from.
+    """
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _BYTE_UNITS:
+        raise EffmlError(
+            f"{flag}: cannot read a memory size from {text!r}", hint="write e.g. 2GiB, 512MiB or 80GB"
+        )
+    value = int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
+    if positive and value <= 0:
+        raise EffmlError(f"{flag} must be positive, got {text!r}", hint="write e.g. 2GiB, 512MiB or 80GB")
+    return value
 
 
 def _fail(message: str) -> None:
@@ -240,7 +262,8 @@ def render_table(
 ) -> Table:
     """A rich table of dict rows; floats are shown with 4 significant digits."""
     cols = list(columns or (rows[0].keys() if rows else []))
-    table = Table(title=title, header_style="bold cyan")
+    # Text: a title is printed as written (no markup, no emoji codes: "tiny:llama:" is not a llama)
+    table = Table(title=Text(title), header_style="bold cyan")
     for col in cols:
         numeric = bool(rows) and isinstance(rows[0].get(col), int | float)
         table.add_column(col, justify="right" if numeric else "left")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
+import importlib.util
+import inspect
 import multiprocessing.connection
 import os
 import pickle
@@ -54,11 +57,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_method() -> str:
-    """``"fork"`` when this process can fork safely (Linux, single thread, no CUDA, no process group).
+_AUTOGRAD_FORK_POISONED = False
 
-    Forked ranks skip re-importing torch (seconds per rank) and accept functions defined anywhere,
-    test modules included. Otherwise ``"spawn"``, which needs an importable, picklable ``fn``.
+
+def _autograd_survives_fork() -> bool:
+    """Whether a forked child can still run backward. Once this process has run backward after
+    ``torch.export`` or fake tensors, autograd has started a device thread pool and a forked
+    child's backward raises "Unable to handle autograd's threading in combination with fork-based
+    multiprocessing". It never recovers, so a failure is remembered."""
+    global _AUTOGRAD_FORK_POISONED
+    if _AUTOGRAD_FORK_POISONED:
+        return False
+    pid = os.fork()
+    if pid == 0:  # the probe: one tiny backward, exit 0 when it works
+        code = 1
+        try:
+            x = torch.ones(1, requires_grad=True)
+            (x * 2).sum().backward()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    _AUTOGRAD_FORK_POISONED = os.waitstatus_to_exitcode(status) != 0
+    return not _AUTOGRAD_FORK_POISONED
+
+
+def start_method() -> str:
+    """``"fork"`` when this process can fork safely (Linux, single thread, no CUDA, no process group,
+    autograd usable in a child), else ``"forkserver"``: ranks fork from a fresh server process.
+
+    Forked ranks skip re-importing torch (seconds per rank). Under either method ``fn`` may be
+    defined in a test module: it travels by reference and is loaded from its file when its module
+    cannot be imported by name (``_ByPath``).
     """
     # tqdm's monitor thread (started by any progress bar, e.g. transformers' weight loading) only
     # sleeps and polls; it holds no lock a forked rank needs, so it does not make forking unsafe.
@@ -73,7 +103,38 @@ def start_method() -> str:
         and not torch.cuda.is_initialized()
         and not (dist.is_available() and dist.is_initialized())
     )
-    return "fork" if safe else "spawn"
+    return "fork" if safe and _autograd_survives_fork() else "forkserver"
+
+
+class _ByPath:
+    """A module-level function that pickles as (module, qualname, file): a child that cannot import
+    the module by name (pytest's importlib mode names test modules after their path) loads the file."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __reduce__(self) -> tuple:
+        return (_load_by_path, (self.fn.__module__, self.fn.__qualname__, inspect.getfile(self.fn)))
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+def _load_by_path(module: str, qualname: str, path: str) -> _ByPath:
+    mod = sys.modules.get(module)
+    if mod is None:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            spec = importlib.util.spec_from_file_location(module, path)
+            assert spec is not None and spec.loader is not None
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[module] = mod
+            spec.loader.exec_module(mod)
+    target: Any = mod
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return _ByPath(target)
 
 
 def launch(
@@ -99,7 +160,11 @@ def launch(
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = num_threads or max(1, cores // world_size)
-    ctx = mp.get_context(start_method())
+    method = start_method()
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["torch", "torch.distributed"])
+        fn = _ByPath(fn)
     port = free_port()
     pipes = [ctx.Pipe(duplex=False) for _ in range(world_size)]
     procs = [

@@ -31,6 +31,16 @@ def _llama():
     return LlamaConfig(**_COMMON, intermediate_size=128)
 
 
+def _gpt2():
+    from transformers import GPT2Config
+
+    # GPT-2's fused q/k/v (Conv1D) and learned positions; dropout off so runs compare exactly
+    return GPT2Config(
+        vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=1, eos_token_id=2,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+
+
 def _gemma3():
     from transformers import Gemma3TextConfig
 
@@ -89,6 +99,7 @@ def _deepseek(version: int):
 TINY_CONFIGS: dict[str, Callable[[], object]] = {
     "llama": _llama,
     "gemma3": _gemma3,
+    "gpt2": _gpt2,
     "mixtral": _mixtral,
     "qwen2_moe": _qwen2_moe,
     "qwen3_moe": _qwen3_moe,
@@ -105,11 +116,20 @@ def tiny_config(family: str):
     return TINY_CONFIGS[family]()
 
 
-def tiny_model(family: str, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """A seeded random-weight causal LM of ``family`` in eval mode (same seed, same weights)."""
+def tiny_model(
+    family: str, *, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: object
+) -> torch.nn.Module:
+    """A seeded random-weight causal LM of ``family`` in eval mode (same seed, same weights).
+
+    ``overrides`` set config fields first (``num_hidden_layers=4``, ``tie_word_embeddings=True``).
+    """
     from transformers import AutoModelForCausalLM
 
     config = tiny_config(family)
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ConfigError(f"{type(config).__name__} has no field {key!r}")
+        setattr(config, key, value)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
