@@ -117,3 +117,15 @@ def test_cli_eval_on_the_built_model_records_the_allocations(built, tmp_path):
     assert rows["uniform"]["k_layers"] == [2] * 30 and rows["uniform"]["same_as_uniform"]
     lexi = rows["lexi"]
     assert sum(lexi["k_layers"]) <= 60 and lexi["same_as_uniform"] == (lexi["k_layers"] == [2] * 30)
+
+
+def test_tour_quick_compares_uniform_and_alloc_moe_on_the_built_model(built):
+    from allocmoe.tour import demo
+
+    rows = demo(quick=True)
+    assert [r["step"] for r in rows] == [
+        "load the SmolLM2-MoE", "Alloc-L sensitivity profile (prefix cache)", "half budget: Uniform vs Alloc-MoE",
+    ]  # fmt: skip
+    assert f"cached '{built[0]}' build: 30 MoE layers, top-6" in rows[0]["result"]
+    assert "30x6 entries on 64 WikiText-2 valid tokens" in rows[1]["result"]
+    assert "WikiText-2 test (512 tokens)" in rows[2]["result"] and "B=90: Uniform" in rows[2]["result"]
