@@ -69,7 +69,11 @@ def test_full_budget_path_equals_transformers(built, test_blocks, shape):
         ref = model(input_ids=ids).logits
         with budgeted(model, ActivationBudget.full_budget(L, K)):
             ours = model(input_ids=ids).logits
-    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+    # fp32 reassociation over 30 layers (our grouped path vs transformers'): measured 2e-6 and 6e-6 of the
+    # largest logit on two ci builds (up to 2.2e-4 absolute, over an elementwise 1e-4); one layer at
+    # top-5 instead of top-6 moves them by 2e-2 to 3e-2 of it: 1e-4 is 17x above the one, 190x below the other
+    err = float((ours - ref).abs().max() / ref.abs().max())
+    assert err < 1e-4, f"full-budget logits differ from transformers' by {err:.1e} of the largest logit"
 
 
 def test_half_budget_spends_exactly_half(built, test_blocks, shape, profile):
