@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from effcore.errors import ConfigError
 
-__all__ = ["atomic_write_text", "check_writable", "sha256_file", "write_json", "write_rows"]
+__all__ = ["atomic_path", "atomic_write_text", "check_writable", "sha256_file", "write_json", "write_rows"]
 
 _BLOCK = 8 * 2**20
 
@@ -40,6 +41,26 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that wants a file name (``torch.save``,
+    ``savefig``): when the block ends normally the file is flushed to disk and renamed onto ``path``;
+    when it raises, the temporary file is removed and ``path`` keeps its old content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_writable(path: str | Path, *, suffixes: Sequence[str] | None = None, flag: str = "--out") -> Path:

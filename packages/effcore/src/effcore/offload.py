@@ -264,6 +264,10 @@ class HostOffloader:
             entry.loaded.event.wait()
         self._pool.append(entry.raw)
 
+    def prefetched_bytes(self) -> int:
+        """Bytes of device copies prefetched and not yet taken by ``get``."""
+        return sum(e.loaded.nbytes for e in self._entries.values() if e.loaded is not None)
+
     def trim(self) -> int:
         """Free the pooled (unused) host buffers; returns the bytes released."""
         freed = sum(raw.numel() for raw in self._pool)

@@ -60,3 +60,17 @@ def test_write_rows_csv_and_sha(tmp_path: Path) -> None:
     assert len(sha256_file(path)) == 64
     with pytest.raises(ConfigError):
         write_rows(tmp_path / "r.txt", [{"a": 1}])
+
+
+def test_atomic_path_renames_on_success_and_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    from effcore.io import atomic_path
+
+    target = tmp_path / "sub" / "ckpt.bin"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer died")
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in target.parent.iterdir()] == ["ckpt.bin"], "a temporary file was left behind"

@@ -237,3 +237,17 @@ def test_gpu_prefetch_overlaps_compute_and_get_orders_the_consumer() -> None:
         y = y @ w
     torch.cuda.synchronize(dev)
     assert torch.equal(y, ref), "offloaded weights changed the layer-wise result"
+
+
+def test_prefetched_bytes_counts_device_copies_until_taken(device: torch.device) -> None:
+    off = HostOffloader(device)
+    off.offload("a", torch.ones(10, device=device))
+    off.offload("b", torch.ones(3, dtype=torch.float64, device=device))
+    assert off.prefetched_bytes() == 0
+    off.prefetch("a")
+    off.prefetch("b")
+    assert off.prefetched_bytes() == 10 * 4 + 3 * 8
+    off.get("a")
+    assert off.prefetched_bytes() == 3 * 8
+    off.drop("b")
+    assert off.prefetched_bytes() == 0

@@ -60,3 +60,25 @@ def test_track_memory_needs_the_model_to_be_called() -> None:
     model, opt, x, _ = mlp_step(2, 3, 4, 1)
     with pytest.raises(ConfigError, match="never called the model"):
         track_memory(model, opt, lambda: model.forward(x).sum().backward())
+
+
+def test_frozen_parameters_are_tracked_without_gradients() -> None:
+    """Layer-wise fine-tuning freezes most of a model: MemTracker would hook every parameter's
+    gradient (and a frozen one refuses a hook); only the trainable layer's gradient and state count."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(model[2].parameters(), lr=1e-3)
+    x = torch.randn(3, 8)
+
+    def step() -> None:
+        model(x).sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    b = track_memory(model, opt, step, inputs=[x])
+    trainable = (16 * 4 + 4) * FP32
+    assert b.parameters == (8 * 16 + 16) * FP32 + trainable
+    assert b.gradients == trainable
+    assert b.optimizer_state >= 2 * trainable and b.optimizer_state_peak >= b.optimizer_state
+    assert all(p.grad is None for p in model[0].parameters())

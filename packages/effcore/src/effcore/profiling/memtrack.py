@@ -25,6 +25,8 @@ class MemoryBreakdown:
     - ``parameters``, ``gradients``: high-water marks over the step;
     - ``optimizer_state``: what the optimizer holds after the step (its transient work buffers
       count towards ``peak`` only);
+    - ``optimizer_state_peak``: high-water mark of the optimizer's state and of what its step
+      allocates (an optimizer that brings state in from the host for a moment shows it here);
     - ``activations``: activation bytes alive when the model's forward returns (saved for
       backward, plus the outputs);
     - ``other``: high-water mark of buffers, backward temporaries and tracked inputs together;
@@ -35,12 +37,21 @@ class MemoryBreakdown:
     parameters: int
     gradients: int
     optimizer_state: int
+    optimizer_state_peak: int
     activations: int
     other: int
     peak: int
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+class _NoHandle:
+    def remove(self) -> None:
+        pass
+
+
+_NO_HANDLE = _NoHandle()
 
 
 class _HighWaterTracker(MemTracker):
@@ -62,6 +73,21 @@ class _HighWaterTracker(MemTracker):
         # Called by MemTracker after every dispatched op.
         super()._update_peak_stats(peak_state)
         self.observe()
+
+    def _track_module_params_and_buffers(self, module: nn.Module, install_grad_hooks: bool = True) -> Any:
+        # MemTracker hooks the gradient of every parameter, and a frozen one refuses a hook
+        # (layer-wise fine-tuning, adapters): a placeholder handle makes it skip those.
+        frozen = [
+            p for p in module.parameters()
+            if not p.requires_grad and self._param_to_grad_hook_handles.get(p) is None
+        ]  # fmt: skip
+        for p in frozen:
+            self._param_to_grad_hook_handles[p] = (_NO_HANDLE, _NO_HANDLE)
+        try:
+            return super()._track_module_params_and_buffers(module, install_grad_hooks)
+        finally:
+            for p in frozen:
+                self._param_to_grad_hook_handles.pop(p, None)
 
     def current(self, kind: _MemRefType) -> int:
         return self._curr_mem_snap.get(self.device, {}).get(kind, 0)
@@ -111,6 +137,7 @@ def track_memory(
         parameters=tracker.high.get(_MemRefType.PARAM, 0),
         gradients=tracker.high.get(_MemRefType.GRAD, 0),
         optimizer_state=tracker.current(_MemRefType.OPT),
+        optimizer_state_peak=tracker.high.get(_MemRefType.OPT, 0),
         activations=activations,
         other=tracker.high.get("other", 0),
         peak=tracker.get_tracker_snapshot("peak").get(device, {}).get("Total", 0),
