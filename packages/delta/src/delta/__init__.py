@@ -1,0 +1,1 @@
+"""delta: DELTA swap-or-recompute scheduling and memory-efficient training for science models."""
