@@ -274,6 +274,10 @@ class ResidencyMeter:
         self.by_category[owner] -= nbytes
         self._record(label)
 
+    def resident(self) -> list[tuple]:
+        """The keys of the storages resident now, in the order they became resident."""
+        return list(self._holders)
+
     def _record(self, label: str) -> None:
         if self.trace is not None:
             self.trace.append((label, dict(self.by_category)))

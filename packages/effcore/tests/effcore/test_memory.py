@@ -217,7 +217,7 @@ def test_residency_meter_counts_a_shared_storage_once_until_its_last_holder_rele
     meter.hold(key, nbytes, "swapped")  # a second holder: no new bytes, the first category keeps them
     assert (meter.live, meter.by_category) == (100 + 1024, {"kept": 1024})
     meter.release(key, nbytes)
-    assert meter.live == 100 + 1024, "one holder left"
+    assert meter.live == 100 + 1024 and meter.resident() == [key], "one holder left"
     meter.release(key, nbytes)
     assert (meter.live, meter.peak) == (100, 100 + 1024)
     assert [row for _, row in meter.trace] == [{"kept": 1024}, {"kept": 0}]
