@@ -1,0 +1,153 @@
+"""One harness for every method: the largest batch under a budget and the time per sample at that batch."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from delta.api import Delta
+from delta.models import ModelCase
+from delta.plan import BUDGETED, POLICIES, make_plan
+from delta.trace import StepTrace
+from effcore.errors import ConfigError
+
+__all__ = ["TORCH_METHODS", "MethodResult", "find_max_batches", "profile_trace", "time_method", "torch_step"]
+
+# torch's own implementations of three baselines, timed beside delta's policies (memory: see the README).
+TORCH_METHODS = ("torch-checkpoint", "torch-save-on-cpu", "torch-sac")
+
+
+@dataclass(kw_only=True, slots=True)
+class MethodResult:
+    """One method under one budget: its largest batch, what it holds there, and its time per sample."""
+
+    method: str
+    max_batch: int  # 0: not even the smallest batch tried fits
+    peak_bytes: int | None  # delta's meter at max_batch (projected = measured)
+    seconds_per_sample: float | None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _step_fn(case: ModelCase) -> Callable[..., torch.Tensor]:
+    def fn(*batch: torch.Tensor) -> torch.Tensor:
+        loss = case.loss(case.model, *batch)
+        loss.backward()
+        return loss.detach()
+
+    return fn
+
+
+def profile_trace(
+    case: ModelCase, batch: int, *, seed: int = 0, device: torch.device | None = None
+) -> StepTrace:
+    """One profiled step at ``batch`` (every block tensor swapped, as the runtime profiles)."""
+    gen = torch.Generator().manual_seed(seed)
+    runner = Delta(case.model, policy="offload", device=device, bandwidth=1.0)
+    plan = runner.plan_for(_step_fn(case), *case.make_batch(batch, gen))
+    case.model.zero_grad(set_to_none=True)
+    return plan.trace
+
+
+def _fits(trace: StepTrace, policy: str, budget: int, bandwidth: float, overlap: bool) -> tuple[bool, int]:
+    try:
+        plan = make_plan(trace, policy, budget, bandwidth=bandwidth, prefetch=None, overlap=overlap)
+    except ConfigError:
+        return False, 0
+    return plan.projected.peak <= budget, plan.projected.peak
+
+
+def find_max_batches(case: ModelCase, budget: int, batches: Sequence[int], *, policies: Sequence[str] = POLICIES,
+                     bandwidth: float, device: torch.device | None = None,
+                     progress: Callable[[int], None] | None = None) -> dict[str, tuple[int, int | None]]:  # fmt: skip
+    """For each policy, the largest of ``batches`` whose plan fits ``budget``; one profiled step per batch
+    serves every policy (the trace does not depend on the policy). Stops once no policy fits."""
+    best: dict[str, tuple[int, int | None]] = {p: (0, None) for p in policies}
+    overlap = device is not None and device.type == "cuda"
+    for batch in sorted(batches):
+        trace = profile_trace(case, batch, device=device)
+        any_fit = False
+        for policy in policies:
+            fits, peak = _fits(trace, policy, budget, bandwidth, overlap)
+            if fits:
+                best[policy] = (batch, peak)
+                any_fit = True
+        if progress is not None:
+            progress(batch)
+        if not any_fit:
+            break
+    return best
+
+
+def torch_step(case: ModelCase, method: str, blocks: list[nn.Module]) -> Callable[..., torch.Tensor]:
+    """A training step using torch's own implementation of a baseline."""
+    from torch.utils.checkpoint import checkpoint
+
+    if method == "torch-checkpoint":
+        originals = [b.forward for b in blocks]
+
+        def fn(*batch: torch.Tensor) -> torch.Tensor:
+            for block, forward in zip(blocks, originals, strict=True):
+                block.forward = lambda *a, _f=forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)
+            try:
+                return _step_fn(case)(*batch)
+            finally:
+                for block in blocks:
+                    del block.forward
+
+        return fn
+    if method == "torch-save-on-cpu":
+
+        def fn(*batch: torch.Tensor) -> torch.Tensor:
+            with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+                return _step_fn(case)(*batch)
+
+        return fn
+    if method == "torch-sac":
+        import torch._functorch.config as functorch_config
+
+        compiled = torch.compile(case.model)
+
+        def fn(*batch: torch.Tensor) -> torch.Tensor:
+            with functorch_config.patch(activation_memory_budget=0.5):
+                loss = case.loss(compiled, *batch)
+                loss.backward()
+            return loss.detach()
+
+        return fn
+    raise ConfigError(f"unknown torch method {method!r}", hint=f"choose from {', '.join(TORCH_METHODS)}")
+
+
+def time_method(case: ModelCase, method: str, batch: int, *, budget: int | None, steps: int = 2, seed: int = 0,
+                bandwidth: float | None = None, device: torch.device | None = None) -> float:  # fmt: skip
+    """Median seconds per sample over ``steps`` timed steps at ``batch`` (after one untimed step, which
+    profiles and plans for delta's policies, or compiles for torch-sac)."""
+    if steps < 1:
+        raise ConfigError(f"steps must be at least 1, got {steps}")
+    gen = torch.Generator().manual_seed(seed)
+    data = case.make_batch(batch, gen)
+    if method in POLICIES:
+        runner = Delta(case.model, policy=method, budget=budget if method in BUDGETED else None, device=device,
+                       bandwidth=bandwidth)  # fmt: skip
+        step = lambda: runner.step(_step_fn(case), *data)  # noqa: E731
+    else:
+        blocks = Delta(case.model, policy="none").blocks
+        fn = torch_step(case, method, blocks)
+        step = lambda: fn(*data)  # noqa: E731
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        step()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+        case.model.zero_grad(set_to_none=True)
+    return statistics.median(times) / batch
