@@ -10,7 +10,7 @@ from torch import nn
 
 from delta.plan import BUDGETED, POLICIES, Plan, fmt_bytes, make_plan
 from delta.runtime import StepRun, run_step
-from delta.trace import signature
+from delta.trace import StepTrace, signature
 from effcore.device import device_spec, infer_device
 from effcore.errors import ConfigError
 from effcore.memory import storage_key
@@ -122,11 +122,15 @@ class Delta:
         run = self._run(fn, args, kwargs, sig, None)
         self.profiled += 1
         assert run.trace is not None
-        plan = make_plan(run.trace, self.policy, self.budget, bandwidth=self.bandwidth, prefetch=self.prefetch,
+        self.last = run
+        return self.plan_trace(run.trace)
+
+    def plan_trace(self, trace: StepTrace) -> Plan:
+        """Plan from a trace profiled before (by any ``Delta`` on this model): one profile serves every policy."""
+        plan = make_plan(trace, self.policy, self.budget, bandwidth=self.bandwidth, prefetch=self.prefetch,
                          overlap=self.device.type == "cuda", min_bytes=self.min_bytes,
                          preserve_rng_state=self.preserve_rng_state, max_host_bytes=self.max_host_bytes)  # fmt: skip
-        self.plans[sig] = plan
-        self.last, self.last_plan = run, plan
+        self.plans[trace.signature] = self.last_plan = plan
         return plan
 
     def step(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

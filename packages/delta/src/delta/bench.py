@@ -16,7 +16,15 @@ from delta.plan import BUDGETED, POLICIES, make_plan
 from delta.trace import StepTrace
 from effcore.errors import ConfigError
 
-__all__ = ["TORCH_METHODS", "MethodResult", "find_max_batches", "profile_trace", "time_method", "torch_step"]
+__all__ = [
+    "TORCH_METHODS",
+    "MethodResult",
+    "find_max_batches",
+    "profile_trace",
+    "run_maxbatch",
+    "time_method",
+    "torch_step",
+]
 
 # torch's own implementations of three baselines, timed beside delta's policies (memory: see the README).
 TORCH_METHODS = ("torch-checkpoint", "torch-save-on-cpu", "torch-sac")
@@ -151,3 +159,38 @@ def time_method(case: ModelCase, method: str, batch: int, *, budget: int | None,
             times.append(time.perf_counter() - t0)
         case.model.zero_grad(set_to_none=True)
     return statistics.median(times) / batch
+
+
+def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, methods: Sequence[str], steps: int = 1,
+                 bandwidth: float, device: torch.device | None = None,
+                 progress: Callable[[str], None] | None = None) -> list[MethodResult]:  # fmt: skip
+    """Every method's largest batch under ``budget`` and its time per sample there, side by side.
+
+    delta's policies get their batch from the plans (projected peak = what the runtime meter measures);
+    torch's own methods are timed at the batch of the delta policy that does the same thing
+    (torch-checkpoint: checkpoint, torch-save-on-cpu: offload): their memory is not seen by delta's meter.
+    """
+    unknown = [m for m in methods if m not in POLICIES and m not in TORCH_METHODS]
+    if unknown:
+        raise ConfigError(
+            f"unknown methods {unknown}", hint=f"choose from {', '.join((*POLICIES, *TORCH_METHODS))}"
+        )
+    policies = [m for m in methods if m in POLICIES]
+    twins = {"torch-checkpoint": "checkpoint", "torch-save-on-cpu": "offload", "torch-sac": "checkpoint"}
+    needed = sorted({*policies, *(twins[m] for m in methods if m in TORCH_METHODS)}, key=POLICIES.index)
+    best = find_max_batches(case, budget, batches, policies=needed, bandwidth=bandwidth, device=device,
+                            progress=None if progress is None else lambda b: progress(f"profiled batch {b}"))  # fmt: skip
+    rows = []
+    for method in methods:
+        batch, peak = best[twins.get(method, method)]
+        note = "" if method in POLICIES else f"batch of delta's '{twins[method]}'; memory not metered"
+        if batch == 0:
+            rows.append(MethodResult(method=method, max_batch=0, peak_bytes=None, seconds_per_sample=None,
+                                     note="no batch tried fits"))  # fmt: skip
+            continue
+        if progress is not None:
+            progress(f"timing {method} at batch {batch}")
+        sps = time_method(case, method, batch, budget=budget, steps=steps, bandwidth=bandwidth, device=device)
+        rows.append(MethodResult(method=method, max_batch=batch, peak_bytes=peak if method in POLICIES else None,
+                                 seconds_per_sample=sps, note=note))  # fmt: skip
+    return rows
