@@ -149,7 +149,9 @@ def plan(model: ModelOpt = "tiny", batch: BatchOpt = 8, budget: BudgetOpt = None
     result = make_plan(trace, policy, limit, bandwidth=device_spec(dev).host_link_bandwidth,
                        prefetch=1 if dev.type == "cuda" else None, overlap=dev.type == "cuda")  # fmt: skip
     summary = result.summary()
-    console.print(render_table(f"{policy} plan for {model}, batch {batch}", [summary]))
+    shown = [{"": k, "value": fmt_bytes(v) if k.endswith(("bytes", "peak", "minimum", "budget")) and v else v}
+             for k, v in summary.items()]  # fmt: skip
+    console.print(render_table(f"{policy} plan for {model}, batch {batch}", shown))
     write_out(out, {"model": model, "batch": batch, **summary}, rows=[summary])
     if plot is not None:
         _plot_memory(

@@ -53,10 +53,11 @@ def _plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> lis
     dropout=st.sampled_from([0.0, 0.3]),
     policy=st.sampled_from(POLICIES),
     fraction=st.floats(0.0, 1.0),
+    prefetch=st.sampled_from([None, 0, 1]),
     seed=st.integers(0, 2**16),
 )
 def test_every_policy_gives_the_plain_gradients_within_budget(
-    depth, width, batch, dropout, policy, fraction, seed
+    depth, width, batch, dropout, policy, fraction, prefetch, seed
 ):
     model = tiny_net(depth=depth, width=width, dropout=dropout, seed=seed)
     x, y = _batch(batch, width, seed)
@@ -66,12 +67,12 @@ def test_every_policy_gives_the_plain_gradients_within_budget(
     model.zero_grad(set_to_none=True)
     budget = None
     if policy in BUDGETED:
-        floor = Delta(model, policy=policy, budget=2**40, bandwidth=BW, min_bytes=0)
+        floor = Delta(model, policy=policy, budget=2**40, bandwidth=BW, min_bytes=0, prefetch=prefetch)
         minimum = floor.plan_for(_step(model), x, y).minimum
         model.zero_grad(set_to_none=True)
         budget = int(minimum + fraction * (max(plain_peak, minimum) + 4096 - minimum))
     note(f"policy={policy} budget={budget} plain={plain_peak}")
-    delta = Delta(model, policy=policy, budget=budget, bandwidth=BW, min_bytes=0)
+    delta = Delta(model, policy=policy, budget=budget, bandwidth=BW, min_bytes=0, prefetch=prefetch)
     for _ in range(2):  # the profiled step, then the planned one
         torch.manual_seed(seed)
         delta.step(_step(model), x, y)
