@@ -33,7 +33,8 @@ def main() -> None:
     ap.add_argument("--budget", default="4GiB")
     ap.add_argument("--batches", default="4,8,16,32,64")
     ap.add_argument("--methods", default=METHODS)
-    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=1, help="timed steps at each method's own max batch")
+    ap.add_argument("--common-steps", type=int, default=3, help="timed steps at the common batch")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -43,7 +44,7 @@ def main() -> None:
     spec = device_spec(dev)
     t0 = time.perf_counter()
     rows = run_maxbatch(case, budget, [int(b) for b in args.batches.split(",")], methods=args.methods.split(","),
-                        steps=args.steps, bandwidth=spec.host_link_bandwidth, device=dev,
+                        steps=args.steps, common_steps=args.common_steps, bandwidth=spec.host_link_bandwidth, device=dev,
                         progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True))  # fmt: skip
     table = [r.to_dict() for r in rows]
     base = next(r for r in rows if r.method == "none")
@@ -51,6 +52,8 @@ def main() -> None:
         if base.max_batch and row["max_batch"] and row["seconds_per_sample"]:
             row["batch_x"] = row["max_batch"] / base.max_batch
             row["time_x"] = row["seconds_per_sample"] / base.seconds_per_sample
+        if base.common_seconds_per_sample and row["common_seconds_per_sample"]:
+            row["overhead_x"] = row["common_seconds_per_sample"] / base.common_seconds_per_sample
         print(row, flush=True)
     write_json(args.out, {
         "command": "python packages/delta/benchmarks/bench_maxbatch.py " + " ".join(

@@ -37,7 +37,9 @@ class MethodResult:
     method: str
     max_batch: int  # 0: not even the smallest batch tried fits
     peak_bytes: int | None  # delta's meter at max_batch (projected = measured)
-    seconds_per_sample: float | None
+    seconds_per_sample: float | None  # at max_batch
+    common_batch: int = 0  # the batch every method is also timed at (nothing released fits it)
+    common_seconds_per_sample: float | None = None
     note: str = ""
 
     def to_dict(self) -> dict:
@@ -162,9 +164,11 @@ def time_method(case: ModelCase, method: str, batch: int, *, budget: int | None,
 
 
 def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, methods: Sequence[str], steps: int = 1,
-                 bandwidth: float, device: torch.device | None = None,
+                 common_steps: int = 3, bandwidth: float, device: torch.device | None = None,
                  progress: Callable[[str], None] | None = None) -> list[MethodResult]:  # fmt: skip
-    """Every method's largest batch under ``budget`` and its time per sample there, side by side.
+    """Every method's largest batch under ``budget`` and its time per sample there, side by side; each
+    method is also timed at the largest batch that fits with nothing released (``none``), where the
+    ratio to ``none`` is its time overhead.
 
     delta's policies get their batch from the plans (projected peak = what the runtime meter measures);
     torch's own methods are timed at the batch of the delta policy that does the same thing
@@ -181,6 +185,7 @@ def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, method
     best = find_max_batches(case, budget, batches, policies=needed, bandwidth=bandwidth, device=device,
                             progress=None if progress is None else lambda b: progress(f"profiled batch {b}"))  # fmt: skip
     rows = []
+    common = best["none"][0] if "none" in best else 0
     for method in methods:
         batch, peak = best[twins.get(method, method)]
         note = "" if method in POLICIES else f"batch of delta's '{twins[method]}'; memory not metered"
@@ -191,6 +196,13 @@ def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, method
         if progress is not None:
             progress(f"timing {method} at batch {batch}")
         sps = time_method(case, method, batch, budget=budget, steps=steps, bandwidth=bandwidth, device=device)
+        common_sps = None
+        if common:
+            if progress is not None:
+                progress(f"timing {method} at the common batch {common}")
+            common_sps = time_method(case, method, common, budget=budget, steps=common_steps, bandwidth=bandwidth,
+                                     device=device)  # fmt: skip
         rows.append(MethodResult(method=method, max_batch=batch, peak_bytes=peak if method in POLICIES else None,
-                                 seconds_per_sample=sps, note=note))  # fmt: skip
+                                 seconds_per_sample=sps, common_batch=common, common_seconds_per_sample=common_sps,
+                                 note=note))  # fmt: skip
     return rows

@@ -234,6 +234,8 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
         if base is not None and row["max_batch"] and row["seconds_per_sample"]:
             row["batch_x"] = row["max_batch"] / base.max_batch
             row["time_x"] = row["seconds_per_sample"] / base.seconds_per_sample
+        if base is not None and base.common_seconds_per_sample and row["common_seconds_per_sample"]:
+            row["overhead_x"] = row["common_seconds_per_sample"] / base.common_seconds_per_sample
     console.print(render_table(f"{model} under {budget}", table))
     meta = {"model": model, "budget": limit, "batches": sizes, "image_size": image_size, "device": str(dev),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "steps": steps}  # fmt: skip
