@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._pytree import tree_leaves
 
 from delta.simulate import Action
 from delta.trace import BlockCall, EventKind, Slot, StepTrace
@@ -54,8 +55,8 @@ def _copy_nbytes(t: torch.Tensor) -> int:
 
 
 def _tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
-    flat = [*args, *kwargs.values()]
-    return [t for t in flat if isinstance(t, torch.Tensor)]
+    """Every tensor in a call's arguments, nested ones included (HF layers get (cos, sin) tuples)."""
+    return [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
 
 
 def _rng_state(device: torch.device) -> tuple:

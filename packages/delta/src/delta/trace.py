@@ -26,7 +26,7 @@ class Slot:
     copy_nbytes: int  # bytes of the tensor brought back from host (its own view, strides kept)
     shape: tuple[int, ...]
     dtype: str
-    op: str  # the op that saved it (an aten overload name)
+    op: str  # its producer: the autograd node that made it (grad_fn class), "input" for leaves
     prefix_s: float  # compute time from its block's start to the save: the cost of recomputing it
     pack_s: float  # time since the step started
     unpack_s: float | None = None  # first read in backward (None: never read)
@@ -39,7 +39,7 @@ class Slot:
 
 @dataclass(kw_only=True, slots=True)
 class BlockCall:
-    """One call of a managed block's forward; recompute reruns it from ``input_storage``."""
+    """One call of a managed block's forward; recompute reruns it from its held tensor ``inputs``."""
 
     index: int
     name: str
