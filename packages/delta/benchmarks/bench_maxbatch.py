@@ -1,10 +1,11 @@
 """Largest batch under a fixed budget and time per sample there, for every method side by side.
 
     uv run python packages/delta/benchmarks/bench_maxbatch.py --model resnet50 --image-size 64 \\
-        --budget 288MiB --batches 4,8,12,16,24,32,48,64 --out packages/delta/benchmarks/results/maxbatch-resnet50-64px.json
+        --budget 288MiB --batches 4,8,12,16,32,64,96,128 --out packages/delta/benchmarks/results/maxbatch-resnet50-64px.json
 
 One profiled step per batch size serves every delta policy (the trace does not depend on the policy);
-each method is then timed at its own largest batch (one untimed step, then ``--steps`` timed ones).
+each method is then timed at its own largest batch (one untimed step, one timed), and all methods at a
+common batch where the budget binds (interleaved rounds; the time overhead against nothing released).
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ def main() -> None:
     ap.add_argument("--budget", default="4GiB")
     ap.add_argument("--batches", default="4,8,16,32,64")
     ap.add_argument("--methods", default=METHODS)
-    ap.add_argument("--steps", type=int, default=1, help="timed steps at each method's own max batch")
-    ap.add_argument("--common-steps", type=int, default=3, help="timed steps at the common batch")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds at the common batch")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -44,7 +44,7 @@ def main() -> None:
     spec = device_spec(dev)
     t0 = time.perf_counter()
     rows = run_maxbatch(case, budget, [int(b) for b in args.batches.split(",")], methods=args.methods.split(","),
-                        steps=args.steps, common_steps=args.common_steps, bandwidth=spec.host_link_bandwidth, device=dev,
+                        rounds=args.rounds, bandwidth=spec.host_link_bandwidth, device=dev,
                         progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True))  # fmt: skip
     table = [r.to_dict() for r in rows]
     base = next(r for r in rows if r.method == "none")

@@ -22,7 +22,7 @@ __all__ = [
     "find_max_batches",
     "profile_trace",
     "run_maxbatch",
-    "time_method",
+    "time_methods",
     "torch_step",
 ]
 
@@ -38,7 +38,7 @@ class MethodResult:
     max_batch: int  # 0: not even the smallest batch tried fits
     peak_bytes: int | None  # delta's meter at max_batch (projected = measured)
     seconds_per_sample: float | None  # at max_batch
-    common_batch: int = 0  # the batch every method is also timed at (nothing released fits it)
+    common_batch: int = 0  # the batch every method is also timed at (where the budget binds)
     common_seconds_per_sample: float | None = None
     note: str = ""
 
@@ -135,40 +135,48 @@ def torch_step(case: ModelCase, method: str, blocks: list[nn.Module]) -> Callabl
     raise ConfigError(f"unknown torch method {method!r}", hint=f"choose from {', '.join(TORCH_METHODS)}")
 
 
-def time_method(case: ModelCase, method: str, batch: int, *, budget: int | None, steps: int = 2, seed: int = 0,
-                bandwidth: float | None = None, device: torch.device | None = None) -> float:  # fmt: skip
-    """Median seconds per sample over ``steps`` timed steps at ``batch`` (after one untimed step, which
-    profiles and plans for delta's policies, or compiles for torch-sac)."""
-    if steps < 1:
-        raise ConfigError(f"steps must be at least 1, got {steps}")
-    gen = torch.Generator().manual_seed(seed)
-    data = case.make_batch(batch, gen)
+def _method_step(case: ModelCase, method: str, data: tuple, *, budget: int | None, bandwidth: float | None,
+                 device: torch.device | None) -> Callable[[], object]:  # fmt: skip
     if method in POLICIES:
         runner = Delta(case.model, policy=method, budget=budget if method in BUDGETED else None, device=device,
                        bandwidth=bandwidth)  # fmt: skip
-        step = lambda: runner.step(_step_fn(case), *data)  # noqa: E731
-    else:
-        blocks = Delta(case.model, policy="none").blocks
-        fn = torch_step(case, method, blocks)
-        step = lambda: fn(*data)  # noqa: E731
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        step()
-        if device is not None and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i:
-            times.append(time.perf_counter() - t0)
-        case.model.zero_grad(set_to_none=True)
-    return statistics.median(times) / batch
+        return lambda: runner.step(_step_fn(case), *data)
+    fn = torch_step(case, method, Delta(case.model, policy="none").blocks)
+    return lambda: fn(*data)
 
 
-def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, methods: Sequence[str], steps: int = 1,
-                 common_steps: int = 3, bandwidth: float, device: torch.device | None = None,
+def time_methods(case: ModelCase, methods: Sequence[str], batch: int, *, budget: int | None, rounds: int = 3,
+                 seed: int = 0, bandwidth: float | None = None,
+                 device: torch.device | None = None) -> dict[str, float]:  # fmt: skip
+    """Median seconds per sample of each method at ``batch``: one untimed step each (delta's policies
+    profile and plan in it, torch-sac compiles), then ``rounds`` rounds of one timed step per method,
+    interleaved so that a change in the machine's load hits every method alike."""
+    if rounds < 1:
+        raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    data = case.make_batch(batch, torch.Generator().manual_seed(seed))
+    steps = {
+        m: _method_step(case, m, data, budget=budget, bandwidth=bandwidth, device=device) for m in methods
+    }
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(rounds + 1):
+        for method, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            if device is not None and device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if r:
+                times[method].append(time.perf_counter() - t0)
+            case.model.zero_grad(set_to_none=True)
+    return {m: statistics.median(ts) / batch for m, ts in times.items()}
+
+
+def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, methods: Sequence[str], rounds: int = 3,
+                 bandwidth: float, device: torch.device | None = None,
                  progress: Callable[[str], None] | None = None) -> list[MethodResult]:  # fmt: skip
-    """Every method's largest batch under ``budget`` and its time per sample there, side by side; each
-    method is also timed at the largest batch that fits with nothing released (``none``), where the
-    ratio to ``none`` is its time overhead.
+    """Every method's largest batch under ``budget`` and its time per sample there (one timed step), side
+    by side; and every method timed at a common batch (the smallest max batch of the methods other than
+    ``none``, so that the budget binds for all of them), interleaved over ``rounds``, where the ratio to
+    ``none`` (the same batch with nothing released, over the budget) is its time overhead.
 
     delta's policies get their batch from the plans (projected peak = what the runtime meter measures);
     torch's own methods are timed at the batch of the delta policy that does the same thing
@@ -184,25 +192,27 @@ def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, method
     needed = sorted({*policies, *(twins[m] for m in methods if m in TORCH_METHODS)}, key=POLICIES.index)
     best = find_max_batches(case, budget, batches, policies=needed, bandwidth=bandwidth, device=device,
                             progress=None if progress is None else lambda b: progress(f"profiled batch {b}"))  # fmt: skip
+    fitting = [best[twins.get(m, m)][0] for m in methods if m != "none" and best[twins.get(m, m)][0]]
+    common = min(fitting, default=0)
+    overhead: dict[str, float] = {}
+    if common:
+        if progress is not None:
+            progress(f"timing every method at the common batch {common}")
+        overhead = time_methods(case, methods, common, budget=budget, rounds=rounds, bandwidth=bandwidth,
+                                device=device)  # fmt: skip
     rows = []
-    common = best["none"][0] if "none" in best else 0
     for method in methods:
         batch, peak = best[twins.get(method, method)]
         note = "" if method in POLICIES else f"batch of delta's '{twins[method]}'; memory not metered"
-        if batch == 0:
-            rows.append(MethodResult(method=method, max_batch=0, peak_bytes=None, seconds_per_sample=None,
-                                     note="no batch tried fits"))  # fmt: skip
-            continue
-        if progress is not None:
-            progress(f"timing {method} at batch {batch}")
-        sps = time_method(case, method, batch, budget=budget, steps=steps, bandwidth=bandwidth, device=device)
-        common_sps = None
-        if common:
+        if method == "none" and common > batch:
+            note = "at the common batch it exceeds the budget: timed as the reference"
+        sps = None
+        if batch:
             if progress is not None:
-                progress(f"timing {method} at the common batch {common}")
-            common_sps = time_method(case, method, common, budget=budget, steps=common_steps, bandwidth=bandwidth,
-                                     device=device)  # fmt: skip
+                progress(f"timing {method} at its max batch {batch}")
+            sps = time_methods(case, [method], batch, budget=budget, rounds=1, bandwidth=bandwidth,
+                               device=device)[method]  # fmt: skip
         rows.append(MethodResult(method=method, max_batch=batch, peak_bytes=peak if method in POLICIES else None,
-                                 seconds_per_sample=sps, common_batch=common, common_seconds_per_sample=common_sps,
-                                 note=note))  # fmt: skip
+                                 seconds_per_sample=sps, common_batch=common,
+                                 common_seconds_per_sample=overhead.get(method), note=note))  # fmt: skip
     return rows

@@ -207,13 +207,13 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
              batches: Annotated[str, typer.Option("--batches", help="Batch sizes to try, ascending.")] = "4,8,16,32,64",
              methods: Annotated[str, typer.Option("--methods", help="delta policies and torch-checkpoint, "
                                                   "torch-save-on-cpu, torch-sac.")] = "none,checkpoint,offload,dtr,capuchin,delta",
-             steps: Annotated[int, typer.Option("--steps", help="Timed steps per method.")] = 1,
+             rounds: Annotated[int, typer.Option("--rounds", help="Interleaved timed rounds at the common batch.")] = 3,
              image_size: ImageOpt = None, device: DeviceOpt = "auto", out: OutOpt = None) -> None:  # fmt: skip
     """Every method's largest batch under --budget, its held peak and time per sample, side by side."""
     from delta.bench import TORCH_METHODS, run_maxbatch
     from effcore.device import device_spec
 
-    _positive(steps=steps)
+    _positive(rounds=rounds)
     limit = parse_bytes(budget, flag="--budget")
     sizes = int_list(batches, "--batches")
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -225,7 +225,7 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
     case = _case(model, image_size, dev)
     with progress_bar() as bar:
         task = bar.add_task("maxbatch", total=None)
-        rows = run_maxbatch(case, limit, sizes, methods=names, steps=steps, device=dev,
+        rows = run_maxbatch(case, limit, sizes, methods=names, rounds=rounds, device=dev,
                             bandwidth=device_spec(dev).host_link_bandwidth,
                             progress=lambda msg: bar.update(task, description=msg))  # fmt: skip
     table = [r.to_dict() for r in rows]
@@ -238,7 +238,7 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
             row["overhead_x"] = row["common_seconds_per_sample"] / base.common_seconds_per_sample
     console.print(render_table(f"{model} under {budget}", table))
     meta = {"model": model, "budget": limit, "batches": sizes, "image_size": image_size, "device": str(dev),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "steps": steps}  # fmt: skip
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": rounds}  # fmt: skip
     write_out(out, {**meta, "rows": table}, rows=table)
 
 

@@ -224,9 +224,9 @@ class _Step:
             block, position = self.stack[-1]
             self.stack[-1] = (block, position + 1)
         if self.profiling:
-            action: Action = (
-                "swap" if block >= 0 and t.numel() * t.element_size() >= self.min_bytes else "keep"
-            )
+            size, cap = t.numel() * t.element_size(), self.offloader.max_host_bytes
+            fits_host = cap is None or self.offloader.host_bytes + size <= cap  # profile within the host cap
+            action: Action = "swap" if block >= 0 and size >= self.min_bytes and fits_host else "keep"
             call = self.calls[block] if block >= 0 else None
             now = self._now()
             key_nbytes = storage_key(t)[1]

@@ -234,3 +234,15 @@ def test_recompute_leaves_batchnorm_statistics_as_the_plain_run_does():
     delta.step(_step(net), x, y)  # runs the plan: recomputes block 0 in backward
     for k, v in net.state_dict().items():
         assert torch.equal(v, ref[k]), k
+
+
+def test_a_host_memory_cap_holds_in_the_profiled_step_too():
+    model = tiny_net(depth=3, width=32, seed=4)
+    x, y = _batch(16, 32, 4)
+    ref = _plain(model, x, y, 0)
+    runner = Delta(model, policy="checkpoint", max_host_bytes=0, bandwidth=BW)
+    for _ in range(2):
+        torch.manual_seed(0)
+        runner.step(_step(model), x, y)
+        assert all(torch.equal(a, b) for a, b in zip(ref, _grads(model), strict=True))
+    assert runner.last_plan.summary()["swap_tensors"] == 0
