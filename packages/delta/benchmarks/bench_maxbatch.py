@@ -54,6 +54,7 @@ def main() -> None:
             row["time_x"] = row["seconds_per_sample"] / base.seconds_per_sample
         if base.common_seconds_per_sample and row["common_seconds_per_sample"]:
             row["overhead_x"] = row["common_seconds_per_sample"] / base.common_seconds_per_sample
+            row["cpu_overhead_x"] = row["common_cpu_seconds_per_sample"] / base.common_cpu_seconds_per_sample
         print(row, flush=True)
     write_json(args.out, {
         "command": "python packages/delta/benchmarks/bench_maxbatch.py " + " ".join(

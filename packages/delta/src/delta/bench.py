@@ -37,9 +37,11 @@ class MethodResult:
     method: str
     max_batch: int  # 0: not even the smallest batch tried fits
     peak_bytes: int | None  # delta's meter at max_batch (projected = measured)
-    seconds_per_sample: float | None  # at max_batch
+    seconds_per_sample: float | None  # at max_batch, wall clock
+    cpu_seconds_per_sample: float | None = None  # at max_batch, this process's CPU time (all threads)
     common_batch: int = 0  # the batch every method is also timed at (where the budget binds)
     common_seconds_per_sample: float | None = None
+    common_cpu_seconds_per_sample: float | None = None
     note: str = ""
 
     def to_dict(self) -> dict:
@@ -147,27 +149,29 @@ def _method_step(case: ModelCase, method: str, data: tuple, *, budget: int | Non
 
 def time_methods(case: ModelCase, methods: Sequence[str], batch: int, *, budget: int | None, rounds: int = 3,
                  seed: int = 0, bandwidth: float | None = None,
-                 device: torch.device | None = None) -> dict[str, float]:  # fmt: skip
-    """Median seconds per sample of each method at ``batch``: one untimed step each (delta's policies
-    profile and plan in it, torch-sac compiles), then ``rounds`` rounds of one timed step per method,
-    interleaved so that a change in the machine's load hits every method alike."""
+                 device: torch.device | None = None) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Median (wall, CPU) seconds per sample of each method at ``batch``: one untimed step each (delta's
+    policies profile and plan in it, torch-sac compiles), then ``rounds`` rounds of one timed step per
+    method, interleaved so that a change in the machine's load hits every method alike. CPU time (this
+    process, all threads) is what other jobs on a shared machine disturb least."""
     if rounds < 1:
         raise ConfigError(f"rounds must be at least 1, got {rounds}")
     data = case.make_batch(batch, torch.Generator().manual_seed(seed))
     steps = {
         m: _method_step(case, m, data, budget=budget, bandwidth=bandwidth, device=device) for m in methods
     }
-    times: dict[str, list[float]] = {m: [] for m in methods}
+    times: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
     for r in range(rounds + 1):
         for method, step in steps.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             if device is not None and device.type == "cuda":
                 torch.cuda.synchronize(device)
             if r:
-                times[method].append(time.perf_counter() - t0)
+                times[method].append((time.perf_counter() - t0, time.process_time() - c0))
             case.model.zero_grad(set_to_none=True)
-    return {m: statistics.median(ts) / batch for m, ts in times.items()}
+    return {m: (statistics.median(w for w, _ in ts) / batch, statistics.median(c for _, c in ts) / batch)
+            for m, ts in times.items()}  # fmt: skip
 
 
 def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, methods: Sequence[str], rounds: int = 3,
@@ -194,7 +198,7 @@ def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, method
                             progress=None if progress is None else lambda b: progress(f"profiled batch {b}"))  # fmt: skip
     fitting = [best[twins.get(m, m)][0] for m in methods if m != "none" and best[twins.get(m, m)][0]]
     common = min(fitting, default=0)
-    overhead: dict[str, float] = {}
+    overhead: dict[str, tuple[float, float]] = {}
     if common:
         if progress is not None:
             progress(f"timing every method at the common batch {common}")
@@ -206,13 +210,15 @@ def run_maxbatch(case: ModelCase, budget: int, batches: Sequence[int], *, method
         note = "" if method in POLICIES else f"batch of delta's '{twins[method]}'; memory not metered"
         if method == "none" and common > batch:
             note = "at the common batch it exceeds the budget: timed as the reference"
-        sps = None
+        sps = (None, None)
         if batch:
             if progress is not None:
                 progress(f"timing {method} at its max batch {batch}")
             sps = time_methods(case, [method], batch, budget=budget, rounds=1, bandwidth=bandwidth,
                                device=device)[method]  # fmt: skip
+        at_common = overhead.get(method, (None, None))
         rows.append(MethodResult(method=method, max_batch=batch, peak_bytes=peak if method in POLICIES else None,
-                                 seconds_per_sample=sps, common_batch=common,
-                                 common_seconds_per_sample=overhead.get(method), note=note))  # fmt: skip
+                                 seconds_per_sample=sps[0], cpu_seconds_per_sample=sps[1], common_batch=common,
+                                 common_seconds_per_sample=at_common[0], common_cpu_seconds_per_sample=at_common[1],
+                                 note=note))  # fmt: skip
     return rows

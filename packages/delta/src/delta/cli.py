@@ -236,6 +236,7 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
             row["time_x"] = row["seconds_per_sample"] / base.seconds_per_sample
         if base is not None and base.common_seconds_per_sample and row["common_seconds_per_sample"]:
             row["overhead_x"] = row["common_seconds_per_sample"] / base.common_seconds_per_sample
+            row["cpu_overhead_x"] = row["common_cpu_seconds_per_sample"] / base.common_cpu_seconds_per_sample
     console.print(render_table(f"{model} under {budget}", table))
     meta = {"model": model, "budget": limit, "batches": sizes, "image_size": image_size, "device": str(dev),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": rounds}  # fmt: skip
