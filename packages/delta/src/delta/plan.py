@@ -173,7 +173,7 @@ def make_plan(trace: StepTrace, policy: str, budget: int | None, *, bandwidth: f
     costs = group_costs(trace, bandwidth=bandwidth, prefetch=prefetch, overlap=overlap, min_bytes=min_bytes,
                         preserve_rng_state=preserve_rng_state)  # fmt: skip
     host = float("inf") if max_host_bytes is None else float(max_host_bytes)
-    floor = _release_all(policy, costs, host)
+    floor = {} if policy == "none" else _release_all(policy, costs, host)
     floor_sim = simulate(trace, floor, prefetch=prefetch)
     if (
         policy == "delta"

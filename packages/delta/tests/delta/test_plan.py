@@ -55,3 +55,8 @@ def test_a_host_cap_of_zero_leaves_recompute_only(trace):
     budget = (plain + _plan(trace, "checkpoint", None).projected.peak) // 2
     plan = _plan(trace, "delta", budget, bandwidth=1e15, max_host_bytes=0)
     assert "swap" not in plan.actions.values() and plan.projected.peak <= budget
+
+
+def test_the_minimum_of_releasing_nothing_is_the_plain_peak(trace):
+    plan = _plan(trace, "none", None)
+    assert plan.minimum == plan.projected.peak and plan.actions == {}
