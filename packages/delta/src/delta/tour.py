@@ -6,7 +6,7 @@ __all__ = ["demo"]
 
 
 def demo(*, quick: bool = False) -> list[dict]:
-    """A branchy net trained under half its plain memory with gradients equal to the plain run; DELTA's
+    """A branchy net trained with room for half of what its step saves, gradients equal to the plain run; DELTA's
     plan for ResNet-50 (64x64 inputs) beside DTR and checkpoint-all on the same profiled step."""
     from effcore.tour import TourSteps
 
@@ -55,7 +55,7 @@ def demo(*, quick: bool = False) -> list[dict]:
             parts.append(f"{policy} +{plan.extra_s * 1e3:.0f} ms")
         return "ResNet-50 b4 under params+grads+50% of saved: estimated extra time " + ", ".join(parts)
 
-    step("a step under half the memory, gradients exact", exact)
+    step("a step with room for half its saved tensors, gradients exact", exact)
     if not quick:
         step("DELTA vs DTR vs checkpoint-all on ResNet-50", resnet)
     return step.rows
