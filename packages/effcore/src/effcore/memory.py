@@ -20,11 +20,13 @@ from effcore.errors import EffmlError
 
 __all__ = [
     "MemoryStats",
+    "ResidencyMeter",
     "SavedPeak",
     "TensorTracker",
     "memory_stats",
     "reset_peak",
     "saved_tensor_peak",
+    "storage_key",
     "track_activations",
     "track_training_state",
 ]
@@ -125,8 +127,11 @@ def _tensors(obj: Trackable) -> Iterator[torch.Tensor]:
         )
 
 
-def _storage(t: torch.Tensor) -> tuple[tuple, int]:
-    """A key identifying ``t``'s storage among live tensors, and the storage's size in bytes."""
+def storage_key(t: torch.Tensor) -> tuple[tuple, int]:
+    """A key identifying ``t``'s storage among live tensors, and the storage's size in bytes.
+
+    A view and its base give the same key; the key of a freed storage may be reused by a later one.
+    """
     try:
         storage = t.untyped_storage()
         return (t.device.type, t.device.index, storage.data_ptr()), storage.nbytes()
@@ -173,7 +178,7 @@ class TensorTracker:
         out = dict.fromkeys(self._refs, 0)
         seen: set[tuple] = set()
         for _, category, t in sorted(live, key=lambda item: item[0]):
-            key, nbytes = _storage(t)
+            key, nbytes = storage_key(t)
             if key not in seen:
                 seen.add(key)
                 out[category] += nbytes
@@ -233,25 +238,53 @@ def track_activations(tracker: TensorTracker, category: str = "activations") -> 
         yield tracker
 
 
-class SavedPeak:
-    """Bytes autograd holds for backward: now (``live``) and the high-water mark (``peak``)."""
+class ResidencyMeter:
+    """Bytes of unique storages that holders declare resident, by category: now and at the high-water mark.
 
-    def __init__(self) -> None:
-        self.live = 0
-        self.peak = 0
-        self._holders: dict[tuple, int] = {}
+    ``hold(key, nbytes, category)`` adds a holder of storage ``key`` (see :func:`storage_key`); the
+    storage counts once, for the category of its first holder, until its last holder calls
+    ``release``. ``peak`` is exact at every call (not sampled). With ``record=True`` every change
+    appends ``(label, live bytes by category)`` to ``trace`` (for plots of memory over one step).
+    """
 
-    def _save(self, key: tuple, nbytes: int) -> None:
-        self._holders[key] = self._holders.get(key, 0) + 1
-        if self._holders[key] == 1:
+    def __init__(self, *, base: int = 0, record: bool = False) -> None:
+        self.base = base  # bytes always resident (parameters, gradients), counted in live and peak
+        self.live = base
+        self.peak = base
+        self.by_category: dict[str, int] = {}
+        self.trace: list[tuple[str, dict[str, int]]] | None = [] if record else None
+        self._holders: dict[tuple, tuple[int, str]] = {}
+
+    def hold(self, key: tuple, nbytes: int, category: str = "saved", label: str = "") -> None:
+        count, owner = self._holders.get(key, (0, category))
+        self._holders[key] = (count + 1, owner)
+        if count == 0:
             self.live += nbytes
+            self.by_category[owner] = self.by_category.get(owner, 0) + nbytes
             self.peak = max(self.peak, self.live)
+            self._record(label)
 
-    def _release(self, key: tuple, nbytes: int) -> None:
-        self._holders[key] -= 1
-        if self._holders[key] == 0:
-            del self._holders[key]
-            self.live -= nbytes
+    def release(self, key: tuple, nbytes: int, label: str = "") -> None:
+        count, owner = self._holders[key]
+        if count > 1:
+            self._holders[key] = (count - 1, owner)
+            return
+        del self._holders[key]
+        self.live -= nbytes
+        self.by_category[owner] -= nbytes
+        self._record(label)
+
+    def resident(self) -> list[tuple]:
+        """The keys of the storages resident now, in the order they became resident."""
+        return list(self._holders)
+
+    def _record(self, label: str) -> None:
+        if self.trace is not None:
+            self.trace.append((label, dict(self.by_category)))
+
+
+class SavedPeak(ResidencyMeter):
+    """Bytes autograd holds for backward: now (``live``) and the high-water mark (``peak``)."""
 
 
 @contextlib.contextmanager
@@ -266,9 +299,9 @@ def saved_tensor_peak() -> Iterator[SavedPeak]:
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         if not _is_parameter(t):
-            key, nbytes = _storage(t)
-            meter._save(key, nbytes)
-            weakref.finalize(t, meter._release, key, nbytes)
+            key, nbytes = storage_key(t)
+            meter.hold(key, nbytes)
+            weakref.finalize(t, meter.release, key, nbytes)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -204,3 +204,38 @@ def test_gpu_tracker_counts_cuda_storages_like_cpu_ones() -> None:
     tracker.track("parameters", [base, base[10:]])
     tracker.track("activations", torch.zeros(256))  # same size on the host: a different storage
     assert tracker.bytes_by_category() == {"parameters": 1024, "activations": 1024}
+
+
+def test_residency_meter_counts_a_shared_storage_once_until_its_last_holder_releases() -> None:
+    from effcore.memory import ResidencyMeter, storage_key
+
+    x = torch.zeros(256)  # 1 KiB
+    key, nbytes = storage_key(x)
+    assert storage_key(x[10:20])[0] == key, "a view shares its base's storage key"
+    meter = ResidencyMeter(base=100, record=True)
+    meter.hold(key, nbytes, "kept")
+    meter.hold(key, nbytes, "swapped")  # a second holder: no new bytes, the first category keeps them
+    assert (meter.live, meter.by_category) == (100 + 1024, {"kept": 1024})
+    meter.release(key, nbytes)
+    assert meter.live == 100 + 1024 and meter.resident() == [key], "one holder left"
+    meter.release(key, nbytes)
+    assert (meter.live, meter.peak) == (100, 100 + 1024)
+    assert [row for _, row in meter.trace] == [{"kept": 1024}, {"kept": 0}]
+
+
+def test_saved_tensor_peak_is_exact_at_every_save_and_release() -> None:
+    from effcore.memory import saved_tensor_peak
+
+    w = nn.Parameter(torch.randn(64, 64))
+    x = torch.randn(32, 64)
+    with saved_tensor_peak() as meter:
+        h = (x @ w).tanh()  # saves x (mm, w excepted) and tanh's output
+        loss = (h @ w).sum()  # saves h again: same storage, counted once
+    assert meter.peak == _nbytes(x, h)
+    loss.backward()
+    del h, loss
+    gc.collect()
+    assert meter.live == _nbytes(x), "a saved tensor counts until it is freed, not until backward used it"
+    del x
+    gc.collect()
+    assert meter.live == 0 and meter.peak == 2 * 32 * 64 * 4

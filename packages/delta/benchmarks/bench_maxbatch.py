@@ -1,0 +1,70 @@
+"""Largest batch under a fixed budget and time per sample there, for every method side by side.
+
+    uv run python packages/delta/benchmarks/bench_maxbatch.py --model resnet50 --image-size 64 \\
+        --budget 288MiB --batches 4,8,12,16,32,64,96,128 --out packages/delta/benchmarks/results/maxbatch-resnet50-64px.json
+
+One profiled step per batch size serves every delta policy (the trace does not depend on the policy);
+each method is then timed at its own largest batch (one untimed step, one timed), and all methods at a
+common batch where the budget binds (interleaved rounds; the time overhead against nothing released).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from delta.bench import run_maxbatch
+from delta.models import build_model
+from effcore.cli import parse_bytes
+from effcore.device import cpu_model, device_spec, infer_device
+from effcore.io import write_json
+
+METHODS = "none,checkpoint,offload,dtr,capuchin,delta,torch-checkpoint,torch-save-on-cpu"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--budget", default="4GiB")
+    ap.add_argument("--batches", default="4,8,16,32,64")
+    ap.add_argument("--methods", default=METHODS)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds at the common batch")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    dev = infer_device(args.device)
+    budget = parse_bytes(args.budget, flag="--budget")
+    case = build_model(args.model, image_size=args.image_size, device=dev)
+    spec = device_spec(dev)
+    t0 = time.perf_counter()
+    rows = run_maxbatch(case, budget, [int(b) for b in args.batches.split(",")], methods=args.methods.split(","),
+                        rounds=args.rounds, bandwidth=spec.host_link_bandwidth, device=dev,
+                        progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True))  # fmt: skip
+    table = [r.to_dict() for r in rows]
+    base = next(r for r in rows if r.method == "none")
+    for row in table:
+        if base.max_batch and row["max_batch"] and row["seconds_per_sample"]:
+            row["batch_x"] = row["max_batch"] / base.max_batch
+            row["time_x"] = row["seconds_per_sample"] / base.seconds_per_sample
+        if base.common_seconds_per_sample and row["common_seconds_per_sample"]:
+            row["overhead_x"] = row["common_seconds_per_sample"] / base.common_seconds_per_sample
+            row["cpu_overhead_x"] = row["common_cpu_seconds_per_sample"] / base.common_cpu_seconds_per_sample
+        print(row, flush=True)
+    write_json(args.out, {
+        "command": "python packages/delta/benchmarks/bench_maxbatch.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "model": args.model, "image_size": args.image_size, "budget": budget, "device": str(dev),
+        "machine": f"{cpu_model()} ({platform.machine()}), {torch.get_num_threads()} threads, shared with other jobs",
+        "host_link_bandwidth": spec.host_link_bandwidth, "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "rows": table,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
