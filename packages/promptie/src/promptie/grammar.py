@@ -85,7 +85,7 @@ class SlotGrammar:
         out, seen, todo = [], set(), list(states)
         while todo:
             s = todo.pop()
-            key = (s.phase, s.slot, s.seq, s.pos, s.then, id(s.node))
+            key = (s.phase, s.slot, s.seq, s.pos, s.then, id(s.node), len(s.answers))
             if key in seen:
                 continue
             seen.add(key)
@@ -136,7 +136,12 @@ class SlotGrammar:
     def answers(self) -> list[list[str]]:
         """Each slot's answers (null -> []) of the finished parse, or of the longest partial one."""
         done = [s for s in self.states if s.phase == "done"]
-        best = done[0] if done else max(self.states, key=lambda s: len(s.answers))
+        # a span spelled like the null answer reads as null (the parse with fewer answers)
+        best = (
+            min(done, key=lambda s: len(s.answers))
+            if done
+            else max(self.states, key=lambda s: len(s.answers))
+        )
         out: list[list[str]] = [[] for _ in range(self.n_slots)]
         for k, text in best.answers:
             if text not in out[k]:

@@ -53,6 +53,12 @@ def tiny_t5(seed: int = 0) -> Backbone:
     return Backbone(T5ForConditionalGeneration(cfg).eval(), tok, kind="seq2seq", name="tiny-t5")
 
 
+@pytest.fixture
+def fresh():
+    """Factories of new tiny backbones (training changes their weights): ``fresh["causal"]()``."""
+    return {"causal": tiny_causal, "t5": tiny_t5}
+
+
 @pytest.fixture(scope="session")
 def causal() -> Backbone:
     return tiny_causal()
