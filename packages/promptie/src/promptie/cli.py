@@ -120,10 +120,13 @@ def train_cmd(
     out: OutOpt = None,
 ) -> None:
     """Fine-tune the LM on slot filling (LoRA by default) and, with relations, the judge and its threshold."""
+    from promptie.data import DATASETS
     from promptie.runs import DataSpec, load_config, run_train
     from promptie.schema import load_schema
     from promptie.train import TrainConfig
 
+    if data not in DATASETS:
+        raise ConfigError(f"unknown dataset {data!r}", hint=f"use one of {', '.join(DATASETS)}")
     cfg_d, data_d, extract_d = load_config(config)
     cfg_d.update({k: v for k, v in {"mode": mode, "model": model, "steps": steps}.items() if v is not None})
     cfg_d.setdefault("seed", seed)
@@ -136,6 +139,11 @@ def train_cmd(
         cfg_d["judge"] = "minilm"
     cfg = TrainConfig.from_dict(cfg_d, source="train options")
     spec = DataSpec(**spec_d)
+    if spec.held_out and cfg.mode != "composable":
+        raise ConfigError(
+            f"--held-out needs composable prompts (mode is {cfg.mode!r})",
+            hint="a held-out type is extracted zero-shot from fragments other types taught: add --mode composable",
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out-dir {out_dir} is a file", hint="give a folder")
     with progress_bar() as bar:
@@ -165,8 +173,13 @@ def eval_cmd(
     schema: SchemaOpt = None,
     mode: ModeOpt = None,
     relations: Annotated[
-        str, typer.Option(help="Relation decisions on gold entities: 'judge', 'judge,direct' or ''.")
-    ] = "judge",
+        str | None,
+        typer.Option(
+            help="Relation decisions on gold entities: 'judge', 'direct', 'judge,direct' "
+            "(default: judge when the schema has relations).",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -182,12 +195,16 @@ def eval_cmd(
     ck = read_checkpoint(checkpoint)
     dataset = data or (ck.meta.get("data") or {}).get("dataset") or "conll04"
     spec = DataSpec(**{"dataset": dataset, **data_d, "seed": seed})
-    methods = tuple(m.strip() for m in relations.split(",") if m.strip())
-    if any(m not in ("judge", "direct") for m in methods):
-        raise ConfigError(f"--relations {relations!r}: use judge, direct or both")
+    eval_schema = load_schema(schema) if schema else ck.schema
+    if relations is None:
+        methods: tuple[str, ...] = ("judge",) if eval_schema.relations else ()
+    else:
+        methods = tuple(m.strip() for m in relations.split(",") if m.strip())
+        if not methods or any(m not in ("judge", "direct") for m in methods):
+            raise ConfigError(f"--relations {relations!r}: use judge, direct or judge,direct")
     overrides = {**extract_d, **({"mode": mode} if mode else {})}
     with progress_bar() as bar:
-        report = run_eval(checkpoint, spec, split, schema=load_schema(schema) if schema else None, limit=limit,
+        report = run_eval(checkpoint, spec, split, schema=eval_schema if schema else None, limit=limit,
                           relation_methods=methods, root=data_dir, device=device, overrides=overrides,
                           progress=_reporter(bar), command=["promptie", *sys.argv[1:]])  # fmt: skip
     rows = [{"metric": k, "precision": v["precision"], "recall": v["recall"], "f1": v["f1"], "gold": v["gold"]}
@@ -240,6 +257,13 @@ def extract(
     _, _, extract_d = load_config(config)
     if (text is None) == (file is None):
         raise ConfigError("give either a TEXT argument or --file", hint='promptie extract "some text" -c RUN')
+    if whole and file is None:
+        raise ConfigError("--whole applies to --file only", hint="a TEXT argument is always one text")
+    if checkpoint is not None and model is not None:
+        raise ConfigError(
+            "give --checkpoint or --model, not both",
+            hint="a checkpoint already names the model it was trained on",
+        )
     if file is not None:
         if not file.is_file():
             raise ConfigError(f"--file {file} does not exist")

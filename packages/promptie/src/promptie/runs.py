@@ -31,6 +31,14 @@ class DataSpec:
     dev_limit: int | None = 200  # dev documents for the relation threshold
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"data.fraction must be in (0, 1], got {self.fraction}")
+        for name in ("limit", "dev_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {value}", hint="leave it out for no limit")
+
 
 def select(spec: DataSpec, split: str, *, root: Path | None = None, limit: int | None = None,
            fraction: float = 1.0, seed: int | None = None) -> list[Document]:  # fmt: skip
@@ -151,8 +159,13 @@ def run_eval(checkpoint: Path, spec: DataSpec, split: str, *, schema: Schema | N
 
     t0 = time.perf_counter()
     ck = read_checkpoint(checkpoint)
+    if relation_methods and not (schema or ck.schema).relations:
+        raise ConfigError(
+            f"--relations {','.join(relation_methods)}: schema {(schema or ck.schema).name!r} has no relations",
+            hint="omit --relations for a schema without relation types",
+        )
+    docs = select(spec, split, root=root, limit=limit)  # before the model: a bad split or data fails fast
     ex = load_extractor(checkpoint, schema=schema, device=device, overrides=overrides)
-    docs = select(spec, split, root=root, limit=limit)
     report = evaluate(ex, docs, relation_methods=relation_methods, progress=progress)
     if ex.schema.events:
         preds = [Document(p["id"], p["text"], events=[Event(e["type"], tuple(_span(s) for s in e["triggers"]),
