@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -64,6 +65,19 @@ def _reporter(bar):
         bar.update(tasks[stage], completed=done, total=total)
 
     return report
+
+
+def _check_out_dir(path: Path) -> None:
+    """Checkpoints are written after training steps: refuse a folder that cannot be one before any work."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            f"--out-dir {path}: {probe} is a file, not a folder", hint="give a folder for the checkpoints"
+        )
+    if not os.access(probe, os.W_OK):
+        raise ConfigError(f"--out-dir {path}: {probe} is not writable", hint="give a folder you can write to")
 
 
 @app.command()
@@ -144,8 +158,7 @@ def train_cmd(
             f"--held-out needs composable prompts (mode is {cfg.mode!r})",
             hint="a held-out type is extracted zero-shot from fragments other types taught: add --mode composable",
         )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out-dir {out_dir} is a file", hint="give a folder")
+    _check_out_dir(out_dir)
     with progress_bar() as bar:
         summary = run_train(s, cfg, spec, out_dir, extract=extract_d, root=data_dir, device=device, resume=resume,
                             progress=_reporter(bar), command=["promptie", *sys.argv[1:]])  # fmt: skip

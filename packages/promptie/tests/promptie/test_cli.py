@@ -91,6 +91,7 @@ NO_PROMPT = 'name = "x"\n[entities.Peop]\ndescription = "person"\n'
     (["train", "--data", "nosuch", "--model", "@LLAMA"], "unknown dataset 'nosuch'"),
     (["train", "--data", "conll04", "--model", "@LLAMA", "--config", "@CFG_TRAIN_BAD"], "unknown field 'epochs'"),
     (["train", "--data", "conll04", "--model", "@LLAMA", "--config", "@CFG_DATA_BAD"], "data.limit must be >= 1"),
+    (["train", "--data", "conll04", "--model", "@LLAMA", "--out-dir", "@CFG_BAD/run"], "is a file, not a folder"),
     (["train", "--data", "casie", "--model", "@LLAMA", "--held-out", "Ransom", "--mode", "specific"],
      "--held-out needs composable prompts"),
     (["extract", "hello", "--model", "@LLAMA", "--whole"], "--whole applies to --file only"),
@@ -112,7 +113,8 @@ def test_bad_input_is_one_red_line_with_exit_2(args, match, tmp_path, model_dirs
     before = set(tmp_path.rglob("*"))
     cli_fails(
         app,
-        [subs.get(a, a) for a in args] + (["--data-dir", str(data_dir)] if args[0] == "train" else []),
+        [subs.get(key, key) + sep + rest for key, sep, rest in (a.partition("/") for a in args)]
+        + (["--data-dir", str(data_dir)] if args[0] == "train" else []),
         match,
     )
     assert set(tmp_path.rglob("*")) == before, "nothing may be written by a failing command"
