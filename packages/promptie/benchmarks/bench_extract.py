@@ -9,6 +9,7 @@ reuse or batching. Both sides run on the same sentences, alternating, in one pro
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import sys
 import time
@@ -20,6 +21,7 @@ from effcore.io import write_json
 from promptie.backbone import load_backbone
 from promptie.data import load_dataset, subsample
 from promptie.extractor import ExtractConfig, Extractor
+from promptie.runs import git_commit
 from promptie.schema import load_schema
 from promptie.train import load_extractor
 
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    commit = git_commit()  # the code this process imports
     torch.set_num_threads(args.threads)
     cfg = {"mode": args.mode, "max_new_tokens": args.max_new_tokens}
     if args.checkpoint:
@@ -68,6 +71,8 @@ def main() -> None:
     ratios = [b / a for a, b in zip(times["ours"], times["per_type_no_reuse"], strict=True)]
     result = {
         "command": " ".join(["python", *sys.argv]),
+        "git_commit": commit,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "model": bb.name,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "schema": schema.name,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +45,20 @@ class Backbone:
             raise ConfigError(f"tokenizer of {name} has no end-of-sequence token")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._cache: dict[str, list[int]] = {}
+
+    @functools.cached_property
+    def _cache_arg(self) -> str:
+        # transformers >= 5.2x names the KV-cache argument and output `cache` (`past_key_values`, deprecated)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    def with_cache(self, cache: Any) -> dict[str, Any]:
+        """The keyword that passes a KV cache to this model's forward."""
+        return {self._cache_arg: cache}
+
+    def cache_of(self, out: Any) -> Any:
+        """The KV cache a forward returned."""
+        return getattr(out, self._cache_arg)
 
     @property
     def device(self) -> torch.device:

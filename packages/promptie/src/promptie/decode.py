@@ -31,7 +31,7 @@ def _prefill_causal(bb: Backbone, text: str, prompts: Sequence[str]):
     prefix = bb.prefix_ids(text)
     dev = bb.device
     out = bb.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
-    cache = out.past_key_values
+    cache = bb.cache_of(out)
     cache.batch_repeat_interleave(len(prompts))
     suffixes = [bb.prompt_ids(p) for p in prompts]
     width = max(map(len, suffixes))
@@ -44,9 +44,9 @@ def _prefill_causal(bb: Backbone, text: str, prompts: Sequence[str]):
         pos.append([p0] * pad + list(range(p0, p0 + len(s))))
     mask_t = torch.tensor(mask, device=dev)
     out = bb.model(input_ids=torch.tensor(ids, device=dev), attention_mask=mask_t,
-                   position_ids=torch.tensor(pos, device=dev), past_key_values=cache, use_cache=True)  # fmt: skip
+                   position_ids=torch.tensor(pos, device=dev), **bb.with_cache(cache), use_cache=True)  # fmt: skip
     nxt = torch.tensor([p0 + len(s) for s in suffixes], device=dev)
-    return out.logits[:, -1].float(), out.past_key_values, mask_t, nxt
+    return out.logits[:, -1].float(), bb.cache_of(out), mask_t, nxt
 
 
 def _decode_causal(
@@ -69,8 +69,8 @@ def _decode_causal(
             tokens = [tokens[r] for r in keep]
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
         out = bb.model(input_ids=torch.tensor(tokens, device=mask.device)[:, None], attention_mask=mask,
-                       position_ids=nxt[:, None], past_key_values=cache, use_cache=True)  # fmt: skip
-        logits, cache, nxt = out.logits[:, -1].float(), out.past_key_values, nxt + 1
+                       position_ids=nxt[:, None], **bb.with_cache(cache), use_cache=True)  # fmt: skip
+        logits, cache, nxt = out.logits[:, -1].float(), bb.cache_of(out), nxt + 1
 
 
 def _encode_seq2seq(bb: Backbone, text: str, prompts: Sequence[str]):
@@ -90,9 +90,9 @@ def _decode_seq2seq(
     tokens = [start] * len(prompts)
     cache = None
     for _ in range(max_new):
-        out = bb.model(encoder_outputs=enc, attention_mask=mask, past_key_values=cache, use_cache=True,
+        out = bb.model(encoder_outputs=enc, attention_mask=mask, **bb.with_cache(cache), use_cache=True,
                        decoder_input_ids=torch.tensor(tokens, device=mask.device)[:, None])  # fmt: skip
-        cache, logits = out.past_key_values, out.logits[:, -1].float()
+        cache, logits = bb.cache_of(out), out.logits[:, -1].float()
         tokens = []
         for i, g in enumerate(grammars):
             if g.finished:
@@ -139,7 +139,7 @@ def _decode_alone(bb: Backbone, text: str, prompt: str, g: SlotGrammar, max_new:
         g.advance(t)
         if g.finished:
             return
-        out = bb.model(input_ids=torch.tensor([[t]], device=bb.device), past_key_values=out.past_key_values,
+        out = bb.model(input_ids=torch.tensor([[t]], device=bb.device), **bb.with_cache(bb.cache_of(out)),
                        use_cache=True)  # fmt: skip
 
 

@@ -133,7 +133,7 @@ def shared_prefix_loss(bb: Backbone, group: Sequence[Example]) -> tuple[torch.Te
     dev = bb.device
     prefix = bb.prefix_ids(group[0].text)
     out = bb.model(input_ids=torch.tensor([prefix], device=dev), use_cache=True)
-    cache = out.past_key_values
+    cache = bb.cache_of(out)
     cache.batch_repeat_interleave(len(group))
     rows = [(bb.prompt_ids(e.prompt), list(e.target)) for e in group]
     width = max(len(p) + len(t) for p, t in rows)
@@ -146,7 +146,7 @@ def shared_prefix_loss(bb: Backbone, group: Sequence[Example]) -> tuple[torch.Te
         mask.append([1] * (p0 + len(p) + len(t)) + [0] * pad)
     pos = torch.arange(p0, p0 + width, device=dev).expand(len(rows), -1)
     logits = bb.model(input_ids=torch.tensor(ids, device=dev), attention_mask=torch.tensor(mask, device=dev),
-                      position_ids=pos, past_key_values=cache, use_cache=True).logits  # fmt: skip
+                      position_ids=pos, **bb.with_cache(cache), use_cache=True).logits  # fmt: skip
     lab = torch.tensor(labels, device=dev)
     # position i predicts token i+1 of the suffix
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),

@@ -18,7 +18,7 @@ from promptie.extractor import ExtractConfig
 from promptie.schema import Schema
 from promptie.train import TrainConfig, choose_threshold, load_extractor, train, train_judge
 
-__all__ = ["DataSpec", "load_config", "run_eval", "run_train", "select"]
+__all__ = ["DataSpec", "git_commit", "load_config", "run_eval", "run_train", "select"]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -74,7 +74,8 @@ def load_config(path: Path | None) -> tuple[dict[str, Any], dict[str, Any], dict
     return data, data_t, extract_t
 
 
-def _git() -> str | None:
+def git_commit() -> str | None:
+    """The checkout's short HEAD commit (None outside a git checkout)."""
     import subprocess
 
     try:
@@ -85,8 +86,9 @@ def _git() -> str | None:
     return head or None
 
 
-def _meta(command: list[str] | None, t0: float) -> dict[str, Any]:
-    return {"git_commit": _git(), "command": " ".join(command or sys.argv), "wall_seconds": round(time.perf_counter() - t0, 1),
+def _meta(command: list[str] | None, t0: float, commit: str | None) -> dict[str, Any]:
+    """The run's provenance; ``commit`` is read when the run starts (the code it imported)."""
+    return {"git_commit": commit, "command": " ".join(command or sys.argv), "wall_seconds": round(time.perf_counter() - t0, 1),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "python": platform.python_version()}  # fmt: skip
 
 
@@ -94,7 +96,7 @@ def run_train(schema: Schema, cfg: TrainConfig, spec: DataSpec, out_dir: Path, *
               root: Path | None = None, device: str = "auto", resume: bool = True, progress=None,
               command: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train on the selected training documents; judge + dev threshold when the schema has relations."""
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()
     ExtractConfig(**(extract or {}))
     unknown = [t for t in spec.held_out if t not in schema.events]
     if unknown:
@@ -129,7 +131,7 @@ def run_train(schema: Schema, cfg: TrainConfig, spec: DataSpec, out_dir: Path, *
         thr = choose_threshold(judge, dev, train_schema)
         data["dev_documents_threshold"] = len(dev)
     extract_cfg = {**(extract or {}), **({"threshold": thr["threshold"]} if thr else {})}
-    summary = {**result, "judge": judge_info, "threshold": thr, **_meta(command, t0),
+    summary = {**result, "judge": judge_info, "threshold": thr, **_meta(command, t0, commit),
                "final_loss_mean_last10": sum(record["losses"][-10:]) / max(len(record["losses"][-10:]), 1)}  # fmt: skip
     write_checkpoint(out_dir, step=cfg.steps, model=bb.model, judge=judge,
                      meta=checkpoint_meta(train_schema, **{k: v for k, v in result.items()}, extract=extract_cfg,
@@ -157,7 +159,7 @@ def run_eval(checkpoint: Path, spec: DataSpec, split: str, *, schema: Schema | N
     """Evaluate a checkpoint on ``split`` (a seeded subset when ``limit``)."""
     from promptie.evaluate import evaluate
 
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()
     ck = read_checkpoint(checkpoint)
     if relation_methods and not (schema or ck.schema).relations:
         raise ConfigError(
@@ -175,7 +177,7 @@ def run_eval(checkpoint: Path, spec: DataSpec, split: str, *, schema: Schema | N
                    "schema": ex.schema.name, "trained_event_types": sorted(ck.meta["signature"]["events"]),
                    "split": split, "eval_documents": len(docs), "limit": limit, "data_seed": spec.seed,
                    "train_data": ck.meta.get("data"), "train_config": ck.meta.get("config"),
-                   "extract_config": asdict(ex.config), **_meta(command, t0)})  # fmt: skip
+                   "extract_config": asdict(ex.config), **_meta(command, t0, commit)})  # fmt: skip
     return report
 
 
