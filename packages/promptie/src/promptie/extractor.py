@@ -21,7 +21,7 @@ __all__ = ["ExtractConfig", "Extractor", "direct_prompt"]
 @dataclass(kw_only=True, slots=True)
 class ExtractConfig:
     mode: Mode = "composable"
-    max_span_words: int = 12  # longest answer span (words); covers 99.6% of CoNLL04/PHEE gold spans
+    max_span_words: int = 12  # longest answer span in words (see the README for the gold spans it covers)
     max_new_tokens: int = 64  # per prompt; a prompt that hits it keeps its completed answers
     window_words: int = 160  # longer texts are cut into overlapping windows of this many words
     window_overlap: int = 40
