@@ -8,7 +8,7 @@ C=packages/promptie/configs
 case "${1:-all}" in
 conll04)
   uv run promptie train --data conll04 --config $C/conll04.toml --out-dir $RUNS/conll04 --out $R/conll04-train.json
-  uv run promptie eval $RUNS/conll04 --split test --limit 100 --relations judge,direct --config $C/conll04.toml --out $R/conll04-test100.json ;;
+  uv run promptie eval $RUNS/conll04 --split test --limit 50 --relations judge,direct --config $C/conll04.toml --out $R/conll04-test50.json ;;
 phee)
   uv run promptie train --data phee --config $C/phee.toml --out-dir $RUNS/phee --out $R/phee-train.json
   uv run promptie eval $RUNS/phee --split test --limit 80 --config $C/phee.toml --out $R/phee-test80.json ;;
@@ -16,6 +16,6 @@ casie-1pct|casie-5pct|casie-5pct-specific|casie-5pct-composable)
   pct=${1#casie-}; pct=${pct%%pct*}; modes=${1#casie-*pct}; modes=${modes#-}
   for mode in ${modes:-specific composable}; do
     uv run promptie train --data casie --config $C/casie-${pct}pct-$mode.toml --out-dir $RUNS/casie-${pct}pct-$mode --out $R/casie-${pct}pct-$mode-train.json
-    uv run promptie eval $RUNS/casie-${pct}pct-$mode --split test --limit 50 --config $C/casie-${pct}pct-$mode.toml --out $R/casie-${pct}pct-$mode-test50.json
+    uv run promptie eval $RUNS/casie-${pct}pct-$mode --split test --limit 30 --config $C/casie-${pct}pct-$mode.toml --out $R/casie-${pct}pct-$mode-test30.json
   done ;;
 esac
