@@ -2,8 +2,8 @@
 by every type prompt, prompts batched) against one generation per type prompt from scratch, without prefix
 reuse or batching. Both sides run on the same sentences, alternating, in one process; outputs must agree.
 
-    uv run python packages/promptie/benchmarks/bench_extract.py --schema casie --data casie -n 3 --repeats 2 \
-        --max-new-tokens 32 --out packages/promptie/benchmarks/results/extract-casie-smollm2.json
+    uv run python packages/promptie/benchmarks/bench_extract.py --schema casie --data casie -n 2 --repeats 2 \
+        --max-new-tokens 16 --out packages/promptie/benchmarks/results/extract-casie-smollm2.json
 """
 
 from __future__ import annotations
