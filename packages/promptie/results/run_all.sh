@@ -8,7 +8,7 @@ C=packages/promptie/configs
 case "${1:-all}" in
 conll04)
   uv run promptie train --data conll04 --config $C/conll04.toml --out-dir $RUNS/conll04 --out $R/conll04-train.json
-  uv run promptie eval $RUNS/conll04 --split test --limit 50 --relations judge,direct --config $C/conll04.toml --out $R/conll04-test50.json ;;
+  uv run promptie eval $RUNS/conll04 --split test --limit 20 --relations judge,direct --config $C/conll04.toml --out $R/conll04-test20.json ;;
 phee)
   uv run promptie train --data phee --config $C/phee.toml --out-dir $RUNS/phee --out $R/phee-train.json
   uv run promptie eval $RUNS/phee --split test --limit 80 --config $C/phee.toml --out $R/phee-test80.json ;;
