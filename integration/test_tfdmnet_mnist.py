@@ -39,5 +39,6 @@ def test_cli_trains_and_evaluates_lenet_tfdmnet(mnist_root, tmp_path):
     result = runner.invoke(app, ["eval", "--run-dir", str(run), "--device", "cpu", "--data-dir",
                                  str(mnist_root), "--out", str(tmp_path / "e.json")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "e.json").read_text())["accuracy"] == metrics["test_accuracy"]
-    assert json.loads((tmp_path / "e.json").read_text())["epoch"] == 2
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["accuracy"] == metrics["test_accuracy"] and evaluated["epoch"] == 2
+    assert evaluated["spectrum"] == "full", "the preset's default is the authors' full fft2 spectrum"

@@ -23,14 +23,17 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
     from allocmoe.alloc_l import profile_sensitivity
-    from allocmoe.cli import _blocks, _load
+    from allocmoe.data import eval_blocks
+    from allocmoe.models import load_model
 
-    model, tok, name = _load(args.model)
-    calib = _blocks(model, tok, "calib", args.blocks, args.block_size, None)
+    lm = load_model(args.model, device=args.device)
+    model, name = lm.model, lm.name
+    calib = eval_blocks(model, lm.tokenizer, "calib", blocks=args.blocks, block_size=args.block_size)
     times: dict[str, list[float]] = {"prefix_cache": [], "naive": []}
     tables = {}
     for _ in range(args.repeats):

@@ -45,12 +45,7 @@ FORMAT = "allocmoe-sensitivity/1"
 
 
 # ----------------------------------------------------------------------------------------------- DP
-def dp_allocate(S: Sequence[Sequence[float]], total: int) -> tuple[list[int], float]:
-    """Grouped knapsack: ``argmin_K sum_i S[i][K_i - 1]`` s.t. ``sum_i K_i <= total``, ``1 <= K_i <= K``.
-
-    ``S[i][k-1]`` is the cost of running layer ``i`` at top-k. O(L * total * K). Ties go to the
-    smaller budget at each layer (deterministic). Returns ``(K per layer, objective)``.
-    """
+def _check_table(S: Sequence[Sequence[float]]) -> tuple[int, int]:
     L = len(S)
     if L == 0:
         raise ConfigError("the sensitivity table is empty")
@@ -59,7 +54,20 @@ def dp_allocate(S: Sequence[Sequence[float]], total: int) -> tuple[list[int], fl
         raise ConfigError("the sensitivity table is ragged: every layer needs K_orig entries")
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for row in S for v in row):
         raise ConfigError("the sensitivity table has missing entries", hint="finish `allocmoe profile` first")
-    check_total(total, L, K)
+    return L, K
+
+
+def dp_allocate(S: Sequence[Sequence[float]], total: int, *, k_min: int = 1) -> tuple[list[int], float]:
+    """Grouped knapsack: ``argmin_K sum_i S[i][K_i - 1]`` s.t. ``sum_i K_i <= total``, ``k_min <= K_i <= K``.
+
+    ``S[i][k-1]`` is the cost of running layer ``i`` at top-k; ``k_min`` is the floor every layer keeps
+    (Alloc-T's ``K_base``: a layer cannot pool fewer slots than each token's floor). O(L * total * K).
+    Ties go to the smaller budget at each layer (deterministic). Returns ``(K per layer, objective)``.
+    """
+    L, K = _check_table(S)
+    if not 1 <= k_min <= K:
+        raise ConfigError(f"the per-layer floor must be in 1..{K} (K_orig), got {k_min}")
+    check_total(total, L, K, k_min)
     inf = float("inf")
     # best[b] = min cost of the layers so far using exactly b activations
     best = [0.0] + [inf] * total
@@ -68,7 +76,7 @@ def dp_allocate(S: Sequence[Sequence[float]], total: int) -> tuple[list[int], fl
         new = [inf] * (total + 1)
         arg = [0] * (total + 1)
         for b in range(total + 1):
-            for k in range(1, min(K, b) + 1):
+            for k in range(k_min, min(K, b) + 1):
                 prev = best[b - k]
                 if prev == inf:
                     continue
@@ -86,11 +94,13 @@ def dp_allocate(S: Sequence[Sequence[float]], total: int) -> tuple[list[int], fl
     return ks, obj
 
 
-def allocate_brute_force(S: Sequence[Sequence[float]], total: int) -> tuple[list[int], float]:
-    """Exhaustive search (tests only: K**L combinations)."""
+def allocate_brute_force(
+    S: Sequence[Sequence[float]], total: int, *, k_min: int = 1
+) -> tuple[list[int], float]:
+    """Exhaustive search over ``k_min <= K_i <= K`` (tests only: K**L combinations)."""
     L, K = len(S), len(S[0])
     best: tuple[float, list[int]] | None = None
-    for ks in itertools.product(range(1, K + 1), repeat=L):
+    for ks in itertools.product(range(k_min, K + 1), repeat=L):
         if sum(ks) <= total:
             v = sum(float(S[i][k - 1]) for i, k in enumerate(ks))
             if best is None or v < best[0]:
@@ -171,7 +181,7 @@ class SensitivityProfile:
             d = json.loads(path.read_text())
             if d.get("format") != FORMAT:
                 raise ValueError(f"format {d.get('format')!r}")
-            return cls(
+            prof = cls(
                 d["model_fingerprint"],
                 d["calib_fingerprint"],
                 int(d["num_layers"]),
@@ -179,11 +189,26 @@ class SensitivityProfile:
                 [list(r) for r in d["S"]],
                 d.get("meta", {}),
             )
+            prof._check_table()
+            return prof
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(
                 f"{path} is not an allocmoe sensitivity profile ({err})",
                 hint="re-create it with `allocmoe profile`",
             ) from None
+
+    def _check_table(self) -> None:
+        """Raise ``ValueError`` unless ``S`` is ``num_layers x k_orig`` perplexities (>= 1) or None."""
+        if self.num_layers < 1 or self.k_orig < 1:
+            raise ValueError(f"num_layers={self.num_layers} and k_orig={self.k_orig} must be >= 1")
+        if len(self.S) != self.num_layers:
+            raise ValueError(f"its table has {len(self.S)} rows but num_layers is {self.num_layers}")
+        for i, row in enumerate(self.S):
+            if len(row) != self.k_orig:
+                raise ValueError(f"row {i} of its table has {len(row)} entries but k_orig is {self.k_orig}")
+            for v in row:
+                if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 1):
+                    raise ValueError(f"row {i} holds {v!r}, not a perplexity (a finite number >= 1)")
 
     def check_model(self, model: torch.nn.Module, *, fingerprint: str | None = None) -> None:
         """Raise when this profile was made for another model."""
@@ -201,14 +226,18 @@ class SensitivityProfile:
                 f"the profile is incomplete ({self.done}/{self.num_layers * self.k_orig} entries)",
                 hint="resume it with `allocmoe profile` (same arguments)",
             )
-        ks, _ = dp_allocate(self.S, total)
-        return ActivationBudget(tuple(ks), self.k_orig, k_base, **kw)
+        return allocate(self.S, total, self.k_orig, k_base=k_base, **kw)
 
 
-def allocate(S: Sequence[Sequence[float]], total: int, k_orig: int, **kw) -> ActivationBudget:
-    """The DP allocation of any cost table as a budget (used for Alloc-L and for LExI's table)."""
-    ks, _ = dp_allocate(S, total)
-    return ActivationBudget(tuple(ks), k_orig, **kw)
+def allocate(
+    S: Sequence[Sequence[float]], total: int, k_orig: int, *, k_base: int | None = None, **kw
+) -> ActivationBudget:
+    """The DP allocation of any cost table as a budget (used for Alloc-L and for LExI's table).
+
+    Every layer gets at least ``max(1, k_base)`` (the Alloc-T floor); ``k_base=None`` is plain top-k.
+    """
+    ks, _ = dp_allocate(S, total, k_min=max(1, k_base or 0))
+    return ActivationBudget(tuple(ks), k_orig, k_base, **kw)
 
 
 def _decoder_parts(model: torch.nn.Module):

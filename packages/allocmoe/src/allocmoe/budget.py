@@ -19,7 +19,16 @@ from typing import Literal
 
 from effcore.errors import ConfigError
 
-__all__ = ["ActivationBudget", "Policy", "Renorm", "Scope", "ThresholdPolicy", "parse_budget"]
+__all__ = [
+    "ActivationBudget",
+    "Policy",
+    "Renorm",
+    "Scope",
+    "ThresholdPolicy",
+    "check_budget_text",
+    "check_total",
+    "parse_budget",
+]
 
 Scope = Literal["forward", "sequence"]
 Renorm = Literal["kept", "full"]
@@ -169,24 +178,33 @@ def check_total(total: int, num_layers: int, k_orig: int, k_base: int = 1) -> No
         )
 
 
-def parse_budget(text: str | int | float, num_layers: int, k_orig: int, *, k_base: int | None = 1) -> int:
-    """A budget from the CLI: an integer ``B``, a fraction of full (``"1/2"``, ``"0.5"``), or ``"full"``."""
-    full = num_layers * k_orig
+def _read_budget(text: str | int | float, full: int) -> int:
     s = str(text).strip().lower()
     try:
         if s == "full":
-            total = full
-        elif "/" in s or "." in s:
+            return full
+        if "/" in s or "." in s:
             frac = Fraction(s)
             if not 0 < frac <= 1:
                 raise ValueError
-            total = round(frac * full)
-        else:
-            total = int(s)
+            return round(frac * full)
+        return int(s)
     except (ValueError, ZeroDivisionError):
         raise ConfigError(
             f"cannot read budget {text!r}",
-            hint=f"give an integer B (full = {full}), a fraction of full like 1/2 or 0.5, or 'full'",
+            hint=f"give an integer B (full = {full}), a fraction of full like 1/2 or 0.5, or 'full'"
+            if full
+            else "give an integer B, a fraction of the full budget like 1/2 or 0.5, or 'full'",
         ) from None
+
+
+def check_budget_text(text: str | int | float) -> None:
+    """Raise unless ``text`` reads as a budget (checked before a model is loaded; the range needs it)."""
+    _read_budget(text, 0)
+
+
+def parse_budget(text: str | int | float, num_layers: int, k_orig: int, *, k_base: int | None = 1) -> int:
+    """A budget from the CLI: an integer ``B``, a fraction of full (``"1/2"``, ``"0.5"``), or ``"full"``."""
+    total = _read_budget(text, num_layers * k_orig)
     check_total(total, num_layers, k_orig, k_base or 1)
     return total

@@ -40,8 +40,14 @@ plus an always-on shared expert gated by ``sigmoid(shared_expert_gate(x))``. The
    written into a temp folder and renamed under a ``FileLock``, with ``build.json`` (recipe, stage timings,
    quality report) and a manifest of sizes and sha256 sums; a corrupt or truncated cache is rebuilt.
 8. **Quality report**: WikiText-2 test perplexity and next-token accuracy on ``eval_blocks`` x
-   ``eval_block_size`` tokens for the dense model and the MoE at full budget, plus per-layer expert load
-   (``expert_load``: fraction of routed slots per expert, normalised load entropy, mean router max-prob).
+   ``eval_block_size`` tokens (tokenised by :func:`allocmoe.data.text_blocks`, as ``allocmoe eval`` does)
+   for the dense model and the MoE at full budget, plus per-layer expert load (``expert_load``: fraction
+   of routed slots per expert, normalised load entropy, mean router max-prob), stage timings (wall) and
+   the CPU time of the build and the machine's load average at its end (wall time on shared cores).
+9. **Named recipes** (:data:`RECIPES`, ``allocmoe build-model --recipe NAME``, model spec
+   ``smollm2-moe:NAME``): ``full`` (the defaults, the model behind the README's numbers) and ``ci`` (the
+   same architecture and steps with fewer build tokens and training steps, built by CI and the tour on a
+   fresh machine). Each is cached under its own hash; :func:`ensure_built` returns the first one cached.
 
 ``E, K, S``: see ``BuildRecipe`` for the defaults and the measured comparison behind them.
 """
@@ -51,10 +57,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,30 +72,38 @@ from allocmoe._upcycle import (
     ExpertStats,
     Partition,
     convert_layer,
+    evaluate_lm,
+    expert_load,
     finetune_routers,
     partition_neurons,
     train_router,
     upcycle,
 )
+from allocmoe.data import text_blocks, wikitext2_valid_halves
 from effcore.assets import cache_root, cache_status, load_text, prepare_model, quiet_transformers
 from effcore.errors import AssetError, ConfigError
 from effcore.io import sha256_file, write_json
 from effcore.lm import token_blocks
 
 __all__ = [
+    "RECIPES",
     "BuildRecipe",
     "ExpertStats",
     "Partition",
     "build_moe",
+    "built_recipe",
+    "ci_recipe",
     "convert_layer",
+    "ensure_built",
     "evaluate_lm",
     "expert_load",
+    "full_recipe",
     "load_moe",
     "moe_path",
+    "named_recipe",
     "partition_neurons",
     "train_router",
     "upcycle_config",
-    "wikitext2_valid_halves",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,7 +113,7 @@ Progress = Callable[[str, int, int], None]
 
 _FORMAT = 1  # bump when the build algorithm changes in a way the recipe fields do not capture
 _MANIFEST = "effml-manifest.json"
-_BUILD_HINT = "run `allocmoe build-model`"
+_BUILD_HINT = "run `allocmoe build-model{}`"
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -186,6 +200,42 @@ class BuildRecipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# ----------------------------------------------------------------------------------------------- recipes
+
+
+def full_recipe() -> BuildRecipe:
+    """The model behind every README number (the defaults; about 10 minutes on 2 CPU cores)."""
+    return BuildRecipe()
+
+
+def ci_recipe() -> BuildRecipe:
+    """The same upcycling at reduced cost, for CI and the tour on a fresh machine.
+
+    Same architecture (30 MoE layers, E=16, K=6, S=512: ``B = 180``), same data splits and steps, with
+    fewer build tokens, router steps and end-to-end steps, and a smaller report evaluation; see the
+    package README for its measured build time and quality.
+    """
+    return BuildRecipe(
+        build_blocks=24,
+        kmeans_tokens=2048,
+        kmeans_iters=10,
+        router_steps=200,
+        e2e_steps=4,
+        eval_blocks=4,
+    )
+
+
+RECIPES: dict[str, Callable[[], BuildRecipe]] = {"full": full_recipe, "ci": ci_recipe}
+"""Named build recipes (``allocmoe build-model --recipe NAME``, model spec ``smollm2-moe:NAME``)."""
+
+
+def named_recipe(name: str) -> BuildRecipe:
+    """The :data:`RECIPES` entry ``name``."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown build recipe {name!r}", hint=f"known: {', '.join(RECIPES)}")
+    return RECIPES[name]()
+
+
 # ------------------------------------------------------------------------------------------------ config
 
 
@@ -236,82 +286,18 @@ def upcycle_config(dense_config: Any, recipe: BuildRecipe):
     )
 
 
-# --------------------------------------------------------------------------------------------- partition
-
-
-@torch.inference_mode()
-def evaluate_lm(
-    model: torch.nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, progress: Progress | None = None
-) -> dict[str, float]:
-    """Perplexity and next-token (argmax) accuracy of a causal LM on ``[n, T]`` token blocks."""
-    from allocmoe.evaluation import evaluate
-
-    r = evaluate(
-        model,
-        blocks,
-        batch_size=batch_size,
-        progress=(lambda d, t: progress("eval", d, t)) if progress else None,
-    )
-    return {"perplexity": r.perplexity, "nll": r.nll, "accuracy": r.accuracy, "tokens": r.tokens}
-
-
-@torch.inference_mode()
-def expert_load(model: torch.nn.Module, blocks: torch.Tensor, *, batch_size: int = 4) -> list[dict[str, Any]]:
-    """Per MoE layer: fraction of routed slots per expert, normalised load entropy, mean router max-prob."""
-    gates = [(i, layer.mlp.gate) for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "gate")]
-    counts = {i: torch.zeros(g.num_experts) for i, g in gates}
-    maxp = dict.fromkeys(counts, 0.0)
-    tokens = [0]
-
-    def hook(index: int):
-        def fn(module, args, output) -> None:
-            logits, _, top_i = output
-            counts[index] += torch.bincount(top_i.reshape(-1).cpu(), minlength=module.num_experts)[
-                : module.num_experts
-            ].float()
-            maxp[index] += float(logits.float().softmax(-1).max(-1).values.sum())
-
-        return fn
-
-    handles = [g.register_forward_hook(hook(i)) for i, g in gates]
-    try:
-        for start in range(0, blocks.shape[0], batch_size):
-            ids = blocks[start : start + batch_size]
-            model(input_ids=ids)
-            tokens[0] += ids.numel()
-    finally:
-        for handle in handles:
-            handle.remove()
-    rows = []
-    for i, g in gates:
-        load = counts[i] / counts[i].sum().clamp_min(1)
-        nz = load[load > 0]
-        entropy = float(-(nz * nz.log()).sum() / math.log(g.num_experts)) if g.num_experts > 1 else 1.0
-        rows.append(
-            {
-                "layer": i,
-                "load": [round(float(v), 5) for v in load],
-                "load_entropy": entropy,
-                "max_load": float(load.max()),
-                "mean_max_prob": maxp[i] / max(tokens[0], 1),
-            }
-        )
-    return rows
-
-
 # ----------------------------------------------------------------------------------------------- data
-
-
-def wikitext2_valid_halves(data_dir: str | Path | None = None) -> tuple[str, str]:
-    """WikiText-2 valid split at the line break nearest its middle: (build half, Alloc-L calibration half)."""
-    text = load_text("wikitext2", "valid", data_dir=data_dir)
-    cut = text.find("\n", len(text) // 2)
-    cut = len(text) // 2 if cut < 0 else cut + 1
-    return text[:cut], text[cut:]
 
 
 def _ids(tokenizer: Any, text: str) -> torch.Tensor:
     return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+
+
+def _eval_blocks(tokenizer: Any, recipe: BuildRecipe, data_dir: str | Path | None) -> torch.Tensor:
+    """The report's WikiText-2 test blocks, tokenised as ``allocmoe eval`` tokenises them."""
+    return text_blocks(
+        tokenizer, "test", blocks=recipe.eval_blocks, block_size=recipe.eval_block_size, data_dir=data_dir
+    )
 
 
 def _cap(text: str, max_chars: int) -> str:
@@ -335,11 +321,6 @@ def _build_blocks(tokenizer: Any, recipe: BuildRecipe, data_dir: str | Path | No
         blocks = token_blocks(_ids(tokenizer, text), block_size=recipe.block_size)
         out.append(blocks[torch.randperm(blocks.shape[0], generator=gen)[:k]])
     return torch.cat(out)
-
-
-def _eval_blocks(tokenizer: Any, recipe: BuildRecipe, data_dir: str | Path | None) -> torch.Tensor:
-    ids = _ids(tokenizer, load_text("wikitext2", "test", data_dir=data_dir))
-    return token_blocks(ids, block_size=recipe.eval_block_size, max_blocks=recipe.eval_blocks)
 
 
 # --------------------------------------------------------------------------------------------- caching
@@ -425,7 +406,9 @@ def _build(
     data_dir: str | Path | None,
     progress: Progress | None,
 ) -> None:
+    upcycle_config(dense.config, recipe)  # E, S against this MLP width: fail before any work
     timings: dict[str, float] = {}
+    cpu0 = time.process_time()
 
     def stage(name: str, t0: float) -> float:
         timings[name] = round(time.perf_counter() - t0, 2)
@@ -478,6 +461,9 @@ def _build(
         "created": time.time(),
         "timings_s": timings,
         "total_s": round(sum(timings.values()), 2),
+        "cpu_s": round(time.process_time() - cpu0, 2),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],  # 1, 5, 15 min: was the machine shared?
         "quality": {
             "eval": f"wikitext2 test, {eval_blocks.shape[0]} x {eval_blocks.shape[1]} tokens",
             "dense": dense_eval,
@@ -502,14 +488,41 @@ def _sub(progress: Progress | None, stage: str) -> Progress | None:
     return lambda _stage, done, total: progress(stage, done, total)
 
 
-def load_moe(path_or_none: str | Path | None = None, *, dtype: torch.dtype | None = None):
-    """Load ``(model, tokenizer)`` of a built MoE (None: the default recipe's cache), in eval mode."""
+def built_recipe(prefer: Sequence[str] = ("full", "ci")) -> str | None:
+    """The first recipe named in ``prefer`` whose model is cached and complete (sizes checked), else None."""
+    for name in prefer:
+        folder = moe_path(named_recipe(name))
+        if folder.exists() and _check(folder, full=False) is None:
+            return name
+    return None
+
+
+def ensure_built(
+    prefer: Sequence[str] = ("full", "ci"),
+    *,
+    data_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> tuple[str, Path]:
+    """``(name, folder)`` of the first recipe in ``prefer`` already built; when none is, the last one is
+    built (cached). Tests and the tour use the full model where it exists and the ci one elsewhere."""
+    if not prefer:
+        raise ConfigError("ensure_built needs at least one recipe name")
+    name = built_recipe(prefer) or prefer[-1]
+    return name, build_moe(named_recipe(name), data_dir=data_dir, progress=progress)
+
+
+def load_moe(path: str | Path | None = None, *, recipe_name: str = "full", dtype: torch.dtype | None = None):
+    """Load ``(model, tokenizer)`` of a built MoE in eval mode: from ``path``, else from the cache of the
+    recipe ``recipe_name`` (:data:`RECIPES`)."""
     from transformers import AutoTokenizer, Qwen2MoeForCausalLM
 
-    folder = moe_path() if path_or_none is None else Path(path_or_none)
+    folder = moe_path(named_recipe(recipe_name)) if path is None else Path(path)
     reason = _check(folder, full=False) if folder.exists() else "not built"
     if reason is not None:
-        raise AssetError(f"the upcycled MoE at {folder} is unusable: {reason}", hint=_BUILD_HINT)
+        hint = _BUILD_HINT.format(
+            "" if path is not None or recipe_name == "full" else f" --recipe {recipe_name}"
+        )
+        raise AssetError(f"the upcycled MoE at {folder} is unusable: {reason}", hint=hint)
     with quiet_transformers():
         model = Qwen2MoeForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32).eval()
     tokenizer = (

@@ -1,4 +1,8 @@
-"""The ``allocmoe`` command line: build a MoE, profile it, allocate budgets, evaluate, benchmark, generate."""
+"""The ``allocmoe`` command line: build a MoE, profile it, allocate budgets, evaluate, benchmark, generate.
+
+Thin over the library: models load through :func:`allocmoe.models.load_model`, token blocks come from
+:func:`allocmoe.data.eval_blocks`; every option is checked before a model is loaded.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,15 @@ import typer
 
 from effcore.cli import (
     DataDirOpt,
+    DeviceOpt,
+    JsonOutOpt,
     OutOpt,
     SeedOpt,
     console,
     err_console,
+    int_list,
     make_app,
+    out_option,
     progress_bar,
     render_table,
     write_out,
@@ -29,8 +37,8 @@ app = make_app(
     "  allocmoe allocate --budget 1/2 --profile prof.json\n\n"
     "  allocmoe eval --budget 1/2 --profile prof.json\n\n"
     "  allocmoe generate --budget 1/2 --profile prof.json 'The capital of France'\n\n"
-    "--model takes 'smollm2-moe' (the built model), a folder with an HF MoE checkpoint, or 'tiny:<family>' "
-    "(random tiny weights and random tokens, for smoke tests).",
+    "--model takes 'smollm2-moe' (the built model; 'smollm2-moe:ci' for the reduced CI build), a folder "
+    "with an HF MoE checkpoint, or 'tiny:<family>' (random tiny weights and random tokens, for smoke tests).",
 )
 
 ModelOpt = Annotated[
@@ -38,9 +46,9 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="'smollm2-moe' (built by build-model), an HF checkpoint folder, tiny:<family> "
-        "(mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3), or shape:dsv2lite "
-        "(random weights in DeepSeek-V2-Lite's MoE proportions; for bench only).",
+        help="'smollm2-moe' (built by build-model; 'smollm2-moe:<recipe>' for another recipe, e.g. ci), "
+        "an HF checkpoint folder, tiny:<family> (mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, "
+        "deepseek_v3), or shape:dsv2lite (random weights in DeepSeek-V2-Lite's MoE proportions; for bench).",
     ),
 ]
 ProfileOpt = Annotated[
@@ -55,102 +63,28 @@ BudgetOpt = Annotated[
         help="Total routed activations per token B: an integer, a fraction of full (1/2, 0.5), or 'full'.",
     ),
 ]
-KBaseOpt = Annotated[int, typer.Option("--k-base", help="Alloc-T per-token floor K_base (paper default 1).")]
-ScopeOpt = Annotated[
-    str,
-    typer.Option("--scope", help="Alloc-T pool: 'forward' (all tokens of a forward pass) or 'sequence'."),
+KBaseOpt = Annotated[
+    int,
+    typer.Option(
+        "--k-base", help="Alloc-T per-token floor K_base (paper default 1); every layer keeps >= it."
+    ),
 ]
-BlocksOpt = Annotated[int, typer.Option("--blocks", help="Number of token blocks.")]
-BlockSizeOpt = Annotated[int, typer.Option("--block-size", help="Tokens per block.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Blocks per forward pass.")]
+BlocksOpt = Annotated[int, typer.Option("--blocks", help="Number of token blocks (>= 1).")]
+BlockSizeOpt = Annotated[int, typer.Option("--block-size", help="Tokens per block (>= 2).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Blocks per forward pass (>= 1).")]
 
 
 # --------------------------------------------------------------------------------------- helpers
-# Random-weight models with the MoE proportions of real ones, for speed only (`bench -m shape:<name>`):
-# DeepSeek-V2-Lite's MoE layer (hidden 2048, 64 routed experts of width 1408, top-6, 2 shared experts,
-# no renormalisation) on Qwen2-MoE's block, with MHA attention in place of MLA and a small vocabulary so
-# the MoE layers dominate as they do in the 27-layer original.
-SHAPES = {
-    "dsv2lite": dict(
-        hidden_size=2048,
-        num_attention_heads=16,
-        num_key_value_heads=16,
-        moe_intermediate_size=1408,
-        num_experts=64,
-        num_experts_per_tok=6,
-        shared_expert_intermediate_size=2816,
-        intermediate_size=10944,
-        norm_topk_prob=False,
-        vocab_size=4096,
-        max_position_embeddings=4096,
-    ),
-}
+def _at_least(flag: str, value: int, low: int = 1) -> None:
+    if value < low:
+        raise ConfigError(f"{flag} must be >= {low}, got {value}")
 
 
-def _shape_model(name: str, layers: int = 2):
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen2MoeConfig
+def _device(device: str):
+    """The resolved ``--device`` (checked before any model is loaded)."""
+    from effcore.device import infer_device
 
-    if name not in SHAPES:
-        raise ConfigError(f"unknown model shape {name!r}", hint=f"known: {', '.join(SHAPES)}")
-    cfg = Qwen2MoeConfig(**SHAPES[name], num_hidden_layers=layers)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
-
-
-def _load(model: str):
-    """``(model, tokenizer | None, name)``."""
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own progress bars only
-
-    if model.startswith("shape:"):
-        return _shape_model(model.split(":", 1)[1]), None, model
-    if model.startswith("tiny:"):
-        from effcore.testing.tiny import tiny_model
-
-        m = tiny_model(model.split(":", 1)[1])
-        return m, None, model
-    if model == "smollm2-moe":
-        from allocmoe.build import load_moe
-
-        m, tok = load_moe(None)
-        return m, tok, model
-    path = Path(model)
-    if not path.is_dir():
-        raise ConfigError(
-            f"--model {model!r} is neither 'smollm2-moe', tiny:<family>, nor a checkpoint folder",
-            hint="build the default model with `allocmoe build-model` or pass an HF MoE checkpoint folder",
-        )
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from effcore.assets import quiet_transformers
-
-    with quiet_transformers():
-        m = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(str(path)) if (path / "tokenizer_config.json").is_file() else None
-    return m, tok, str(path)
-
-
-def _blocks(model, tok, split: str, blocks: int, block_size: int, data_dir, seed: int = 0):
-    import torch
-
-    if tok is None:  # tiny random models: random tokens (smoke tests only)
-        vocab = model.config.get_text_config().vocab_size
-        g = torch.Generator().manual_seed(seed + (0 if split == "calib" else 1))
-        return torch.randint(3, vocab, (blocks, block_size), generator=g)
-    from allocmoe.data import text_blocks
-
-    return text_blocks(tok, split, blocks=blocks, block_size=block_size, data_dir=data_dir)
-
-
-def _shape(model):
-    from allocmoe.adapters import find_moe_layers, model_k_orig
-
-    layers = find_moe_layers(model)
-    return len(layers), model_k_orig(model, layers)
+    return infer_device(device)
 
 
 def _profile(path: Path | None, model, *, required: bool):
@@ -176,9 +110,27 @@ def _bar_callback(bar, label: str):
     return cb
 
 
+def _allocation(policy, num_layers: int, k_orig: int) -> dict:
+    """The per-layer ``K_l`` of an exact budget (a digit per layer when all are < 10) and whether it is
+    the Uniform split of the same B (then the method computes exactly what Uniform computes)."""
+    from allocmoe.budget import ActivationBudget
+
+    if not isinstance(policy, ActivationBudget):
+        return {"K_l": "threshold", "k_layers": None, "same_as_uniform": False}
+    ks = policy.k_layers
+    text = "".join(map(str, ks)) if max(ks) < 10 else ",".join(map(str, ks))
+    plain = policy.k_base is None or all(policy.k_base >= k for k in ks)  # no pooling: top-K_l per token
+    uniform = plain and ks == ActivationBudget.spread(num_layers, k_orig, policy.total, k_base=None).k_layers
+    return {"K_l": text, "k_layers": list(ks), "same_as_uniform": uniform}
+
+
 # -------------------------------------------------------------------------------------- commands
 @app.command("build-model")
 def build_model(
+    recipe: Annotated[
+        str,
+        typer.Option("--recipe", help="Named build recipe: 'full' (the README's model) or 'ci' (reduced)."),
+    ] = "full",
     experts: Annotated[int | None, typer.Option(help="Routed experts per layer (E).")] = None,
     top_k: Annotated[
         int | None, typer.Option("--top-k", help="Routed top-k of the built model (K_orig).")
@@ -186,29 +138,27 @@ def build_model(
     shared: Annotated[int | None, typer.Option(help="Neurons of the always-on shared expert (S).")] = None,
     refresh: Annotated[bool, typer.Option(help="Rebuild even when a valid cache exists.")] = False,
     data_dir: DataDirOpt = None,
-    out: OutOpt = None,
+    out: JsonOutOpt = None,
 ) -> None:
     """Upcycle SmolLM2-135M-Instruct into a trained Qwen2-MoE and cache it (outside the repo).
 
     MoEfication-style: dense MLP neurons are split into a shared expert and E experts by co-activation,
     routers are trained layer by layer to reproduce the dense MLP. Prints the quality against the dense
-    model and the expert load (routing must be non-trivial).
+    model and the expert load (routing must be non-trivial). --experts/--top-k/--shared change the
+    named recipe (a separate cache).
     """
     import dataclasses
     import json
 
-    from allocmoe.build import BuildRecipe, build_moe
+    from allocmoe.build import build_moe, named_recipe
 
+    base = named_recipe(recipe)
     changes = {
-        k: v for k, v in {"experts": experts, "top_k": top_k, "shared": shared}.items() if v is not None
+        k: v
+        for k, v in {"num_experts": experts, "top_k": top_k, "shared_size": shared}.items()
+        if v is not None
     }
-    fields = {f.name for f in dataclasses.fields(BuildRecipe)}
-    unknown = set(changes) - fields
-    if unknown:
-        raise ConfigError(
-            f"the build recipe has no parameter {sorted(unknown)}", hint=f"known: {sorted(fields)}"
-        )
-    recipe = BuildRecipe(**changes)
+    chosen = dataclasses.replace(base, **changes)  # validated by BuildRecipe before any work
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -217,21 +167,27 @@ def build_model(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        path = build_moe(recipe, data_dir=data_dir, refresh=refresh, progress=cb)
+        path = build_moe(chosen, data_dir=data_dir, refresh=refresh, progress=cb)
     report = json.loads((path / "build.json").read_text())
-    console.print(f"[bold]built[/] {path}")
+    console.print(f"[bold]built[/] {path} (recipe {recipe}{', changed' if changes else ''})")
     q = report.get("quality", {})
     rows = [{"model": k, **v} for k, v in q.items() if isinstance(v, dict)]
     if rows:
-        console.print(render_table("WikiText-2 test (full budget)", rows))
-    write_out(out, report)
+        console.print(render_table(f"WikiText-2 test ({q.get('eval', '')}, full budget)", rows))
+    if "total_s" in report:
+        load = report.get("load_average")
+        console.print(
+            f"build time {report['total_s']:.0f} s (wall), {report.get('cpu_s', 0):.0f} s CPU"
+            + (f"; load average {load[0]:.1f} at the end" if load else "")
+        )
+    write_out(out, {"recipe_name": recipe, "path": str(path), **report})
 
 
 @app.command()
 def profile(
     model: ModelOpt = "smollm2-moe",
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Profile file (JSON); resumed when it exists.")
+        Path, out_option("Profile file (JSON); resumed when it exists.", suffixes=(".json",))
     ] = Path("allocmoe-profile.json"),
     blocks: BlocksOpt = 8,
     block_size: BlockSizeOpt = 256,
@@ -243,6 +199,7 @@ def profile(
         ),
     ] = True,
     restart: Annotated[bool, typer.Option(help="Discard an existing profile at --out.")] = False,
+    device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
 ) -> None:
     """Alloc-L isolated sensitivity profiling: S(i,k) = calibration perplexity, L x K_orig runs.
@@ -252,22 +209,29 @@ def profile(
     command resumes.
     """
     from allocmoe.alloc_l import profile_sensitivity
+    from allocmoe.data import eval_blocks
+    from allocmoe.models import load_model
 
-    m, tok, name = _load(model)
-    calib = _blocks(m, tok, "calib", blocks, block_size, data_dir)
+    _at_least("--blocks", blocks)
+    _at_least("--block-size", block_size, 2)
+    _at_least("--batch-size", batch_size)
+    lm = load_model(model, device=_device(device))
+    calib = eval_blocks(
+        lm.model, lm.tokenizer, "calib", blocks=blocks, block_size=block_size, data_dir=data_dir
+    )
     with progress_bar() as bar:
         prof = profile_sensitivity(
-            m,
+            lm.model,
             calib,
             out=out,
             batch_size=batch_size,
             prefix_cache=prefix_cache,
             restart=restart,
-            progress=_bar_callback(bar, f"profile {name}"),
-            meta={"model": name, "calibration": f"wikitext2 valid 2nd half, {blocks}x{block_size}"},
+            progress=_bar_callback(bar, f"profile {lm.name}"),
+            meta={"model": lm.name, "calibration": f"wikitext2 valid 2nd half, {blocks}x{block_size}"},
         )
     rows = [{"layer": i, **{f"k={k + 1}": v for k, v in enumerate(row)}} for i, row in enumerate(prof.S)]
-    console.print(render_table(f"S(i,k): calibration perplexity ({name})", rows))
+    console.print(render_table(f"S(i,k): calibration perplexity ({lm.name})", rows))
     console.print(f"profile: {out} ({prof.meta.get('profile_seconds', 0):.1f} s of profiling)")
 
 
@@ -275,7 +239,16 @@ def profile(
 def allocate(
     budget: BudgetOpt,
     profile: ProfileOpt = None,
-    model: ModelOpt = "smollm2-moe",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Check the profile against this model (and score LExI on it with --lexi). "
+            "Default with --lexi: the model the profile records.",
+            show_default=False,
+        ),
+    ] = None,
     k_base: KBaseOpt = 1,
     lexi: Annotated[bool, typer.Option(help="Also show LExI's data-free allocation at the same B.")] = False,
     out: OutOpt = None,
@@ -283,25 +256,39 @@ def allocate(
     """Alloc-L: the per-layer budgets K_l (grouped-knapsack DP over sum K_l <= B) from a profile."""
     from allocmoe.alloc_l import SensitivityProfile
     from allocmoe.alloc_l import allocate as dp
-    from allocmoe.budget import parse_budget
+    from allocmoe.budget import check_budget_text, parse_budget
 
+    check_budget_text(budget)
+    _at_least("--k-base", k_base, 0)
     if profile is None:
         raise ConfigError("allocate needs --profile", hint="create one with `allocmoe profile -o prof.json`")
     prof = SensitivityProfile.load(profile)
     total = parse_budget(budget, prof.num_layers, prof.k_orig, k_base=k_base)
+    if lexi and model is None:
+        model = prof.meta.get("model")
+        if not model:
+            raise ConfigError(f"{profile} records no model for LExI", hint="pass --model with --lexi")
+    m = None
+    if model is not None:
+        from allocmoe.models import load_model
+
+        m = load_model(model, device="cpu").model
+        prof.check_model(m)
     b = prof.allocate(total, k_base=k_base)
     rows = [{"layer": i, "K_l (Alloc-L)": k} for i, k in enumerate(b.k_layers)]
-    payload = {"budget": b.to_dict(), "profile": str(profile)}
+    payload = {"budget": b.to_dict(), "profile": str(profile), "model": model}
     if lexi:
         from allocmoe.baselines import lexi_sensitivity
 
-        m, _, _ = _load(model)
-        prof.check_model(m)
         lb = dp(lexi_sensitivity(m), total, prof.k_orig, k_base=None)
         for r, k in zip(rows, lb.k_layers, strict=True):
             r["K_l (LExI)"] = k
-        payload["lexi"] = lb.to_dict()
+        payload["lexi"] = {**lb.to_dict(), **_allocation(lb, prof.num_layers, prof.k_orig)}
     console.print(render_table(f"B = {b.total} of {b.full} (K_base = {k_base})", rows))
+    if lexi and payload["lexi"]["same_as_uniform"]:
+        console.print(
+            f"LExI's allocation at B = {total} is the Uniform one: the same computation as Uniform."
+        )
     write_out(out, payload, rows=rows)
 
 
@@ -320,42 +307,88 @@ def eval_(
     model: ModelOpt = "smollm2-moe",
     blocks: BlocksOpt = 16,
     block_size: BlockSizeOpt = 512,
-    calib_blocks: Annotated[int, typer.Option(help="Calibration blocks for top-p/NAEE thresholds.")] = 4,
+    calib_blocks: Annotated[
+        int | None,
+        typer.Option(
+            help="Calibration blocks for the top_p/naee thresholds [default: 4].", show_default=False
+        ),
+    ] = None,
     batch_size: BatchOpt = 4,
     k_base: KBaseOpt = 1,
-    scope: ScopeOpt = "forward",
+    scope: Annotated[
+        str | None,
+        typer.Option(
+            "--scope",
+            help="Alloc-T pool of alloc_t/alloc_moe: 'forward' (all tokens of a forward pass) or 'sequence' "
+            "[default: forward].",
+            show_default=False,
+        ),
+    ] = None,
+    device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
     out: OutOpt = None,
 ) -> None:
     """Held-out perplexity and next-token accuracy (WikiText-2 test) of every method at every budget.
 
-    Each row also shows the budget actually spent (threshold baselines match it only on average).
+    Each row also shows the budget actually spent (threshold baselines match it only on average) and,
+    for exact budgets, the per-layer allocation K_l (one digit per MoE layer) and whether it is the
+    Uniform one (then the method computes exactly what Uniform computes).
     """
     from allocmoe.baselines import METHODS, calibrate_threshold, lexi_sensitivity, method_policy
-    from allocmoe.budget import ActivationBudget, parse_budget
+    from allocmoe.budget import ActivationBudget, check_budget_text, parse_budget
+    from allocmoe.data import eval_blocks
     from allocmoe.evaluation import evaluate
+    from allocmoe.models import load_model, moe_shape
 
-    m, tok, name = _load(model)
-    L, K = _shape(m)
     wanted = list(METHODS) if methods == "all" else [x.strip() for x in methods.split(",") if x.strip()]
     bad = [x for x in wanted if x not in METHODS]
-    if bad:
-        raise ConfigError(f"unknown methods {bad}", hint=f"choose from: {', '.join(METHODS)}, all")
-    needs_profile = any(x in ("alloc_l", "alloc_moe") for x in wanted)
+    if bad or not wanted:
+        raise ConfigError(
+            f"unknown methods {bad or methods!r}", hint=f"choose from: {', '.join(METHODS)}, all"
+        )
+    texts = [b.strip() for b in budget.split(",")]
+    for text in texts:
+        check_budget_text(text)
+    pooled = {"alloc_t", "alloc_moe"} & set(wanted)
+    thresholds = {"top_p", "naee"} & set(wanted)
+    needs_profile = bool({"alloc_l", "alloc_moe"} & set(wanted))
+    if scope is not None and not pooled:
+        raise ConfigError(
+            "--scope applies only to alloc_t and alloc_moe", hint="drop --scope or add those methods"
+        )
+    if scope is not None and scope not in ("forward", "sequence"):
+        raise ConfigError(f"--scope {scope!r} is not one of: forward, sequence")
+    if calib_blocks is not None and not thresholds:
+        raise ConfigError(
+            "--calib-blocks applies only to top_p and naee", hint="drop it or add those methods"
+        )
+    if profile is not None and not needs_profile:
+        raise ConfigError(
+            "--profile applies only to alloc_l and alloc_moe", hint="drop it or add those methods"
+        )
+    calib_blocks = 4 if calib_blocks is None else calib_blocks
+    for flag, value, low in (("--blocks", blocks, 1), ("--block-size", block_size, 2),
+                             ("--batch-size", batch_size, 1), ("--calib-blocks", calib_blocks, 1),
+                             ("--k-base", k_base, 0)):  # fmt: skip
+        _at_least(flag, value, low)
+    lm = load_model(model, device=_device(device))
+    m, name = lm.model, lm.name
+    L, K = moe_shape(m)
     prof = _profile(profile, m, required=needs_profile)
-    totals = [parse_budget(b, L, K, k_base=k_base) for b in budget.split(",")]
-    test = _blocks(m, tok, "test", blocks, block_size, data_dir)
+    totals = [parse_budget(t, L, K, k_base=k_base) for t in texts]
+    test = eval_blocks(m, lm.tokenizer, "test", blocks=blocks, block_size=block_size, data_dir=data_dir)
     calib = (
-        _blocks(m, tok, "calib", calib_blocks, block_size, data_dir)
-        if {"top_p", "naee"} & set(wanted)
+        eval_blocks(m, lm.tokenizer, "calib", blocks=calib_blocks, block_size=block_size, data_dir=data_dir)
+        if thresholds
         else None
     )
     lexi_table = lexi_sensitivity(m) if "lexi" in wanted else None
     rows = []
     with progress_bar() as bar:
         task = bar.add_task("eval", total=(len(totals) * len(wanted) + 1))
-        full = evaluate(m, test, ActivationBudget.full_budget(L, K), batch_size=batch_size)
-        rows.append({"method": "full", "B": L * K, **full.to_dict()})
+        full_policy = ActivationBudget.full_budget(L, K)
+        full = evaluate(m, test, full_policy, batch_size=batch_size)
+        rows.append({"method": "full", "B": L * K, **full.to_dict(), **_allocation(full_policy, L, K)})
         bar.advance(task)
         for total in totals:
             for meth in wanted:
@@ -367,14 +400,25 @@ def eval_(
                     profile=prof,
                     lexi_table=lexi_table,
                     k_base=k_base,
-                    scope=scope,
+                    scope=scope or "forward",
                     threshold=lambda kind, t: calibrate_threshold(m, calib, kind, t, batch_size=batch_size),
                 )
                 res = evaluate(m, test, pol, batch_size=batch_size)
-                rows.append({"method": meth, "B": total, **res.to_dict()})
+                rows.append({"method": meth, "B": total, **res.to_dict(), **_allocation(pol, L, K)})
                 bar.advance(task)
-    cols = ["method", "B", "activations_per_token", "perplexity", "accuracy", "unique_experts_per_call"]
-    console.print(render_table(f"{name}: WikiText-2 test, {blocks}x{block_size} tokens", rows, columns=cols))
+    cols = [
+        "method", "B", "activations_per_token", "perplexity", "accuracy", "unique_experts_per_call", "K_l",
+        "same_as_uniform",
+    ]  # fmt: skip
+    text = "WikiText-2 test" if lm.tokenizer is not None else "random tokens"
+    console.print(render_table(f"{name}: {text}, {blocks}x{block_size} tokens", rows, columns=cols))
+    same = [
+        f"{r['method']} at B={r['B']}"
+        for r in rows
+        if r["same_as_uniform"] and r["method"] not in ("full", "uniform")
+    ]
+    if same:
+        console.print(f"same allocation as Uniform (so the same computation): {', '.join(same)}")
     write_out(out, {"model": name, "rows": rows}, rows=rows)
 
 
@@ -388,17 +432,27 @@ def bench(
     new_tokens: Annotated[int, typer.Option(help="Decode steps timed per round.")] = 16,
     repeats: Annotated[int, typer.Option(help="Timed rounds (after one warm-up).")] = 5,
     k_base: KBaseOpt = 1,
+    device: DeviceOpt = "auto",
     out: OutOpt = None,
 ) -> None:
     """Prefill and decode latency: budget vs full budget on our path, and our full path vs HF's own MoE.
 
-    Uses Alloc-MoE (Alloc-L + Alloc-T) when --profile is given, else Alloc-T on a uniform split.
+    Uses Alloc-MoE (Alloc-L + Alloc-T) when --profile is given, else Alloc-T on a uniform split. At
+    batch-1 decode a forward pass holds one token, so Alloc-T's pool is that token's own top-K_l:
+    'allocmoe-B' and 'uniform-B' are then the same computation when their K_l are the same.
     """
     from allocmoe.bench import LatencyConfig, measure_latency
-    from allocmoe.budget import ActivationBudget, parse_budget
+    from allocmoe.budget import ActivationBudget, check_budget_text, parse_budget
+    from allocmoe.models import load_model, moe_shape
 
-    m, _, name = _load(model)
-    L, K = _shape(m)
+    check_budget_text(budget)
+    sizes = int_list(batch, "--batch")
+    for flag, value, low in (("--prompt-len", prompt_len, 1), ("--new-tokens", new_tokens, 1),
+                             ("--repeats", repeats, 1), ("--k-base", k_base, 0)):  # fmt: skip
+        _at_least(flag, value, low)
+    lm = load_model(model, device=_device(device))
+    m = lm.model
+    L, K = moe_shape(m)
     prof = _profile(profile, m, required=False)
     total = parse_budget(budget, L, K, k_base=k_base)
     pol = prof.allocate(total, k_base=k_base) if prof else ActivationBudget.spread(L, K, total, k_base=k_base)
@@ -410,7 +464,7 @@ def bench(
     ]
     rows = []
     with progress_bar() as bar:
-        for bs in [int(x) for x in batch.split(",")]:
+        for bs in sizes:
             rows += measure_latency(
                 m,
                 configs,
@@ -431,10 +485,14 @@ def bench(
     ]
     console.print(
         render_table(
-            f"{name}: latency, median of {repeats} (speedup vs hf-full; IQR in --out)", rows, columns=cols
+            f"{lm.name} on {lm.device}: latency, median of {repeats} (speedup vs hf-full; IQR in --out)",
+            rows,
+            columns=cols,
         )
     )
-    write_out(out, {"model": name, "budget": pol.to_dict(), "rows": rows}, rows=rows)
+    write_out(
+        out, {"model": lm.name, "device": str(lm.device), "budget": pol.to_dict(), "rows": rows}, rows=rows
+    )
 
 
 @app.command()
@@ -443,26 +501,36 @@ def generate(
     budget: BudgetOpt = "full",
     profile: ProfileOpt = None,
     model: ModelOpt = "smollm2-moe",
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 48,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate (>= 1).")] = 48,
     k_base: KBaseOpt = 1,
     seed: SeedOpt = 0,
-    out: OutOpt = None,
+    device: DeviceOpt = "auto",
+    out: JsonOutOpt = None,
 ) -> None:
     """Greedy generation under a budget (Alloc-MoE with --profile, else Alloc-T on a uniform split)."""
     import torch
 
-    from allocmoe.budget import ActivationBudget, parse_budget
+    from allocmoe.budget import ActivationBudget, check_budget_text, parse_budget
+    from allocmoe.models import load_model, moe_shape
     from allocmoe.runtime import budgeted
 
-    m, tok, name = _load(model)
+    if not prompt.strip():
+        raise ConfigError("the prompt is empty", hint="give the text to continue")
+    check_budget_text(budget)
+    _at_least("--max-new-tokens", max_new_tokens)
+    _at_least("--k-base", k_base, 0)
+    lm = load_model(model, device=_device(device))
+    m, tok = lm.model, lm.tokenizer
     if tok is None:
-        raise ConfigError(f"{name} has no tokenizer", hint="generate needs a real model: --model smollm2-moe")
-    L, K = _shape(m)
+        raise ConfigError(
+            f"{lm.name} has no tokenizer", hint="generate needs a real model: --model smollm2-moe"
+        )
+    L, K = moe_shape(m)
     prof = _profile(profile, m, required=False)
     total = parse_budget(budget, L, K, k_base=k_base)
     pol = prof.allocate(total, k_base=k_base) if prof else ActivationBudget.spread(L, K, total, k_base=k_base)
     torch.manual_seed(seed)
-    ids = tok(prompt, return_tensors="pt")
+    ids = tok(prompt, return_tensors="pt").to(lm.device)
     with torch.inference_mode(), budgeted(m, pol) as stats:
         outp = m.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
     text = tok.decode(outp[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -470,4 +538,4 @@ def generate(
     err_console.print(
         f"B = {pol.total}/{pol.full}; spent {stats.activations_per_token:.2f} routed activations per token"
     )
-    write_out(out, {"prompt": prompt, "completion": text, "budget": pol.to_dict()})
+    write_out(out, {"prompt": prompt, "completion": text, "budget": pol.to_dict(), "device": str(lm.device)})

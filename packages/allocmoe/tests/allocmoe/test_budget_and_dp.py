@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from allocmoe.alloc_l import allocate_brute_force, dp_allocate
+from allocmoe.alloc_l import SensitivityProfile, allocate_brute_force, dp_allocate
 from allocmoe.budget import ActivationBudget, ThresholdPolicy, parse_budget
 from effcore.errors import ConfigError
 
@@ -33,6 +33,32 @@ def test_dp_equals_brute_force(case):
     assert obj == pytest.approx(sum(S[i][k - 1] for i, k in enumerate(ks)), rel=1e-12, abs=1e-12)
 
 
+@st.composite
+def floored_tables(draw, max_layers: int = 4, max_k: int = 4):
+    S, _ = draw(tables(max_layers, max_k))
+    L, K = len(S), len(S[0])
+    k_min = draw(st.integers(1, K))
+    return S, draw(st.integers(L * k_min, L * K)), k_min
+
+
+@given(floored_tables())
+def test_dp_with_a_floor_gives_every_layer_at_least_k_base_and_equals_brute_force(case):
+    S, total, k_min = case
+    ks, obj = dp_allocate(S, total, k_min=k_min)
+    _, best = allocate_brute_force(S, total, k_min=k_min)
+    assert all(k_min <= k <= len(S[0]) for k in ks), f"a layer below the floor {k_min}: {ks}"
+    assert sum(ks) <= total
+    assert obj == pytest.approx(best, rel=1e-9, abs=1e-9)
+
+
+def test_profile_allocates_with_k_base_above_one():
+    # Without the floor the DP cuts the insensitive layer 0 to 1 < K_base = 2, an invalid budget.
+    prof = SensitivityProfile("m", "c", 2, 4, [[10.0, 10.0, 10.0, 10.0], [100.0, 50.0, 20.0, 10.0]])
+    assert dp_allocate(prof.S, 5)[0] == [1, 4]
+    b = prof.allocate(5, k_base=2)
+    assert b.k_layers == (2, 3) and b.k_base == 2
+
+
 @given(tables())
 def test_dp_objective_is_monotone_in_budget(case):
     S, _ = case
@@ -54,6 +80,10 @@ def test_dp_rejects_incomplete_or_bad_tables():
         dp_allocate([[1.0, 2.0], [1.0]], 2)
     with pytest.raises(ConfigError, match=r"outside 2\.\.4"):
         dp_allocate([[1.0, 2.0], [1.0, 2.0]], 5)
+    with pytest.raises(ConfigError, match=r"outside 4\.\.4"):
+        dp_allocate([[1.0, 2.0], [1.0, 2.0]], 3, k_min=2)
+    with pytest.raises(ConfigError, match=r"floor must be in 1\.\.2"):
+        dp_allocate([[1.0, 2.0], [1.0, 2.0]], 4, k_min=3)
 
 
 def test_budget_validation_names_the_allowed_values():

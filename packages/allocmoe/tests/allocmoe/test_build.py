@@ -132,6 +132,7 @@ def test_tiny_build_caches_and_reloads_with_identical_logits(tmp_path, monkeypat
     report = json.loads((path / "build.json").read_text())
     assert len(report["layers"]) == 2 and len(report["expert_load"]) == 2
     assert report["quality"]["moe_full_budget"]["perplexity"] > 1
+    assert report["cpu_s"] > 0 and len(report["load_average"]) == 3, "the report cannot judge its wall time"
     load = report["expert_load"][0]["load"]
     assert len(load) == 4 and abs(sum(load) - 1) < 1e-3
 
@@ -153,6 +154,76 @@ def test_tiny_build_caches_and_reloads_with_identical_logits(tmp_path, monkeypat
     assert len(built) == 2
 
 
-def test_load_moe_without_a_build_names_the_build_command(tmp_path):
+def test_load_moe_without_a_build_names_the_build_command(tmp_path, monkeypatch):
     with pytest.raises(AssetError, match="allocmoe build-model"):
         load_moe(tmp_path / "missing")
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path))
+    monkeypatch.setattr(build, "_source_sha256", lambda name: "tiny-sha")
+    with pytest.raises(AssetError, match="allocmoe build-model --recipe ci"):
+        load_moe(recipe_name="ci")
+
+
+def test_ci_recipe_is_the_same_architecture_at_lower_cost():
+    full, ci = build.named_recipe("full"), build.named_recipe("ci")
+    assert full == BuildRecipe()
+    for name in ("source", "num_experts", "top_k", "shared_size", "block_size", "router_lr", "rank_weight"):
+        assert getattr(ci, name) == getattr(full, name), name
+    for name in ("build_blocks", "router_steps", "e2e_steps", "eval_blocks"):
+        assert getattr(ci, name) < getattr(full, name), name
+    assert ci.hash() != full.hash()
+    with pytest.raises(ConfigError, match="unknown build recipe 'nope'"):
+        build.named_recipe("nope")
+
+
+def test_ensure_built_prefers_a_cached_full_build_and_builds_ci_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path))
+    gen = torch.Generator().manual_seed(4)
+    monkeypatch.setattr(build, "_source_sha256", lambda name: "tiny-sha")
+    monkeypatch.setattr(build, "_load_source", lambda name: (tiny_model("llama"), None))
+    monkeypatch.setattr(
+        build, "_build_blocks", lambda tok, r, d: torch.randint(0, 128, (3, 16), generator=gen)
+    )
+    monkeypatch.setattr(
+        build, "_eval_blocks", lambda tok, r, d: torch.randint(0, 128, (1, 16), generator=gen)
+    )
+    tiny = dict(num_experts=4, top_k=2, shared_size=32, router_steps=2, router_batch=32, kmeans_tokens=32)
+    monkeypatch.setitem(build.RECIPES, "full", lambda: BuildRecipe(**tiny, e2e_steps=1, e2e_batch=1))
+    monkeypatch.setitem(build.RECIPES, "ci", lambda: BuildRecipe(**tiny, e2e_steps=0))
+    assert build.built_recipe() is None
+    name, path = build.ensure_built()
+    assert name == "ci" and path == build.moe_path(build.named_recipe("ci"))
+    assert build.built_recipe() == "ci" and build.built_recipe(("full",)) is None
+    build.build_moe(build.named_recipe("full"))
+    assert build.ensure_built() == ("full", build.moe_path(build.named_recipe("full")))
+    model, _ = load_moe(recipe_name="ci")
+    assert model.config.num_experts == 4
+
+
+def test_router_training_runs_on_one_thread_and_restores_the_thread_count(monkeypatch):
+    from allocmoe import _upcycle
+
+    seen = []
+    real = _upcycle._routing_weights
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        if len(seen) == 3:
+            raise RuntimeError("stop")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_upcycle, "_routing_weights", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(64, 8, generator=torch.Generator().manual_seed(5))
+        ys = torch.randn(64, 4, 8, generator=torch.Generator().manual_seed(6))
+        stats = _upcycle.ExpertStats(gram=ys @ ys.transpose(1, 2), dense_sq=ys.sum(1).pow(2).sum(-1))
+        with pytest.raises(RuntimeError, match="stop"):
+            _upcycle.train_router(
+                torch.nn.Linear(8, 4, bias=False), x, stats, top_k=2, scale=2.0, steps=5, batch=16, lr=1e-2,
+                rank_weight=0.5, generator=torch.Generator().manual_seed(7),
+            )  # fmt: skip
+        assert seen == [1, 1, 1], "the router steps ran on more than one thread"
+        assert torch.get_num_threads() == 2, "the caller's thread count was not restored"
+    finally:
+        torch.set_num_threads(before)

@@ -1,46 +1,123 @@
-"""The allocmoe CLI end to end on a tiny random MoE, and its one-line errors."""
+"""The allocmoe CLI end to end on tiny random MoEs, and its one-line errors."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from typer.testing import CliRunner
+import torch
 
+from allocmoe.alloc_l import FORMAT, model_fingerprint
 from allocmoe.cli import app
+from allocmoe.models import load_model
+from effcore.testing.cli import cli_fails, cli_ok
+from effcore.testing.tiny import tiny_model
 
-runner = CliRunner()
 TINY = ["-m", "tiny:qwen2_moe"]
-
-
-def _run(*args):
-    return runner.invoke(app, list(args), catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory):
     path = tmp_path_factory.mktemp("p") / "prof.json"
-    res = _run("profile", *TINY, "-o", str(path), "--blocks", "2", "--block-size", "16")
-    assert res.exit_code == 0, res.output
+    cli_ok(app, ["profile", *TINY, "-o", str(path), "--blocks", "2", "--block-size", "16", "--device", "cpu"])
     return path
+
+
+@pytest.fixture(scope="module")
+def top4(tmp_path_factory):
+    """A tiny Qwen2-MoE checkpoint routing top-4 of 8 (so K_base = 2 leaves room to allocate), and a
+    profile of it in which layer 0 is insensitive: without the K_base floor the DP would cut it to 1."""
+    from transformers import Qwen2MoeForCausalLM
+
+    folder = tmp_path_factory.mktemp("top4")
+    config = tiny_model("qwen2_moe").config
+    config.num_experts_per_tok = 4
+    torch.manual_seed(0)
+    Qwen2MoeForCausalLM(config).eval().save_pretrained(folder / "model")
+    model = load_model(str(folder / "model"), device="cpu").model
+    prof = {
+        "format": FORMAT,
+        "model_fingerprint": model_fingerprint(model),
+        "calib_fingerprint": "c",
+        "num_layers": 2,
+        "k_orig": 4,
+        "S": [[10.0, 10.0, 10.0, 10.0], [100.0, 50.0, 20.0, 10.0]],
+        "meta": {"model": str(folder / "model")},
+    }
+    (folder / "prof.json").write_text(json.dumps(prof))
+    return folder / "model", folder / "prof.json"
 
 
 def test_profile_allocate_eval(profile, tmp_path):
     d = json.loads(profile.read_text())
     assert d["num_layers"] == 2 and all(v is not None for row in d["S"] for v in row)
-    res = _run("allocate", "-b", "3", "-p", str(profile), "-o", str(tmp_path / "a.json"))
-    assert res.exit_code == 0, res.output
+    cli_ok(app, ["allocate", "-b", "3", "-p", str(profile), "-o", str(tmp_path / "a.json")])
     budget = json.loads((tmp_path / "a.json").read_text())["budget"]
     assert budget["total"] <= 3 and len(budget["k_layers"]) == 2
     out = tmp_path / "e.json"
-    res = _run(
-        "eval", *TINY, "-p", str(profile), "-b", "1/2", "--methods", "uniform,alloc_moe,top_p",
-        "--blocks", "2", "--block-size", "16", "--calib-blocks", "1", "-o", str(out),
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
+    cli_ok(app, [
+        "eval", *TINY, "-p", str(profile), "-b", "1/2", "--methods", "uniform,alloc_moe,top_p,lexi",
+        "--blocks", "2", "--block-size", "16", "--calib-blocks", "1", "--device", "cpu", "-o", str(out),
+    ])  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
-    assert [r["method"] for r in rows] == ["full", "uniform", "alloc_moe", "top_p"]
+    assert [r["method"] for r in rows] == ["full", "uniform", "alloc_moe", "top_p", "lexi"]
     assert rows[1]["activations_per_token"] == pytest.approx(2.0)
+    assert rows[1]["k_layers"] == [1, 1] and rows[1]["same_as_uniform"]
+    assert rows[3]["K_l"] == "threshold" and not rows[3]["same_as_uniform"]
+    # B = 2 of 4 on 2 layers: every method's allocation is 1,1; LExI (no pooling) is Uniform exactly
+    assert rows[4]["k_layers"] == [1, 1] and rows[4]["same_as_uniform"]
+
+
+def test_eval_says_when_a_method_is_the_uniform_computation(profile):
+    res = cli_ok(app, [
+        "eval", *TINY, "-b", "1/2", "--methods", "uniform,lexi", "--blocks", "1", "--block-size", "16",
+    ])  # fmt: skip
+    assert "same allocation as Uniform (so the same computation): lexi at B=2" in res.output
+
+
+def test_allocate_eval_and_bench_honour_a_k_base_floor_above_one(top4, tmp_path):
+    model, prof = top4
+    res = cli_ok(
+        app, ["allocate", "-b", "5", "-p", str(prof), "--k-base", "2", "-o", str(tmp_path / "a.json")]
+    )
+    assert json.loads((tmp_path / "a.json").read_text())["budget"]["k_layers"] == [2, 3], res.output
+    out = tmp_path / "e.json"
+    cli_ok(app, [
+        "eval", "-m", str(model), "-p", str(prof), "-b", "5", "--methods", "alloc_moe", "--k-base", "2",
+        "--blocks", "1", "--block-size", "16", "-o", str(out),
+    ])  # fmt: skip
+    row = json.loads(out.read_text())["rows"][1]
+    assert row["k_layers"] == [2, 3] and row["activations_per_token"] == pytest.approx(5.0)
+    cli_ok(app, [
+        "bench", "-m", str(model), "-p", str(prof), "-b", "5", "--k-base", "2", "--batch", "1",
+        "--prompt-len", "8", "--new-tokens", "1", "--repeats", "1", "--device", "cpu",
+    ])  # fmt: skip
+
+
+def test_allocate_with_lexi_uses_the_profiles_model_and_checks_it(top4, tmp_path):
+    _, prof = top4
+    cli_ok(app, ["allocate", "-b", "5", "-p", str(prof), "--lexi", "-o", str(tmp_path / "a.json")])
+    lexi = json.loads((tmp_path / "a.json").read_text())["lexi"]
+    assert sum(lexi["k_layers"]) <= 5 and "same_as_uniform" in lexi
+
+
+def test_generate_runs_on_the_chosen_device(tmp_path, monkeypatch):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(128)} | {"[UNK]": 128}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
+    folder = tmp_path / "m"
+    tiny_model("qwen2_moe").save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert isinstance(AutoTokenizer.from_pretrained(folder), PreTrainedTokenizerFast)
+    out = tmp_path / "g.json"
+    cli_ok(app, ["generate", "w1 w2 w3", "-m", str(folder), "--max-new-tokens", "3", "-b", "1/2",
+                 "--device", "cpu", "-o", str(out)])  # fmt: skip
+    d = json.loads(out.read_text())
+    assert d["device"] == "cpu" and d["budget"]["total"] == 2
 
 
 @pytest.mark.parametrize(
@@ -49,22 +126,83 @@ def test_profile_allocate_eval(profile, tmp_path):
         (["allocate", "-b", "1"], "outside 2..4"),
         (["allocate", "-b", "5"], "outside 2..4"),
         (["allocate", "-b", "half"], "cannot read budget"),
+        (["allocate", "-b", "2", "--k-base", "-1"], "--k-base must be >= 0"),
+        (["allocate", "-b", "2", "-m", "tiny:olmoe"], "made for model"),
         (["eval", *TINY, "--methods", "nope"], "unknown methods"),
         (["eval", *TINY, "--methods", "alloc_moe", "-b", "1/2"], "needs a sensitivity profile"),
-        (["profile", "-m", "/nonexistent/model"], "neither 'smollm2-moe'"),
+        (["eval", *TINY, "--methods", "uniform", "--scope", "sequence"], "--scope applies only to"),
+        (["eval", *TINY, "--methods", "alloc_t", "--scope", "batch"], "not one of: forward, sequence"),
+        (["eval", *TINY, "--methods", "uniform", "--calib-blocks", "2"], "--calib-blocks applies only"),
+        (["eval", *TINY, "--methods", "uniform,lexi", "-p", "p.json"], "--profile applies only"),
+        (["eval", *TINY, "--methods", "uniform", "-b", "1/2,x"], "cannot read budget 'x'"),
+        (["eval", *TINY, "--blocks", "0"], "--blocks must be >= 1"),
+        (["eval", *TINY, "--block-size", "1"], "--block-size must be >= 2"),
+        (["eval", *TINY, "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["eval", *TINY, "--methods", "top_p", "--calib-blocks", "0"], "--calib-blocks must be >= 1"),
+        (["profile", *TINY, "--blocks", "-3"], "--blocks must be >= 1"),
+        (["profile", *TINY, "--block-size", "0"], "--block-size must be >= 2"),
+        (["profile", *TINY, "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["profile", *TINY, "-o", "prof.txt"], "unsupported extension '.txt'"),
+        (["profile", *TINY, "--device", "cuda:7"], "cuda"),
+        (["profile", *TINY, "--device", "gpu0"], "unknown device 'gpu0'"),
+        (["profile", "-m", "/nonexistent/model"], "neither 'smollm2-moe[:recipe]'"),
+        (["profile", "-m", "smollm2-moe:nope"], "unknown build recipe 'nope'"),
         (["profile", "-m", "tiny:llama", "-o", "x.json"], "no MoE block allocmoe can drive"),
         (["bench", "-m", "shape:nope"], "unknown model shape"),
+        (["bench", *TINY, "--batch", "0"], "--batch needs positive integers"),
+        (["bench", *TINY, "--repeats", "0"], "--repeats must be >= 1"),
+        (["bench", *TINY, "--new-tokens", "0"], "--new-tokens must be >= 1"),
+        (["bench", *TINY, "--prompt-len", "0"], "--prompt-len must be >= 1"),
+        (["bench", *TINY, "--out", "bench.txt"], "unsupported extension"),
+        (["generate", "hi", *TINY, "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+        (["generate", "  ", *TINY], "the prompt is empty"),
+        (["generate", "hi", *TINY, "--out", "g.csv"], "unsupported extension '.csv'"),
+        (["generate", "hi", *TINY], "has no tokenizer"),
+        (["build-model", "--recipe", "nope"], "unknown build recipe 'nope'"),
+        (["build-model", "--top-k", "0"], "BuildRecipe.top_k must be >= 1"),
+        (["build-model", "--out", "b.csv"], "unsupported extension '.csv'"),
     ],
 )
 def test_bad_input_is_one_clear_line(profile, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     if args[0] == "allocate":
         args = [*args, "-p", str(profile)]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, res.output
-    assert message in res.output and "Traceback" not in res.output
+    cli_fails(app, args, message)
+
+
+def test_a_bad_out_path_fails_before_any_work(tmp_path, monkeypatch):
+    import allocmoe.models
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(allocmoe.models, "load_model", boom)
+    (tmp_path / "file").write_text("")
+    cli_fails(app, ["profile", *TINY, "-o", str(tmp_path / "file" / "p.json")], "is a file, not a folder")
+    (tmp_path / "dir.json").mkdir()
+    cli_fails(app, ["eval", *TINY, "-o", str(tmp_path / "dir.json")], "is a directory")
+
+
+def test_malformed_checkpoint_config_is_one_line(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{not json")
+    cli_fails(app, ["profile", "-m", str(folder), "-o", str(tmp_path / "p.json")], "is not valid JSON")
+    (folder / "config.json").write_text(json.dumps({"model_type": "no-such-family"}))
+    cli_fails(
+        app, ["profile", "-m", str(folder), "-o", str(tmp_path / "p.json")], "cannot load the checkpoint"
+    )
+
+
+def test_profile_whose_table_does_not_match_its_layer_count_is_named(profile, tmp_path):
+    d = json.loads(profile.read_text())
+    d["S"] = d["S"][:1]
+    bad = tmp_path / "short.json"
+    bad.write_text(json.dumps(d))
+    cli_fails(app, ["allocate", "-b", "2", "-p", str(bad)], "its table has 1 rows but num_layers is 2")
 
 
 def test_profile_of_another_model_is_refused(profile):
-    res = runner.invoke(app, ["eval", "-m", "tiny:olmoe", "-p", str(profile), "--methods", "alloc_moe"])
-    assert res.exit_code == 2 and "made for model" in res.output
+    cli_fails(
+        app, ["eval", "-m", "tiny:olmoe", "-p", str(profile), "--methods", "alloc_moe"], "made for model"
+    )

@@ -412,6 +412,34 @@ def test_unique_experts_counts_distinct_valid_ids() -> None:
     assert unique_experts(torch.full((2, 2), -1), 4) == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_gate_up_kernel_stores_the_down_operand_in_the_dtype_the_down_dot_reads_exactly(
+    dtype: torch.dtype,
+) -> None:
+    # The down GEMM runs tf32 dots for 16-bit weights; tf32 would round an fp32 intermediate, so the
+    # gate_up kernel must store silu(gate) * up in the 16-bit dtype (rounded once, like the torch path).
+    x, gate_up, down, ids, _ = make_experts(7, 4, 2, 32, 16, p_invalid=0.3, seed=6, dtype=dtype)
+    sorted_ids, block_experts, _ = align_by_expert(ids, 4, 16)
+    out_dtype = experts_mod._intermediate_dtype(down)
+    h = experts_mod.experts_gate_up_forward(
+        x, gate_up, sorted_ids, block_experts, top_k=2, block_m=16, out_dtype=out_dtype
+    )
+    assert h.dtype == dtype, "the down GEMM's A operand is not in the weights' dtype"
+    assert experts_mod._dot_precision(h.dtype, down.dtype) == ("ieee" if dtype == torch.float32 else "tf32")
+    rows = sorted_ids < ids.numel()
+    pair = sorted_ids[rows].long()
+    expert = block_experts.repeat_interleave(16)[rows].long()
+    gate, up = torch.einsum("ph,pih->pi", x[pair // 2].float(), gate_up[expert].float()).chunk(2, dim=-1)
+    want = (torch.nn.functional.silu(gate) * up).to(dtype)
+    assert_close(h[rows], want, label=f"h {dtype}", scale=2.0)
+
+
+def test_dot_precision_uses_tf32_only_for_16_bit_operands() -> None:
+    assert experts_mod._dot_precision(torch.bfloat16, torch.float16) == "tf32"
+    for pair in ((torch.float32, torch.bfloat16), (torch.bfloat16, torch.float32), (torch.float32,) * 2):
+        assert experts_mod._dot_precision(*pair) == "ieee", pair
+
+
 # --------------------------------------------------------------------------------------------- GPU
 
 

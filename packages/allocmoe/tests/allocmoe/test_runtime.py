@@ -124,17 +124,47 @@ def test_padding_takes_no_budget(models):
     assert stats.activations_per_token == pytest.approx(L * 1)
 
 
-def test_threshold_policies_keep_between_one_and_k(models):
+def _kept_by_rule(logits: torch.Tensor, k: int, kind: str, value: float) -> int:
+    """The slots a threshold rule keeps, from router logits alone (softmax gate; rank 0 always kept)."""
+    top = logits.float().softmax(-1).topk(k, dim=-1).values
+    if kind == "naee":
+        keep = top >= value * top[:, :1]
+    else:  # top_p: the mass of the better ranks has not reached p yet
+        keep = torch.cat([torch.zeros_like(top[:, :1]), top.cumsum(-1)[:, :-1]], dim=-1) < value
+    keep[:, 0] = True
+    return int(keep.sum())
+
+
+@pytest.mark.parametrize(("kind", "value"), [("naee", 0.9), ("naee", 0.95), ("top_p", 0.15), ("top_p", 0.16)])
+def test_threshold_policies_keep_exactly_the_slots_their_rule_keeps(models, kind, value):
+    m = models["mixtral"]
+    L, K = _shape(m)
+    gates = [lay.block.gate for lay in find_moe_layers(m)]
+    seen: list[torch.Tensor] = []
+    hooks = [g.register_forward_hook(lambda _m, _a, out: seen.append(out[0].detach())) for g in gates]
+    try:
+        with torch.inference_mode(), budgeted(m, ThresholdPolicy(kind, value, K)) as stats:
+            m(input_ids=_ids(8, (3, 16)))
+    finally:
+        for h in hooks:
+            h.remove()
+    tokens = 3 * 16
+    want = [_kept_by_rule(lg, K, kind, value) / tokens for lg in seen]
+    assert [r["experts_per_token"] for r in stats.rows()] == pytest.approx(want, abs=1e-12)
+    assert L < sum(want) < L * K, f"{kind}={value} keeps all or nothing here: the check would not bite"
+
+
+def test_threshold_policies_at_their_extremes(models):
     m = models["deepseek_v2"]
     L, K = _shape(m)
-    for pol, lo_hi in [
-        (ThresholdPolicy("top_p", 0.0, K), (L, L)),
-        (ThresholdPolicy("top_p", 1.0, K), (L * K, L * K)),
-        (ThresholdPolicy("naee", 0.5, K), (L, L * K)),
+    for pol, want in [
+        (ThresholdPolicy("top_p", 0.0, K), L),
+        (ThresholdPolicy("top_p", 1.0, K), L * K),
+        (ThresholdPolicy("naee", 0.0, K), L * K),
     ]:
         with torch.inference_mode(), budgeted(m, pol) as stats:
             m(input_ids=_ids(8))
-        assert lo_hi[0] - 1e-9 <= stats.activations_per_token <= lo_hi[1] + 1e-9
+        assert stats.activations_per_token == pytest.approx(want), pol
 
 
 def test_budget_restored_after_an_exception(models):

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ from effcore.errors import ConfigError, DataNotFoundError
 __all__ = [
     "CIFAR10_CLASSES",
     "DATASETS",
+    "IMAGE_SHAPES",
+    "Dataset",
     "ImageSet",
     "augment_cifar",
     "batches",
@@ -37,7 +40,10 @@ CIFAR10_FILE = "cifar10/cifar10_jpg.tar.gz"
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
-DATASETS = ("mnist", "cifar10")
+Dataset = Literal["mnist", "cifar10"]
+DATASETS: tuple[str, ...] = get_args(Dataset)
+IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+"""Each dataset's image shape ``(C, H, W)``: a model is checked against it before any data is loaded."""
 
 # Per-channel mean and std of the training images (MNIST: the canonical 0.1307/0.3081; CIFAR-10:
 # measured on these JPEG-decoded pixels, data README section 2).

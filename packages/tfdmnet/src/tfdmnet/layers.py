@@ -3,12 +3,18 @@
 Every layer takes and returns a complex spectrum ``(N, C, H, W')`` (``W' = W//2 + 1`` for the half
 spectrum), except :class:`ToFreq` (real in) and :class:`ToSpatial` (real out). Layers that must know
 the spatial size (the EML, pooling, the inverse transform) are built with it and check their input.
+
+Layers default to the half spectrum: a lone EML is the same linear map on either spectrum, the half at
+half the work. Networks (:class:`tfdmnet.models.EMLOptions`) default to the full spectrum, because the
+two-branch BN, LeakyReLU and dropout compute a different function on the half (README, "Full or half
+spectrum"). On the full spectrum those layers break Hermitian symmetry; :class:`ToSpatial` and the
+pooling keep the real part of ``ifft2``, as the authors' layers do.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +24,7 @@ from effcore.errors import ConfigError
 from tfdmnet.kernels.mixing import BACKENDS, Backend, freq_mix, freq_mix_torch_fm, resolve_backend
 from tfdmnet.spectral import (
     ANCHORS,
+    FIX_MODES,
     SPECTRA,
     Anchor,
     FixMode,
@@ -46,6 +53,10 @@ Parametrisation = Literal["spatial", "free"]
 Convention = Literal["torch", "tfdmnet"]
 Init = Literal["he", "tfdmnet"]
 DropoutMode = Literal["gaussian", "exact"]
+PARAMETRISATIONS: tuple[str, ...] = get_args(Parametrisation)
+CONVENTIONS: tuple[str, ...] = get_args(Convention)
+INITS: tuple[str, ...] = get_args(Init)
+DROPOUT_MODES: tuple[str, ...] = get_args(DropoutMode)
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -131,11 +142,12 @@ class EML(nn.Module):
         super().__init__()
         self.size = _pair(size)
         for name, value, allowed in (
-            ("parametrisation", parametrisation, ("spatial", "free")),
+            ("parametrisation", parametrisation, PARAMETRISATIONS),
             ("spectrum", spectrum, SPECTRA),
-            ("convention", convention, ("torch", "tfdmnet")),
+            ("convention", convention, CONVENTIONS),
             ("anchor", anchor, ANCHORS),
-            ("init", init, ("he", "tfdmnet")),
+            ("fix_mode", fix_mode, FIX_MODES),
+            ("init", init, INITS),
             ("backend", backend, BACKENDS),
         ):
             if value not in allowed:
@@ -286,8 +298,8 @@ class FreqDropout(nn.Module):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ConfigError(f"dropout rate must be in [0, 1), got {p}")
-        if mode not in ("gaussian", "exact"):
-            raise ConfigError(f"FreqDropout mode={mode!r} is not one of gaussian, exact")
+        if mode not in DROPOUT_MODES:
+            raise ConfigError(f"FreqDropout mode={mode!r} is not one of {', '.join(DROPOUT_MODES)}")
         self.p, self.mode, self.relu_noise = p, mode, relu_noise
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

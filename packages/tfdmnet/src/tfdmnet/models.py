@@ -25,25 +25,36 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from effcore.errors import ConfigError
+from tfdmnet.kernels.mixing import BACKENDS, Backend
 from tfdmnet.layers import (
+    CONVENTIONS,
+    DROPOUT_MODES,
     EML,
+    INITS,
+    PARAMETRISATIONS,
     ComplexHead,
+    Convention,
+    DropoutMode,
     FreqBatchNorm,
     FreqDropout,
     FreqLeakyReLU,
     FreqMaxPool,
     FreqSpatialReLU,
+    Init,
+    Parametrisation,
     ToFreq,
     ToSpatial,
 )
+from tfdmnet.spectral import ANCHORS, FIX_MODES, SPECTRA, Anchor, FixMode, Spectrum
 
 __all__ = [
+    "EML_CHOICES",
     "PRESETS",
     "Conv",
     "EMLOptions",
@@ -93,38 +104,50 @@ class Pool:
     stride: int | None = None
 
 
+Nonlinearity = Literal["leaky_relu", "spatial_relu", "none"]
+NONLINEARITIES: tuple[str, ...] = get_args(Nonlinearity)
+
+
 @dataclass(kw_only=True, slots=True, frozen=True)
 class EMLOptions:
-    """How every EML of a network is built (the flags for the paper's unverified or variant details)."""
+    """How every EML block of a network is built (the flags for the paper's unverified or variant details).
 
-    parametrisation: Literal["spatial", "free"] = "spatial"
-    spectrum: Literal["half", "full"] = "half"
-    convention: Literal["torch", "tfdmnet"] = "torch"
-    anchor: Literal["corner", "center"] = "corner"
-    nonlinearity: Literal["leaky_relu", "spatial_relu", "none"] = "leaky_relu"
-    dropout_mode: Literal["gaussian", "exact"] = "gaussian"
-    fix_mode: Literal["mask", "mass"] = "mask"
-    init: Literal["he", "tfdmnet"] = "he"
-    backend: Literal["auto", "triton", "torch", "reference"] = "auto"
+    ``spectrum="full"`` (default) is the authors' network: ``fft2`` feature maps, and the two-branch
+    BatchNorm, LeakyReLU and dropout act on every bin of the ``H x W`` spectrum. ``"half"`` keeps the
+    ``rfft2`` half (``H x (W//2+1)``): the EML itself is the same map at half the cost, but the nonlinear
+    layers then act on one bin of each conjugate pair and the other bin follows as its mirror, which is
+    a different network (see the README, "full or half spectrum").
+    """
+
+    parametrisation: Parametrisation = "spatial"
+    spectrum: Spectrum = "full"
+    convention: Convention = "torch"
+    anchor: Anchor = "corner"
+    nonlinearity: Nonlinearity = "leaky_relu"
+    dropout_mode: DropoutMode = "gaussian"
+    fix_mode: FixMode = "mask"
+    init: Init = "he"
+    backend: Backend = "auto"
 
     def __post_init__(self) -> None:
-        for name, allowed in _EML_CHOICES.items():
+        for name, allowed in EML_CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"EMLOptions.{name}={value!r} is not one of {', '.join(allowed)}")
 
 
-_EML_CHOICES: dict[str, tuple[str, ...]] = {
-    "parametrisation": ("spatial", "free"),
-    "spectrum": ("half", "full"),
-    "convention": ("torch", "tfdmnet"),
-    "anchor": ("corner", "center"),
-    "nonlinearity": ("leaky_relu", "spatial_relu", "none"),
-    "dropout_mode": ("gaussian", "exact"),
-    "fix_mode": ("mask", "mass"),
-    "init": ("he", "tfdmnet"),
-    "backend": ("auto", "triton", "torch", "reference"),
+EML_CHOICES: dict[str, tuple[str, ...]] = {
+    "parametrisation": PARAMETRISATIONS,
+    "spectrum": SPECTRA,
+    "convention": CONVENTIONS,
+    "anchor": ANCHORS,
+    "nonlinearity": NONLINEARITIES,
+    "dropout_mode": DROPOUT_MODES,
+    "fix_mode": FIX_MODES,
+    "init": INITS,
+    "backend": BACKENDS,
 }
+"""The allowed values of every :class:`EMLOptions` field (what a ``[eml]`` table of a TOML may set)."""
 
 
 Layer = Conv | Freq | Pool
@@ -228,7 +251,17 @@ class NetConfig:
 
 
 def _scale(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
+    if not (isinstance(width, int | float) and math.isfinite(width) and width > 0):
+        raise ConfigError(
+            f"width must be a positive number, got {width}", hint="e.g. 0.25: a quarter of the channels"
+        )
+    scaled = round(channels * width)
+    if scaled < 1:
+        raise ConfigError(
+            f"width {width} leaves a {channels}-channel layer with no channels",
+            hint=f"use a width above {0.5 / channels:.3g} for this preset",
+        )
+    return scaled
 
 
 def _lenet(name: str, conv1: Layer, width: float, eml: EMLOptions) -> NetConfig:

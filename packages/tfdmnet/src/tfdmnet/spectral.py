@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -40,13 +40,13 @@ __all__ = [
     "to_spatial",
 ]
 
-Spectrum = Literal["half", "full"]
+Spectrum = Literal["full", "half"]
 Anchor = Literal["corner", "center"]
 FixMode = Literal["mask", "mass"]
 
-SPECTRA = ("half", "full")
-ANCHORS = ("corner", "center")
-FIX_MODES = ("mask", "mass")
+SPECTRA: tuple[str, ...] = get_args(Spectrum)
+ANCHORS: tuple[str, ...] = get_args(Anchor)
+FIX_MODES: tuple[str, ...] = get_args(FixMode)
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:

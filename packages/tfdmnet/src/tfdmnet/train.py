@@ -16,18 +16,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
 from effcore.errors import ConfigError, EffmlError
 from effcore.io import write_json
-from tfdmnet.data import ImageSet, augment_cifar, batches, load_dataset
+from tfdmnet.data import DATASETS, IMAGE_SHAPES, Dataset, ImageSet, augment_cifar, batches, load_dataset
 from tfdmnet.models import NetConfig, TFDMNet
 
 __all__ = [
+    "OPTIMIZERS",
     "RECIPES",
+    "SCHEDULES",
     "Recipe",
     "RunError",
     "cifar10_cpu",
@@ -46,6 +48,10 @@ CHECKPOINT = "checkpoint.pt"
 FORMAT = "tfdmnet-run/1"
 
 Event = Callable[..., None]
+Optimizer = Literal["sgd", "rmsprop", "adamw"]
+Schedule = Literal["cosine", "constant"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
 class RunError(EffmlError):
@@ -56,15 +62,15 @@ class RunError(EffmlError):
 class Recipe:
     """How to train: optimisation, schedule, augmentation, Weight Fixation; validated on creation."""
 
-    dataset: Literal["mnist", "cifar10"]
+    dataset: Dataset
     epochs: int
     batch_size: int = 128
-    optimizer: Literal["sgd", "rmsprop", "adamw"] = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Schedule = "cosine"
     grad_clip: float | None = 15.0
     label_smoothing: float = 0.0
     augment: bool = False
@@ -76,20 +82,20 @@ class Recipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dataset not in ("mnist", "cifar10"):
-            raise ConfigError(f"Recipe.dataset={self.dataset!r} is not mnist or cifar10")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"Recipe.dataset={self.dataset!r} is not one of {', '.join(DATASETS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError(
                 f"Recipe.epochs, batch_size and eval_batch_size must be >= 1 "
                 f"(got {self.epochs}, {self.batch_size}, {self.eval_batch_size})"
             )
-        if self.optimizer not in ("sgd", "rmsprop", "adamw"):
-            raise ConfigError(f"Recipe.optimizer={self.optimizer!r} is not one of sgd, rmsprop, adamw")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"Recipe.schedule={self.schedule!r} is not cosine or constant")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.momentum < 1):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Recipe.optimizer={self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"Recipe.schedule={self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if not (0 < self.lr < math.inf and 0 <= self.weight_decay < math.inf and 0 <= self.momentum < 1):
             raise ConfigError(
-                f"Recipe needs lr > 0, weight_decay >= 0, 0 <= momentum < 1 "
+                f"Recipe needs a finite lr > 0 and weight_decay >= 0, and 0 <= momentum < 1 "
                 f"(got {self.lr}, {self.weight_decay}, {self.momentum})"
             )
         if not 0 <= self.warmup_epochs <= self.epochs:
@@ -102,6 +108,12 @@ class Recipe:
             raise ConfigError(f"Recipe.limit_train={self.limit_train} must be >= 1")
         if self.holdout < 0:
             raise ConfigError(f"Recipe.holdout={self.holdout} must be >= 0 (0: evaluate on the test split)")
+        if self.augment and self.dataset != "cifar10":
+            # Random crop + horizontal flip: a flipped digit is another glyph (or none).
+            raise ConfigError(
+                f"Recipe.augment (random crop + flip) is for cifar10, not {self.dataset}",
+                hint="drop --augment (or augment = true in [recipe])",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -167,6 +179,11 @@ def load_overrides(path: str | Path, cfg: NetConfig, recipe: Recipe) -> tuple[Ne
                 f"{path}: [{table}] has unknown keys {sorted(bad)}", hint=f"allowed: {sorted(allowed)}"
             )
     if data.get("eml"):
+        if not cfg.has_eml:
+            raise ConfigError(
+                f"{path}: [eml] does not apply to {cfg.name}: it has no frequency-domain layers",
+                hint="drop the [eml] table, or pick a mixture preset",
+            )
         cfg = dataclasses.replace(cfg, eml=dataclasses.replace(cfg.eml, **data["eml"]))
     if data.get("recipe"):
         recipe = dataclasses.replace(recipe, **data["recipe"])
@@ -251,14 +268,9 @@ def load_run(run_dir: str | Path, *, map_location: str | torch.device = "cpu") -
     return state
 
 
-def _prepare_run_dir(run_dir: Path, identity: dict[str, Any], restart: bool) -> dict[str, Any] | None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = run_dir / CHECKPOINT
-    if restart:
-        for name in (CHECKPOINT, "log.jsonl", "metrics.json"):
-            (run_dir / name).unlink(missing_ok=True)
-        return None
-    if not ckpt.exists():
+def _resumable_state(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None for a new run); refuses a folder that holds another run."""
+    if not (run_dir / CHECKPOINT).exists():
         return None
     state = load_run(run_dir)
     for key in ("model", "recipe"):
@@ -271,6 +283,13 @@ def _prepare_run_dir(run_dir: Path, identity: dict[str, Any], restart: bool) -> 
                 hint="pass a new --run-dir, the same settings, or --restart to discard it",
             )
     return state
+
+
+def _start_run_dir(run_dir: Path, restart: bool) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if restart:
+        for name in (CHECKPOINT, "log.jsonl", "metrics.json"):
+            (run_dir / name).unlink(missing_ok=True)
 
 
 def train(
@@ -297,8 +316,14 @@ def train(
     device = torch.device(device)
     run_dir = Path(run_dir)
     identity = _run_identity(cfg, recipe)
-    state = _prepare_run_dir(run_dir, identity, restart)
-
+    shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    if shape != IMAGE_SHAPES[recipe.dataset]:
+        raise ConfigError(
+            f"{cfg.name} takes {'x'.join(map(str, shape))} images but {recipe.dataset} has "
+            f"{'x'.join(map(str, IMAGE_SHAPES[recipe.dataset]))}",
+            hint="pick a preset for this dataset (lenet-* for mnist, vgg16-* for cifar10)",
+        )
+    state = None if restart else _resumable_state(run_dir, identity)
     train_set = train_set or load_dataset(recipe.dataset, "train", data_dir=data_dir,
                                           progress=lambda d, t: emit("decode", done=d, total=t))  # fmt: skip
     if recipe.holdout:
@@ -307,12 +332,7 @@ def train(
         eval_set = test_set or load_dataset(recipe.dataset, "test", data_dir=data_dir)
         split = "test"
     train_set = train_set.subset(recipe.limit_train, seed=recipe.seed)
-    if train_set.images.shape[1:] != (cfg.in_channels, cfg.image_size, cfg.image_size):
-        raise ConfigError(
-            f"{cfg.name} takes {cfg.in_channels}x{cfg.image_size}x{cfg.image_size} images but {recipe.dataset} "
-            f"has {'x'.join(map(str, train_set.images.shape[1:]))}",
-            hint="pick a preset for this dataset (lenet-* for mnist, vgg16-* for cifar10)",
-        )
+    _start_run_dir(run_dir, restart)  # only now: a failed check or a missing dataset deletes nothing
     emit("data", train=len(train_set), eval=len(eval_set), split=split)
 
     torch.manual_seed(recipe.seed)

@@ -144,9 +144,15 @@ def test_cemnet_fixation_projects_every_free_eml():
         assert spatial[..., k:, :].abs().max() < 1e-4 and spatial[..., :, k:].abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("name", [*SMALL, "alexnet-mixture"])
-def test_measured_op_counts_equal_the_analytic_ones(name):
-    rows = network_table(build_model(name))
+@pytest.mark.parametrize(
+    ("name", "spectrum"),
+    [(name, spectrum) for name in [*SMALL, "alexnet-mixture"] for spectrum in ("full", "half")
+     if spectrum == "full" or get_preset(name).has_eml],
+)  # fmt: skip
+def test_measured_op_counts_equal_the_analytic_ones(name, spectrum):
+    cfg = get_preset(name)
+    cfg = dataclasses.replace(cfg, eml=dataclasses.replace(cfg.eml, spectrum=spectrum))
+    rows = network_table(build_model(cfg))
     for row in rows:
         assert row["measured_macs"] == row["analytic_macs"], row
 

@@ -68,9 +68,23 @@ def test_a_corrupt_checkpoint_is_reported(tmp_path):
         load_run(tmp_path / "empty")
 
 
-def test_a_preset_for_other_images_is_refused_before_training(mnist_dir, tmp_path):
+def test_a_preset_for_other_images_is_refused_before_the_data_or_the_folder_is_touched(tmp_path):
     with pytest.raises(ConfigError, match="vgg16-mixture takes 3x32x32 images but mnist has 1x28x28"):
-        train(get_preset("vgg16-mixture", width=0.125), _recipe(), tmp_path / "run", data_dir=mnist_dir)
+        train(
+            get_preset("vgg16-mixture", width=0.125), _recipe(), tmp_path / "run", data_dir=tmp_path / "none"
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_restart_deletes_nothing_when_the_data_is_missing(mnist_dir, tmp_path):
+    from effcore.errors import DataNotFoundError
+
+    cfg = get_preset("lenet-cnn")
+    train(cfg, _recipe(epochs=1), tmp_path / "run", data_dir=mnist_dir)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(DataNotFoundError):
+        train(cfg, _recipe(epochs=1), tmp_path / "run", data_dir=tmp_path / "none", restart=True)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 
 def test_the_checkpoint_evaluates_to_the_logged_accuracy(mnist_dir, tmp_path):
@@ -85,7 +99,8 @@ def test_the_checkpoint_evaluates_to_the_logged_accuracy(mnist_dir, tmp_path):
 @pytest.mark.parametrize(
     ("change", "match"),
     [({"epochs": 0}, "epochs"), ({"optimizer": "lion"}, "optimizer"), ({"lr": -1.0}, "lr > 0"),
-     ({"warmup_epochs": 30.0}, "warmup_epochs"), ({"fix_every": -1}, "fix_every")],
+     ({"warmup_epochs": 30.0}, "warmup_epochs"), ({"fix_every": -1}, "fix_every"),
+     ({"augment": True}, "augment .* is for cifar10, not mnist")],
 )  # fmt: skip
 def test_recipe_fields_are_validated(change, match):
     with pytest.raises(ConfigError, match=match):

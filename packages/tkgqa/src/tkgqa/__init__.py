@@ -1,7 +1,7 @@
 """tkgqa: temporal knowledge-graph question answering, AT2QA's search agent on MultiTQ.
 
-The KG store (``tkgqa.store``, loaders in ``tkgqa.loaders``), fact embeddings (``tkgqa.embed``), the
-``vector_search`` tool (``tkgqa.search``), the agent loop (``tkgqa.agent``) with its policies
+The KG store (``tkgqa.store``, loaders in ``tkgqa.loaders``, slices in ``tkgqa.slice``), encoders
+(``tkgqa.embed``), the fact index (``tkgqa.index``), the ``vector_search`` tool (``tkgqa.search``), the agent loop (``tkgqa.agent``) with its policies
 (``tkgqa.policies``: planner and OpenAI-compatible client; ``tkgqa.llm`` and ``tkgqa.server`` for a
 local model), the deterministic planner (``tkgqa.planner``) and evaluation (``tkgqa.evaluate``).
 Names resolve lazily, so ``import tkgqa`` is cheap.
@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tkgqa.agent import AgentResult, Policy, run_agent
-    from tkgqa.embed import FactIndex, HashEncoder, MiniLMEncoder, load_or_build_index
+    from tkgqa.embed import HashEncoder, MiniLMEncoder
     from tkgqa.evaluate import EvalReport, evaluate
+    from tkgqa.index import FactIndex, load_or_build_index
     from tkgqa.loaders import load_icews14, load_kg, load_multitq_kg, load_tsv
     from tkgqa.metrics import lenient_correct, strict_correct
     from tkgqa.names import NameIndex, UnknownNameError
@@ -33,7 +34,8 @@ for _module, _names in {
     "tkgqa.store": ("Fact", "FactStore", "TemporalKG"),
     "tkgqa.names": ("NameIndex", "UnknownNameError"),
     "tkgqa.loaders": ("load_icews14", "load_kg", "load_multitq_kg", "load_tsv"),
-    "tkgqa.embed": ("FactIndex", "HashEncoder", "MiniLMEncoder", "load_or_build_index"),
+    "tkgqa.embed": ("HashEncoder", "MiniLMEncoder"),
+    "tkgqa.index": ("FactIndex", "load_or_build_index"),
     "tkgqa.search": ("SearchTool", "ToolError", "tool_schema"),
     "tkgqa.agent": ("AgentResult", "Policy", "run_agent"),
     "tkgqa.policies": ("OpenAIChatPolicy", "PlannerPolicy"),

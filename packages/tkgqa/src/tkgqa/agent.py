@@ -19,6 +19,7 @@ __all__ = [
     "AgentResult",
     "Policy",
     "PolicyError",
+    "observe",
     "parse_arguments",
     "read_trajectories",
     "run_agent",
@@ -50,7 +51,12 @@ class Policy(Protocol):
 
 @dataclass(kw_only=True, slots=True)
 class AgentResult:
-    """One question's run: answers (best first), the raw final text, the counters and every message."""
+    """One question's run: answers (best first), the raw final text, the counters and every message.
+
+    At the step cap there is no answer (``answers`` empty, as in AT2QA, whose run then ends with
+    "(no final answer)"); ``best_effort_answers`` keeps what the last observation suggests, reported
+    beside the score, never in it.
+    """
 
     quid: int | None
     question: str
@@ -59,7 +65,7 @@ class AgentResult:
     tool_calls: int = 0
     steps: int = 0
     hit_step_cap: bool = False
-    best_effort: bool = False
+    best_effort_answers: list[str] = field(default_factory=list)
     repairs: int = 0
     tool_errors: int = 0
     seconds: float = 0.0
@@ -103,7 +109,7 @@ def parse_arguments(raw: Any) -> tuple[dict[str, Any] | None, bool]:
 
 
 def _best_effort(messages: list[dict[str, Any]]) -> list[str]:
-    """When the step cap hits: the answer slot of the first fact in the last non-empty observation."""
+    """At the step cap: the answer slots of the first fact in the last non-empty observation."""
     for msg in reversed(messages):
         if msg.get("role") != "tool":
             continue
@@ -115,6 +121,37 @@ def _best_effort(messages: list[dict[str, Any]]) -> list[str]:
             head, _, tail, date = ([*hits[0]["text"].split("\t"), "", "", "", ""])[:4]
             return [tail.replace("_", " "), head.replace("_", " "), date]
     return []
+
+
+def observe(tool: SearchTool, call: dict[str, Any], question: str) -> tuple[dict | None, Any, bool, bool]:
+    """Run one tool call as the loop does: ``(arguments, observation, repaired, failed)``.
+
+    Default mode: an unknown tool name, unparseable arguments or a refused call give an ``{"error"}``
+    observation. Compat mode (AT2QA's code) runs ``vector_search`` whatever the name, and searches
+    for the question when the arguments do not parse.
+    """
+    fn = call.get("function") or {}
+    args, repaired = parse_arguments(fn.get("arguments"))
+    if tool.mode == "compat":
+        return (
+            args,
+            tool.call_json(args if args is not None else {"query": question}, question=question),
+            repaired,
+            False,
+        )
+    if fn.get("name") != "vector_search":
+        return (
+            args,
+            {"error": f"unknown tool {fn.get('name')!r}; the only tool is vector_search"},
+            repaired,
+            True,
+        )
+    if args is None:
+        return args, {"error": 'arguments are not a JSON object; send e.g. {"query": "..."}'}, repaired, True
+    try:
+        return args, tool.call_json(args, question=question), repaired, False
+    except ToolError as err:
+        return args, {"error": str(err)}, repaired, True
 
 
 def run_agent(
@@ -130,9 +167,12 @@ def run_agent(
 
     Malformed arguments are repaired when possible (counted); otherwise the call gets an error
     observation (default mode) or AT2QA's fallback ``{"query": question}`` (compat mode). A reply
-    without ``<answer>`` text is nudged once per turn, as in AT2QA. When the cap is reached, the
-    result is a best-effort answer taken from the last observation and flagged ``best_effort``.
+    without ``<answer>`` text is nudged once per turn, as in AT2QA. When the turns run out there is
+    no answer (AT2QA's "(no final answer)"); the last observation's best guess goes to
+    ``best_effort_answers`` for reporting only.
     """
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     t0 = time.perf_counter()
     messages = policy.start(question)
     res = AgentResult(
@@ -148,25 +188,9 @@ def run_agent(
             messages.append({"role": "assistant", "content": msg.get("content"), "tool_calls": calls})
             for call in calls:
                 res.tool_calls += 1
-                fn = call.get("function", {})
-                args, repaired = parse_arguments(fn.get("arguments"))
+                args, observation, repaired, failed = observe(tool, call, question)
                 res.repairs += int(repaired)
-                if fn.get("name") != "vector_search":
-                    observation: Any = {
-                        "error": f"unknown tool {fn.get('name')!r}; the only tool is vector_search"
-                    }
-                    res.tool_errors += 1
-                elif args is None and tool.mode == "compat":
-                    observation = tool.call_json({"query": question})
-                elif args is None:
-                    observation = {"error": 'arguments are not a JSON object; send e.g. {"query": "..."}'}
-                    res.tool_errors += 1
-                else:
-                    try:
-                        observation = tool.call_json(args)
-                    except ToolError as err:
-                        observation = {"error": str(err)}
-                        res.tool_errors += 1
+                res.tool_errors += int(failed)
                 emit("tool", {"arguments": args, "observation": observation})
                 messages.append(
                     {"role": "tool", "tool_call_id": call.get("id", ""), "content": json.dumps(observation)}
@@ -184,9 +208,7 @@ def run_agent(
         break
     else:
         res.hit_step_cap = True
-        res.best_effort = True
-        res.answers = _best_effort(messages)
-        res.final_text = "<answer>" + (res.answers[0] if res.answers else "") + "</answer>"
+        res.best_effort_answers = _best_effort(messages)
     res.messages = messages
     res.seconds = time.perf_counter() - t0
     return res
@@ -201,17 +223,29 @@ def write_trajectories(path: str | Path, results: list[AgentResult]) -> Path:
 
 
 def read_trajectories(path: str | Path) -> list[dict[str, Any]]:
-    """Runs written by :func:`write_trajectories` (or a ``tkgqa eval --log`` file)."""
+    """Runs written by :func:`write_trajectories` (or a ``tkgqa eval --log`` file); one clear error for
+    a missing, binary, empty or non-trajectory file."""
     path = Path(path)
+    hint = "pass a log written by `tkgqa ask/eval --log FILE.jsonl`"
     if not path.is_file():
-        raise EffmlError(f"trajectory file {path} not found", hint="write one with `tkgqa eval --log FILE`")
+        raise EffmlError(f"trajectory file {path} not found", hint=hint)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise EffmlError(
+            f"{path} is not UTF-8 text (byte {err.start}): not a trajectory log", hint=hint
+        ) from None
     out = []
-    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise EffmlError(
-                    f"{path}:{no}: not a JSON line", hint="pass a tkgqa trajectory log"
-                ) from None
+    for no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            run = json.loads(line)
+        except json.JSONDecodeError:
+            raise EffmlError(f"{path}:{no}: not a JSON line", hint=hint) from None
+        if not isinstance(run, dict) or not isinstance(run.get("messages"), list):
+            raise EffmlError(f"{path}:{no}: not a trajectory (a JSON object with a messages list)", hint=hint)
+        out.append(run)
+    if not out:
+        raise EffmlError(f"{path} holds no trajectories", hint=hint)
     return out

@@ -1,41 +1,25 @@
-"""Fact embeddings: the bundled all-MiniLM-L6-v2 (or a hashing encoder) and a verified on-disk index."""
+"""Text encoders for facts and queries: the bundled all-MiniLM-L6-v2, or a model-free hashing encoder."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
-import logging
 import re
-import shutil
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from filelock import FileLock
 
-from effcore.assets import cache_root
-from effcore.errors import AssetError, ConfigError
-from effcore.io import sha256_file, write_json
+from effcore.errors import ConfigError
 
-__all__ = [
-    "Encoder",
-    "FactIndex",
-    "HashEncoder",
-    "MiniLMEncoder",
-    "get_encoder",
-    "index_dir",
-    "load_or_build_index",
-]
+__all__ = ["ENCODERS", "MINILM_NAME", "Encoder", "HashEncoder", "MiniLMEncoder", "Progress", "get_encoder"]
 
-log = logging.getLogger(__name__)
+ENCODERS = ("minilm", "hash")
+MINILM_NAME = "all-MiniLM-L6-v2@64"
+"""The name (the index key part) of the default encoder: all-MiniLM-L6-v2, 64 tokens per text."""
 
 Progress = Callable[[int, int], None]
 """``(done, total)`` texts encoded."""
-
-_FORMAT = 1  # bump when the fact text or the file layout changes
 
 
 class Encoder(Protocol):
@@ -87,7 +71,7 @@ class MiniLMEncoder:
         self.model, self.tokenizer = load_sentence_encoder("minilm", device=device)
         self.device = device
         self.max_length = max_length
-        self.name = f"all-MiniLM-L6-v2@{max_length}"
+        self.name = f"all-MiniLM-L6-v2@{max_length}"  # MINILM_NAME at the default 64
 
     def encode(
         self, texts: Sequence[str], *, batch_size: int = 256, progress: Progress | None = None
@@ -120,109 +104,4 @@ def get_encoder(name: str, *, device: str = "cpu") -> Encoder:
         return MiniLMEncoder(device=device)
     if name == "hash":
         return HashEncoder()
-    raise ConfigError(f"unknown encoder {name!r}", hint="use 'minilm' or 'hash'")
-
-
-class FactIndex:
-    """Unit-norm fact embeddings (float16 on disk and in memory) with cosine scores on demand."""
-
-    def __init__(self, vectors: np.ndarray, *, encoder_name: str, kg_digest: str, path: Path | None = None):
-        self.vectors = vectors
-        self._full: np.ndarray | None = None
-        self.encoder_name = encoder_name
-        self.kg_digest = kg_digest
-        self.path = path
-
-    def __len__(self) -> int:
-        return len(self.vectors)
-
-    def scores(self, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Cosine of ``query`` (unit norm) with every fact, or with ``rows`` only (computed in fp32)."""
-        q = np.asarray(query, np.float32).reshape(-1)
-        if rows is None or len(rows) > len(self) // 8:
-            full = self._fp32()
-            if full is not None:
-                return full @ q if rows is None else full[rows] @ q
-        block = self.vectors if rows is None else self.vectors[rows]
-        out = np.empty(len(block), np.float32)
-        for s in range(0, len(block), 65536):  # bounded fp32 temporaries on the 228k-row MultiTQ index
-            out[s : s + 65536] = block[s : s + 65536].astype(np.float32) @ q
-        return out
-
-    def _fp32(self) -> np.ndarray | None:
-        # Unfiltered calls scan every row: converting fp16 each time costs ~200 ms on MultiTQ, so keep
-        # one fp32 copy (350 MB there) when it stays under 1 GiB; larger indexes convert per block.
-        if self._full is None and self.vectors.size * 4 <= 2**30:
-            self._full = np.asarray(self.vectors, dtype=np.float32)
-        return self._full
-
-
-def index_dir(kg_digest: str, encoder_name: str) -> Path:
-    """``<cache>/tkgqa/index/<sha256(kg file + encoder + format)[:24]>``."""
-    key = hashlib.sha256(f"{kg_digest}|{encoder_name}|v{_FORMAT}".encode()).hexdigest()[:24]
-    return cache_root() / "tkgqa" / "index" / key
-
-
-def _verify(folder: Path, n: int) -> str | None:
-    manifest = folder / "manifest.json"
-    vec = folder / "embeddings.npy"
-    if not manifest.is_file() or not vec.is_file():
-        return "incomplete"
-    try:
-        meta = json.loads(manifest.read_text())
-    except json.JSONDecodeError:
-        return "unreadable manifest"
-    if meta.get("facts") != n:
-        return f"built for {meta.get('facts')} facts, the KG has {n}"
-    if vec.stat().st_size != meta.get("bytes"):
-        return f"embeddings.npy is {vec.stat().st_size} bytes, expected {meta.get('bytes')} (truncated?)"
-    if sha256_file(vec) != meta.get("sha256"):
-        return "checksum mismatch"
-    return None
-
-
-def load_or_build_index(
-    store,
-    encoder: Encoder,
-    *,
-    rebuild: bool = False,
-    batch_size: int = 256,
-    progress: Progress | None = None,
-    folder: Path | None = None,
-) -> FactIndex:
-    """The cached index of ``store`` for ``encoder``: verified (size + SHA-256), else (re)built atomically.
-
-    The key is the KG file's SHA-256 plus the encoder name, so a changed KG or model never reuses
-    stale vectors. A truncated or corrupt cache is detected and rebuilt (logged).
-    """
-    if not store.digest:
-        raise AssetError(
-            "this KG has no file digest, so its index cannot be cached", hint="load it from a file"
-        )
-    folder = folder or index_dir(store.digest, encoder.name)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        reason = (
-            "rebuild requested" if rebuild else (_verify(folder, len(store)) if folder.exists() else None)
-        )
-        if folder.exists() and reason is None:
-            vecs = np.load(folder / "embeddings.npy", mmap_mode="r")
-            return FactIndex(vecs, encoder_name=encoder.name, kg_digest=store.digest, path=folder)
-        if folder.exists():
-            log.warning("index at %s is unusable (%s): rebuilding", folder, reason)
-        t0 = time.perf_counter()
-        vecs = encoder.encode(store.texts(), batch_size=batch_size, progress=progress).astype(np.float16)
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.save(tmp / "embeddings.npy", vecs)
-        write_json(tmp / "manifest.json", {
-            "facts": len(store), "dim": int(vecs.shape[1]), "encoder": encoder.name, "kg_digest": store.digest,
-            "kg_source": store.source, "bytes": (tmp / "embeddings.npy").stat().st_size,
-            "sha256": sha256_file(tmp / "embeddings.npy"), "build_seconds": round(time.perf_counter() - t0, 1),
-            "format": _FORMAT,
-        })  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.replace(folder)
-    return FactIndex(np.load(folder / "embeddings.npy", mmap_mode="r"), encoder_name=encoder.name,
-                     kg_digest=store.digest, path=folder)  # fmt: skip
+    raise ConfigError(f"unknown encoder {name!r}", hint=f"use one of {', '.join(ENCODERS)}")

@@ -30,12 +30,18 @@ class EvalReport:
 
 
 def score_result(q: Question, res: AgentResult) -> dict[str, Any]:
-    """One row: both Hits@1 metrics, counters and the question's metadata."""
+    """One row: both Hits@1 metrics, counters and the question's metadata.
+
+    A run that hit the step cap has no answer and scores 0, as in AT2QA; ``best_effort_strict`` says
+    whether the last observation's guess would have been right (reported, never scored).
+    """
     first = res.answers[0] if res.answers else ""
+    guess = res.best_effort_answers[0] if res.best_effort_answers else ""
     return {
         "quid": q.quid, "question": q.question, "gold": q.answers, "pred": first,
         "strict": strict_correct(first, q.answers), "lenient": lenient_correct(res.final_text, q.answers),
-        "tool_calls": res.tool_calls, "step_cap": res.hit_step_cap, "best_effort": res.best_effort,
+        "tool_calls": res.tool_calls, "step_cap": res.hit_step_cap, "best_effort_pred": guess,
+        "best_effort_strict": bool(guess) and strict_correct(guess, q.answers),
         "repairs": res.repairs, "tool_errors": res.tool_errors, "seconds": res.seconds,
         "qtype": q.qtype, "qlabel": q.qlabel, "answer_type": q.answer_type, "time_level": q.time_level,
         "meta_source": q.meta_source, "split": q.split,
@@ -51,8 +57,17 @@ def _counters(sel: list[dict]) -> dict[str, Any]:
     }
 
 
+def _our_counters(sel: list[dict]) -> dict[str, Any]:
+    # Step-cap runs score 0 (AT2QA's rule); how many of them the best-effort guess would get right.
+    return {**_counters(sel), "best_effort_right": sum(bool(r["best_effort_strict"]) for r in sel)}
+
+
 def reference_rows(questions: Sequence[Question], reference: dict[int, dict]) -> list[dict[str, Any]]:
-    """AT2QA's published predictions scored with *our* two metrics on the same questions."""
+    """AT2QA's published predictions scored with *our* two metrics on the same questions.
+
+    ``step_cap`` is a run without a final answer (``pred`` null): AT2QA's loop ends without one when
+    its 20 assistant turns run out (a crashed run looks the same in the released traces).
+    """
     out = []
     for q in questions:
         ref = reference.get(q.quid)
@@ -63,7 +78,7 @@ def reference_rows(questions: Sequence[Question], reference: dict[int, dict]) ->
             "quid": q.quid, "strict": strict_correct(_first_item(pred), q.answers),
             "lenient": lenient_correct(f"<answer>{pred}</answer>" if pred else "", q.answers),
             "published_correct": bool(ref.get("correct")), "tool_calls": int(ref.get("n_tool_calls") or 0),
-            "step_cap": int(ref.get("n_tool_calls") or 0) >= 20 and not pred, "repairs": 0,
+            "step_cap": ref.get("pred") is None, "repairs": 0,
             "qtype": q.qtype, "qlabel": q.qlabel, "answer_type": q.answer_type, "time_level": q.time_level,
             "meta_source": q.meta_source,
         })  # fmt: skip
@@ -100,7 +115,7 @@ def evaluate(
             results.append(res)
         if progress:
             progress(i + 1, len(questions))
-    table = breakdown(rows, BREAKDOWN_KEYS, ("strict", "lenient"), extra=_counters)
+    table = breakdown(rows, BREAKDOWN_KEYS, ("strict", "lenient"), extra=_our_counters)
     comparison: dict[str, Any] = {}
     if reference:
         ref = reference_rows(questions, reference)

@@ -11,7 +11,10 @@ from typing import Any
 from tkgqa.agent import parse_arguments
 from tkgqa.prompt import TEXT_TOOL_PROTOCOL
 
-__all__ = ["LocalChatModel", "parse_tool_call", "to_plain_messages", "trim_turn"]
+__all__ = ["LOCAL_LLMS", "LocalChatModel", "parse_tool_call", "to_plain_messages", "trim_turn"]
+
+LOCAL_LLMS = ("smollm2", "gemma3-270m")
+"""effcore model assets this package serves: SmolLM2-135M-Instruct and Gemma-3-270M."""
 
 _TURN_MARKERS = ("<|im_end|>", "<|im_start|>", "<end_of_turn>", "<start_of_turn>")
 _CALL_NAME = re.compile(r'"name"\s*:\s*"([^"]+)"')

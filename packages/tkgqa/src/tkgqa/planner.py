@@ -14,7 +14,7 @@ from tkgqa.parse import ParsedQuestion, parse_question
 from tkgqa.relations import RelationScorer
 from tkgqa.store import day_to_iso, iso_to_day
 
-__all__ = ["PlanOutcome", "Planner", "PlannerConfig"]
+__all__ = ["PlanOutcome", "Planner", "PlannerConfig", "link_mentions"]
 
 ToolCall = dict[str, Any]
 Plan = Generator[ToolCall, list[dict], "PlanOutcome"]
@@ -99,6 +99,17 @@ def _period_of(day: int, level: str) -> tuple[int, int]:
     return day, day
 
 
+def link_mentions(linker: EntityLinker, parsed: ParsedQuestion, cfg: PlannerConfig) -> list[Mention]:
+    """A parsed question's entity mentions in text order: every entity the planner's calls can filter on."""
+    mentions = linker.link(parsed.clean)
+    # A name the token bags missed (a spelling variant): try difflib on capitalised word runs.
+    if cfg.fuzzy_names and len(mentions) < 2:
+        mentions = sorted(
+            mentions + linker.fuzzy(parsed.clean, mentions, cutoff=cfg.fuzzy_cutoff), key=lambda m: m.start
+        )
+    return mentions
+
+
 class Planner:
     """Maps MultiTQ's six question forms to fixed sequences of ``vector_search`` calls (no LLM).
 
@@ -116,13 +127,7 @@ class Planner:
     def analyse(self, question: str) -> tuple[ParsedQuestion, list[Mention], Mention | None, str, str]:
         """Parse, link, pick the reference mention (after before/after/same), its cue, and name the form."""
         p = parse_question(question)
-        mentions = self.linker.link(p.clean)
-        # A name the token bags missed (a spelling variant): try difflib on capitalised word runs.
-        if self.cfg.fuzzy_names and len(mentions) < 2:
-            mentions = sorted(
-                mentions + self.linker.fuzzy(p.clean, mentions, cutoff=self.cfg.fuzzy_cutoff),
-                key=lambda m: m.start,
-            )
+        mentions = link_mentions(self.linker, p, self.cfg)
         words = words_of(p.clean)
         ref, cue = None, ""
         for m in mentions:

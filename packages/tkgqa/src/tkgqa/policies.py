@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
+from effcore.errors import ConfigError
 from tkgqa.agent import PolicyError
 from tkgqa.planner import Planner, PlanOutcome
 from tkgqa.prompt import system_prompt
 from tkgqa.search import tool_schema
 
-__all__ = ["ENV_API_KEY", "ENV_BASE_URL", "ENV_MODEL", "OpenAIChatPolicy", "PlannerPolicy"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENV_API_KEY",
+    "ENV_BASE_URL",
+    "ENV_MODEL",
+    "OpenAIChatPolicy",
+    "PlannerPolicy",
+    "check_base_url",
+]
 
 ENV_BASE_URL = "TKGQA_BASE_URL"
 ENV_MODEL = "TKGQA_MODEL"
 ENV_API_KEY = "OPENAI_API_KEY"
+DEFAULT_BASE_URL = "http://127.0.0.1:8765/v1"
+
+
+def check_base_url(url: str, *, source: str = "--base-url") -> str:
+    """``url`` without a trailing slash if it is an http(s) URL with a host; else one ConfigError."""
+    parts = urllib.parse.urlsplit(url.strip())
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or " " in url.strip():
+        raise ConfigError(f"{source} {url!r} is not an http(s) URL with a host",
+                          hint="e.g. http://127.0.0.1:8765/v1 (tkgqa serve-llm) or https://api.example.com/v1")  # fmt: skip
+    return url.strip().rstrip("/")
 
 
 class PlannerPolicy:
@@ -85,7 +110,14 @@ class OpenAIChatPolicy:
         retries: int = 2,
         with_top_k: bool = False,
     ) -> None:
-        self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or "http://127.0.0.1:8765/v1").rstrip("/")
+        if base_url:
+            self.base_url = check_base_url(base_url)
+        elif os.environ.get(ENV_BASE_URL):
+            self.base_url = check_base_url(os.environ[ENV_BASE_URL], source=f"${ENV_BASE_URL}")
+        else:
+            self.base_url = DEFAULT_BASE_URL
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
         self.model = model or os.environ.get(ENV_MODEL) or "local"
         self.api_key = api_key or os.environ.get(ENV_API_KEY) or ""
         self.timeout, self.temperature, self.retries = timeout, temperature, retries

@@ -16,6 +16,7 @@ __all__ = [
     "LABELLED_FILES",
     "QTYPES",
     "QUESTIONS_FILE",
+    "SPLITS",
     "Question",
     "derive_meta",
     "load_questions",
@@ -25,6 +26,9 @@ __all__ = [
 QUESTIONS_FILE = "multitq/questions.jsonl.gz"
 REFERENCE_FILE = "multitq/at2qa_reference_correct.jsonl.gz"
 LABELLED_FILES = ("multitq/labeled_500.json", "multitq/labeled_3000.json")
+SPLITS = ("dev", "test", "all")
+"""dev: a seeded 10% hash split of MultiTQ's *test* questions (MultiTQ's own dev questions are not
+available), used for tuning; test: the other 90%, reported once; all: both."""
 QTYPES = ("equal", "before_after", "first_last", "equal_multi", "after_first", "before_last")
 MULTIPLE = {"equal_multi", "after_first", "before_last"}
 _TIME = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
@@ -109,8 +113,8 @@ def load_questions(
     quids: Iterable[int] | None = None,
 ) -> list[Question]:
     """Questions of ``split`` (dev, test or all) with official metadata where labelled, else derived."""
-    if split not in ("dev", "test", "all"):
-        raise ConfigError(f"unknown split {split!r}", hint="use dev, test or all")
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
     rows = _read_jsonl_gz(data_file(QUESTIONS_FILE, root=data_dir))
     labelled: dict[int, dict] = {}
     for rel in LABELLED_FILES:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from effcore.errors import ConfigError
 from tkgqa.agent import Policy
-from tkgqa.embed import Encoder, FactIndex, get_encoder, load_or_build_index
+from tkgqa.embed import Encoder, get_encoder
+from tkgqa.index import FactIndex, load_or_build_index
 from tkgqa.loaders import load_kg
 from tkgqa.search import SearchTool
+from tkgqa.slices import KGSlice, SliceSpec, load_slice
 from tkgqa.store import TemporalKG
 
 __all__ = ["POLICIES", "Runtime", "open_runtime", "policy_factory"]
@@ -20,12 +22,16 @@ POLICIES = ("planner", "openai", "local")
 
 @dataclass(kw_only=True, slots=True)
 class Runtime:
-    """Everything a question needs: the KG, its encoder and index, and the search tool over them."""
+    """Everything a question needs: the KG, its encoder and index, and the search tool over them.
+
+    ``kg_slice`` is set when the KG is a slice of MultiTQ (its questions are the ones it was cut for).
+    """
 
     store: TemporalKG
     encoder: Encoder
     index: FactIndex
     tool: SearchTool
+    kg_slice: KGSlice | None = None
     _planner: object = None
 
     def planner(self, **config):
@@ -42,6 +48,7 @@ class Runtime:
 def open_runtime(
     kg: str | Path = "multitq",
     *,
+    slice_spec: SliceSpec | None = None,
     data_dir: str | Path | None = None,
     encoder: str = "minilm",
     mode: str = "default",
@@ -49,11 +56,21 @@ def open_runtime(
     progress: Callable[[int, int], None] | None = None,
     device: str = "cpu",
 ) -> Runtime:
-    """Load the KG (``multitq``, ``icews14`` or a TSV path), its encoder and its verified cached index."""
-    store = load_kg(kg, data_dir)
+    """Load the KG (``multitq``, ``icews14`` or a TSV path; ``slice_spec`` cuts MultiTQ's), its encoder
+    and its verified cached index (built when missing)."""
+    kg_slice = None
+    if slice_spec is not None:
+        if str(kg) != "multitq":
+            raise ConfigError(f"--slice cuts MultiTQ's KG; it does not apply to --kg {kg}",
+                              hint="drop --slice, or use --kg multitq")  # fmt: skip
+        kg_slice = load_slice(slice_spec, data_dir)
+        store = kg_slice.store
+    else:
+        store = load_kg(kg, data_dir)
     enc = get_encoder(encoder, device=device)
     index = load_or_build_index(store, enc, rebuild=rebuild, progress=progress)
-    return Runtime(store=store, encoder=enc, index=index, tool=SearchTool(store, index, enc, mode=mode))
+    return Runtime(store=store, encoder=enc, index=index, tool=SearchTool(store, index, enc, mode=mode),
+                   kg_slice=kg_slice)  # fmt: skip
 
 
 def policy_factory(

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from effcore.errors import ConfigError, EffmlError
-from tkgqa.embed import Encoder, FactIndex
+from tkgqa.embed import Encoder
+from tkgqa.index import FactIndex
 from tkgqa.names import AmbiguousNameError, UnknownNameError
 from tkgqa.store import FactStore, iso_to_day
 
@@ -47,9 +48,14 @@ class Hit:
     row: int
     date: str
 
-    def public(self) -> dict[str, Any]:
-        """The fields AT2QA's tool returns to the model: line number, rounded score, raw KG line."""
-        return {"line_no": self.line_no, "score": round(self.score, 4), "text": self.text}
+    def public(self, *, exact_score: bool = False) -> dict[str, Any]:
+        """The fields AT2QA's tool returns to the model: line number, score, raw KG line.
+
+        The score is rounded to 4 places (fewer tokens for the model) unless ``exact_score``: AT2QA
+        sends the full float, which compat mode reproduces.
+        """
+        score = self.score if exact_score else round(self.score, 4)
+        return {"line_no": self.line_no, "score": score, "text": self.text}
 
 
 def parse_bound(value: str, *, end: bool) -> int:
@@ -150,6 +156,8 @@ class SearchTool:
         """Run one tool call; see the class docstring for the two modes' semantics."""
         self.calls += 1
         compat = self.mode == "compat"
+        if not compat and not str(query or "").strip():
+            raise ToolError("query is empty: say in words what to look for")
         k = self.top_k if (compat or top_k is None) else int(top_k)
         if not 1 <= k <= _MAX_TOP_K:
             raise ToolError(f"top_k must be in 1..{_MAX_TOP_K}, got {top_k}")
@@ -181,7 +189,7 @@ class SearchTool:
         if len(rows) == 0:
             return []
         every = len(rows) == len(self.store)  # no filter: score the matrix as is, no gathered copy
-        sims = self.index.scores(self.embed_query(query or ""), None if every else rows)
+        sims = self.index.scores(self.embed_query(query), None if every else rows)
         if compat:
             pool = np.argsort(-sims, kind="stable")[:_COMPAT_POOL]
             rows, sims = rows[pool], sims[pool]
@@ -222,15 +230,28 @@ class SearchTool:
         except (UnknownNameError, AmbiguousNameError) as err:
             raise ToolError(str(err)) from None
 
-    def call_json(self, arguments: dict[str, Any]) -> list[dict[str, Any]]:
-        """Run a call given as a JSON-like dict; unknown keys are a ToolError (compat: ignored)."""
+    def call_json(self, arguments: dict[str, Any], *, question: str | None = None) -> list[dict[str, Any]]:
+        """Run a call given as a JSON-like dict; unknown keys are a ToolError (compat: ignored).
+
+        ``query`` must be a non-empty string (default mode). Compat mode follows AT2QA's code: a call
+        without ``query`` searches for ``question``; a ``query`` that is not a string gets no results
+        (AT2QA's embedding request fails and its loop returns ``[]``); scores are not rounded.
+        """
         allowed = {"query", "start_date", "end_date", "sort", "entity_filter_name", "entity_filter_position",
                    "relation_filter", "top_k"}  # fmt: skip
+        compat = self.mode == "compat"
         extra = set(arguments) - allowed
-        if extra and self.mode != "compat":
+        if extra and not compat:
             raise ToolError(
                 f"unknown argument(s) {', '.join(sorted(extra))}; allowed: {', '.join(sorted(allowed))}"
             )
         args = {k: v for k, v in arguments.items() if k in allowed}
-        args["query"] = str(args.get("query") or "")
-        return [h.public() for h in self.search(**args)]
+        if compat and "query" not in args:
+            args["query"] = question or ""
+        if not isinstance(args.get("query"), str):
+            if compat:
+                return []
+            raise ToolError(
+                'query is required: a string saying what to look for, e.g. {"query": "visit China"}'
+            )
+        return [h.public(exact_score=compat) for h in self.search(**args)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -149,6 +150,18 @@ class TemporalKG:
 
     def __len__(self) -> int:
         return len(self.head)
+
+    def subset(self, rows: np.ndarray | Sequence[int], *, label: str) -> TemporalKG:
+        """The facts at ``rows`` (storage order kept) under the same entity and relation vocabularies.
+
+        Names resolve exactly as in the whole KG. ``label`` names the selection in ``source``; the
+        digest covers this KG's digest, the label and the rows, so the subset gets its own index.
+        """
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        digest = hashlib.sha256(f"{self.digest}|{label}|".encode() + rows.tobytes()).hexdigest()
+        return TemporalKG(entities=self.entities.names, relations=self.relations.names, head=self.head[rows],
+                          rel=self.rel[rows], tail=self.tail[rows], day=self.day[rows], line=self.line[rows],
+                          source=f"{self.source} [{label}]", digest=digest)  # fmt: skip
 
     def __repr__(self) -> str:
         return (

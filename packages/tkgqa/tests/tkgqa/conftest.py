@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tkgqa.embed import FactIndex, HashEncoder
+from tkgqa.embed import HashEncoder
+from tkgqa.index import FactIndex
 from tkgqa.relations import RelationScorer
 from tkgqa.search import SearchTool
 from tkgqa.synthetic import make_benchmark

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,6 +63,30 @@ def test_unrepairable_arguments_get_an_error_in_default_mode_and_the_question_in
     assert compat.tool_errors == 0 and len(json.loads(compat.messages[3]["content"])) == 10
 
 
+def test_compat_runs_vector_search_for_any_tool_name_and_a_call_without_query(bench, hash_index):
+    enc, idx = hash_index
+    tool = SearchTool(bench.store, idx, enc, mode="compat")
+    res = run_agent("Who visited China?", Scripted([call('{"sort": "time_asc"}', name="grep"),
+                                                   answer("<answer>x</answer>")]), tool)  # fmt: skip
+    # AT2QA never checks the function name, and searches for the question when "query" is missing.
+    expected = tool.call_json({"query": "Who visited China?", "sort": "time_asc"})
+    assert res.tool_errors == 0 and json.loads(res.messages[3]["content"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [(b"\x89PNG\r\n\x1a\n\x00\xff", "not UTF-8"), (b"[1, 2]\n", "not a trajectory"), (b"{oops\n", "not a JSON line"),
+     (b"\n\n", "holds no trajectories")],
+)  # fmt: skip
+def test_a_log_that_is_not_a_trajectory_log_is_one_clear_error(tmp_path, content, match):
+    from effcore.errors import EffmlError
+
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(EffmlError, match=match):
+        read_trajectories(path)
+
+
 def test_tool_errors_and_unknown_tools_become_observations(tool):
     res = run_agent("q", Scripted([call('{"query": "x", "sort": "bogus"}'), call("{}", name="grep"),
                                    answer("<answer>y</answer>")]), tool)  # fmt: skip
@@ -75,9 +100,20 @@ def test_an_empty_reply_is_nudged_once_per_turn(tool):
     assert res.answers == ["Iran"] and res.steps == 2
 
 
-def test_the_step_cap_gives_a_flagged_best_effort_answer(tool):
-    res = run_agent("q", Scripted([call('{"query": "visit China"}')]), tool, max_steps=3)
-    assert res.hit_step_cap and res.best_effort and res.tool_calls == 3 and res.answers
+def test_the_step_cap_counts_turns_and_leaves_no_answer_as_at2qa(tool):
+    # Two calls per turn: AT2QA caps assistant turns, not tool calls.
+    two = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": f"c{i}", "type": "function", "function": {"name": "vector_search", "arguments": '{"query": "visit China"}'}}
+        for i in range(2)]}  # fmt: skip
+    res = run_agent("q", Scripted([two]), tool, max_steps=3)
+    assert res.hit_step_cap and res.steps == 3 and res.tool_calls == 6
+    # No answer is scored (AT2QA's "(no final answer)"); the last observation's guess is kept apart.
+    assert res.answers == [] and res.final_text == "" and res.best_effort_answers
+
+
+def test_a_turn_cap_below_one_is_refused(tool):
+    with pytest.raises(ValueError, match="max_steps"):
+        run_agent("q", Scripted([answer("<answer>a</answer>")]), tool, max_steps=0)
 
 
 def test_trajectories_round_trip_and_replay_identically(tool, tmp_path):

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tkgqa.embed import HashEncoder, index_dir, load_or_build_index
+from tkgqa.embed import HashEncoder
+from tkgqa.index import index_dir, load_or_build_index
 from tkgqa.store import TemporalKG
 
 
@@ -69,7 +70,7 @@ def test_minilm_embeds_paraphrases_closer_than_unrelated_text():
 
 @given(st.integers(1, 40), st.integers(0, 2**16))
 def test_scores_over_rows_equal_the_full_scan_at_those_rows(n, seed):
-    from tkgqa.embed import FactIndex
+    from tkgqa.index import FactIndex
 
     rng = np.random.default_rng(seed)
     vecs = rng.standard_normal((n, 16)).astype(np.float16)
@@ -78,3 +79,57 @@ def test_scores_over_rows_equal_the_full_scan_at_those_rows(n, seed):
     rows = np.sort(rng.choice(n, size=max(1, n // 3), replace=False))
     assert np.allclose(idx.scores(q)[rows], idx.scores(q, rows), atol=1e-4)
     assert np.allclose(idx.scores(q), vecs.astype(np.float32) @ q, atol=1e-4)
+
+
+class _Interrupting(HashEncoder):
+    """The hash encoder, raising after ``ok`` chunks (a Ctrl-C or crash mid-build); counts texts embedded."""
+
+    def __init__(self, ok: int | None = None, exc: type[BaseException] = KeyboardInterrupt) -> None:
+        super().__init__()
+        self.ok, self.exc, self.calls, self.texts = ok, exc, 0, 0
+
+    def encode(self, texts, **kwargs):
+        if self.ok is not None and self.calls >= self.ok:
+            raise self.exc()
+        self.calls += 1
+        self.texts += len(texts)
+        return super().encode(texts, **kwargs)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_build_resumes_and_equals_an_uninterrupted_one(bench, tmp_path, monkeypatch, exc):
+    kg = bench.store.subset(np.arange(300), label="first 300")  # 6 chunks of 56, the last one short
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path / "a"))
+    whole = np.asarray(load_or_build_index(kg, HashEncoder(), chunk_facts=56).vectors)
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path / "b"))
+    with pytest.raises(exc):
+        load_or_build_index(kg, _Interrupting(ok=3, exc=exc), chunk_facts=56)
+    part = index_dir(kg.digest, HashEncoder().name).with_name(
+        index_dir(kg.digest, "hash-512").name + ".partial"
+    )
+    assert sorted(p.name for p in part.glob("chunk-*.npy")) == [f"chunk-0000{k}.npy" for k in range(3)]
+    resumed = _Interrupting()
+    progress = []
+    idx = load_or_build_index(kg, resumed, chunk_facts=56, progress=lambda d, n: progress.append(d))
+    assert resumed.texts == len(kg) - 3 * 56 and progress[0] == 3 * 56  # only the missing chunks
+    assert np.array_equal(np.asarray(idx.vectors), whole)
+    manifest = json.loads((idx.path / "manifest.json").read_text())
+    assert manifest["chunks"] == 6 and manifest["resumed_chunks"] == 3 and not part.exists()
+
+
+def test_a_corrupt_chunk_is_embedded_again_and_other_parameters_start_over(bench, tmp_path, monkeypatch):
+    kg = bench.store.subset(np.arange(300), label="first 300")
+    monkeypatch.setenv("EFFML_CACHE", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build_index(kg, _Interrupting(ok=3), chunk_facts=56)
+    part = index_dir(kg.digest, "hash-512").with_name(index_dir(kg.digest, "hash-512").name + ".partial")
+    chunk = part / "chunk-00001.npy"
+    chunk.write_bytes(chunk.read_bytes()[:-8])
+    again = _Interrupting()
+    load_or_build_index(kg, again, chunk_facts=56)
+    assert again.texts == len(kg) - 2 * 56  # chunks 0 and 2 kept, 1 re-embedded
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build_index(kg, _Interrupting(ok=2), rebuild=True, chunk_facts=56)
+    fresh = _Interrupting()
+    load_or_build_index(kg, fresh, chunk_facts=60)  # another chunk size: the old chunks do not count
+    assert fresh.texts == len(kg)

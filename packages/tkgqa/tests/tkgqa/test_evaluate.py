@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from effcore.errors import ConfigError
@@ -47,3 +49,35 @@ def test_reference_is_scored_with_our_rules_and_attached_per_question(data_dir, 
         and c["both_strict"] + c["only_ours_strict"] + c["only_at2qa_strict"] + c["neither_strict"] == 12
     )
     assert all("at2qa_strict" in row and "at2qa_pred" in row for row in report.rows)
+
+
+def test_at2qa_step_cap_is_a_run_without_a_final_answer_not_a_tool_call_count(bench):
+    qs = bench.questions
+    ref = {
+        qs[0].quid: {"qid": qs[0].quid, "correct": True, "n_tool_calls": 24, "pred": qs[0].answers[0]},
+        qs[1].quid: {"qid": qs[1].quid, "correct": False, "n_tool_calls": 12, "pred": None},
+    }
+    rows = {r["quid"]: r for r in reference_rows(qs[:2], ref)}
+    # 24 calls in parallel turns and an answer: not capped; no answer after 12 calls: the 20-turn cap.
+    assert not rows[qs[0].quid]["step_cap"] and rows[qs[0].quid]["strict"]
+    assert rows[qs[1].quid]["step_cap"] and not rows[qs[1].quid]["lenient"]
+
+
+def test_a_step_cap_run_scores_zero_and_its_best_effort_guess_is_reported_apart(bench, tool):
+    q = next(q for q in bench.questions if q.qtype == "equal")
+
+    class Searcher:  # searches with the question forever: every run ends at the cap
+        name = "searcher"
+
+        def start(self, question):
+            return [{"role": "user", "content": question}]
+
+        def next(self, messages):
+            return {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                    "function": {"name": "vector_search", "arguments": json.dumps({"query": q.question})}}]}  # fmt: skip
+
+    report = evaluate([q], Searcher, tool, max_steps=2)
+    row, overall = report.rows[0], report.table[0]
+    assert row["step_cap"] and row["pred"] == "" and not row["strict"] and not row["lenient"]
+    assert row["best_effort_pred"] and overall["step_cap_hits"] == 1
+    assert overall["best_effort_right"] == int(row["best_effort_strict"])

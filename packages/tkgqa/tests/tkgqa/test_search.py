@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tkgqa.embed import FactIndex, HashEncoder
+from tkgqa.embed import HashEncoder
+from tkgqa.index import FactIndex
 from tkgqa.search import SearchTool, ToolError, parse_bound, tool_schema
 from tkgqa.store import TemporalKG, iso_to_day
 
@@ -74,6 +75,29 @@ def test_compat_reproduces_the_silent_fallbacks():
     assert _lines(compat.search("visit", sort="score_desc")) == everything
     assert _lines(compat.search("visit", entity_filter_name="Zed")) == everything  # no position: no filter
     assert compat.search("visit", entity_filter_name="Nobody", entity_filter_position="front") == []
+
+
+def test_compat_queries_follow_at2qa_and_send_unrounded_scores():
+    kg, idx, enc = _needle_kg()
+    compat = SearchTool(kg, idx, enc, mode="compat")
+    question = "Who visited China first?"
+    asked = compat.call_json({"query": question})
+    # AT2QA: args.get("query", question): a call without a query searches for the question.
+    assert compat.call_json({"sort": "relevance"}, question=question) == asked
+    # A query that is not a string: AT2QA's embedding request fails and the call returns [].
+    assert compat.call_json({"query": None}, question=question) == []
+    # AT2QA json.dumps the float score; compat does not round it, the default mode rounds to 4 places.
+    raw = compat.search(question)
+    assert [h["score"] for h in asked] == [h.score for h in raw]
+    assert any(h.score != round(h.score, 4) for h in raw)
+    default = SearchTool(kg, idx, enc).call_json({"query": question})
+    assert [h["score"] for h in default] == [round(h.score, 4) for h in raw]
+
+
+@pytest.mark.parametrize("arguments", [{}, {"query": None}, {"query": "  "}, {"query": 3}])
+def test_default_mode_requires_a_query(tool, arguments):
+    with pytest.raises(ToolError, match="query"):
+        tool.call_json(arguments, question="Who visited China?")
 
 
 @pytest.mark.parametrize(

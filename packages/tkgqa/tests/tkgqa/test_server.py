@@ -58,7 +58,7 @@ def test_agent_runs_over_http_against_the_local_server(server, tool):
     res = run_agent(
         "Who visited China first?", OpenAIChatPolicy(base_url=url, model="fake", timeout=10), tool
     )
-    assert res.tool_calls == 1 and res.answers and not res.best_effort
+    assert res.tool_calls == 1 and res.answers and not res.hit_step_cap
     assert backend.seen[0][0]["role"] == "system" and "vector_search" in backend.seen[0][0]["content"]
 
 

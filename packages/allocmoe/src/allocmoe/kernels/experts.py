@@ -16,7 +16,15 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-__all__ = ["ExpertsBackend", "align_by_expert", "experts_reference", "fused_experts", "unique_experts"]
+__all__ = [
+    "ExpertsBackend",
+    "align_by_expert",
+    "experts_down_forward",
+    "experts_gate_up_forward",
+    "experts_reference",
+    "fused_experts",
+    "unique_experts",
+]
 
 ExpertsBackend = Literal["auto", "triton", "torch"]
 
@@ -173,7 +181,8 @@ def _fused_experts_torch(
 def _experts_gate_up_fwd_kernel(
     x_ptr,  # [T, H] tokens, any strides; upcast to fp32 on load
     w_ptr,  # [E, 2I, H] gate_up_proj: rows :I gate, I: up
-    h_ptr,  # [P_pad, I] fp32 out: silu(gate) * up per sorted pair row (pad rows left unwritten)
+    h_ptr,  # [P_pad, I] out: silu(gate) * up per sorted pair row, in the down GEMM's operand dtype
+    #         (fp32, or down_proj's 16-bit dtype; pad rows left unwritten)
     sorted_ptr,  # [P_pad] int32 flat pair ids grouped by expert, pad value = num_pairs
     block_expert_ptr,  # [P_pad // BLOCK_M] int32 expert of each row block
     num_pairs,  # T * K
@@ -190,7 +199,8 @@ def _experts_gate_up_fwd_kernel(
     BLOCK_M: tl.constexpr,  # pair rows per program; equals align_by_expert's block_m
     BLOCK_N: tl.constexpr,  # intermediate columns per program (gate and up each)
     BLOCK_K: tl.constexpr,  # hidden (reduction) chunk
-    DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 weights; "tf32" is exact for 16-bit inputs
+    DOT_PRECISION: tl.constexpr,  # "ieee" when x or the weights are fp32; "tf32" only when both are
+    #                               16-bit (bf16/fp16 values upcast to fp32 are exact in tf32)
 ):
     pid_m = tl.program_id(0)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -220,14 +230,14 @@ def _experts_gate_up_fwd_kernel(
     h = acc_gate * tl.sigmoid(acc_gate) * acc_up
     tl.store(
         h_ptr + rows.to(tl.int64)[:, None] * stride_hp + cols[None, :] * stride_hi,
-        h,
+        h.to(h_ptr.dtype.element_ty),  # rounded once here, as the torch path and vLLM round it
         mask=row_ok[:, None] & col_ok[None, :],
     )
 
 
 @triton.jit
 def _experts_down_fwd_kernel(
-    h_ptr,  # [P_pad, I] fp32 from the gate_up kernel
+    h_ptr,  # [P_pad, I] from the gate_up kernel: fp32, or down_proj's 16-bit dtype
     w_ptr,  # [E, H, I] down_proj
     rw_ptr,  # [T, K] routing weights, any strides
     out_ptr,  # [T * K, H] fp32 out, zero-initialised: row = flat pair id (invalid pairs stay zero)
@@ -249,7 +259,7 @@ def _experts_down_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,  # hidden (output) columns per program
     BLOCK_K: tl.constexpr,  # intermediate (reduction) chunk
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,  # "ieee" when h or down_proj is fp32; "tf32" only when both are 16-bit
 ):
     pid_m = tl.program_id(0)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -266,7 +276,7 @@ def _experts_down_fwd_kernel(
             h_ptr + rows.to(tl.int64)[:, None] * stride_hp + ks[None, :] * stride_hi,
             mask=row_ok[:, None] & k_ok[None, :],
             other=0.0,
-        )
+        ).to(tl.float32)
         w = tl.load(
             w_ptr + expert * stride_we + cols[None, :] * stride_wh + ks[:, None] * stride_wi,
             mask=k_ok[:, None] & col_ok[None, :],
@@ -293,53 +303,85 @@ def _gemm_blocks(num_pairs: int, num_experts: int, n: int, k: int, interpret: bo
     return 64, 64, 32
 
 
-def _fused_experts_triton(
-    x: torch.Tensor,
-    gate_up_proj: torch.Tensor,
-    down_proj: torch.Tensor,
-    ids: torch.Tensor,
-    weights: torch.Tensor,
-) -> torch.Tensor:
+def _dot_precision(*dtypes: torch.dtype) -> str:
+    """``tl.dot`` input precision: tf32 rounds fp32 operands to 10 mantissa bits, so it is used only when
+    every operand is 16-bit (bf16 and fp16 values are exact in tf32); ieee otherwise."""
+    return "ieee" if any(d not in (torch.bfloat16, torch.float16) for d in dtypes) else "tf32"
+
+
+def _intermediate_dtype(down_proj: torch.Tensor) -> torch.dtype:
+    """The dtype of ``silu(gate) * up``, the down GEMM's A operand: down_proj's own when it is 16-bit (the
+    torch path and vLLM round it there too, and tf32 then reads it exactly), fp32 otherwise."""
+    return down_proj.dtype if down_proj.dtype in (torch.bfloat16, torch.float16) else torch.float32
+
+
+def _check_triton_device(x: torch.Tensor) -> None:
     # Kernels decorated while TRITON_INTERPRET=1 was set run on CPU tensors; compiled ones need a GPU.
     if not x.is_cuda and not isinstance(_experts_gate_up_fwd_kernel, InterpretedFunction):
         raise ValueError(
             f"the Triton expert kernels need CUDA tensors, got {x.device}: use backend='torch' "
             "(or set TRITON_INTERPRET=1 before importing triton to run them in the interpreter)"
         )
-    T, K = ids.shape
-    H = x.shape[1]
-    E, inter = gate_up_proj.shape[0], gate_up_proj.shape[1] // 2
-    if T * K == 0:
-        return torch.zeros_like(x)
-    interpret = not x.is_cuda
-    block_m, bn1, bk1 = _gemm_blocks(T * K, E, inter, H, interpret)
-    _, bn2, bk2 = _gemm_blocks(T * K, E, H, inter, interpret)
-    sorted_ids, block_experts, _ = align_by_expert(ids, E, block_m)
-    n_blocks = block_experts.numel()
-    out = torch.zeros(T * K, H, dtype=torch.float32, device=x.device)
-    if n_blocks == 0:
-        return out.view(T, K, H).sum(1).to(x.dtype)
-    precision = "ieee" if torch.float32 in (gate_up_proj.dtype, down_proj.dtype, x.dtype) else "tf32"
-    h = torch.empty(sorted_ids.numel(), inter, dtype=torch.float32, device=x.device)
-    _experts_gate_up_fwd_kernel[(n_blocks, triton.cdiv(inter, bn1))](
+
+
+def experts_gate_up_forward(
+    x: torch.Tensor,
+    gate_up_proj: torch.Tensor,
+    sorted_ids: torch.Tensor,
+    block_experts: torch.Tensor,
+    *,
+    top_k: int,
+    block_m: int,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """``h[P_pad, I] = silu(x W_gate) * (x W_up)`` per sorted pair row (see :func:`align_by_expert`), stored
+    in ``out_dtype``; pad rows are left unwritten."""
+    _check_triton_device(x)
+    H, inter = x.shape[1], gate_up_proj.shape[1] // 2
+    _, bn, bk = _gemm_blocks(x.shape[0] * top_k, gate_up_proj.shape[0], inter, H, not x.is_cuda)
+    h = torch.empty(sorted_ids.numel(), inter, dtype=out_dtype, device=x.device)
+    if block_experts.numel() == 0:
+        return h
+    _experts_gate_up_fwd_kernel[(block_experts.numel(), triton.cdiv(inter, bn))](
         x,
         gate_up_proj,
         h,
         sorted_ids,
         block_experts,
-        T * K,
+        x.shape[0] * top_k,
         H,
         inter,
         *x.stride(),
         *gate_up_proj.stride(),
         *h.stride(),
-        TOP_K=K,
+        TOP_K=top_k,
         BLOCK_M=block_m,
-        BLOCK_N=bn1,
-        BLOCK_K=bk1,
-        DOT_PRECISION=precision,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        DOT_PRECISION=_dot_precision(x.dtype, gate_up_proj.dtype),
     )
-    _experts_down_fwd_kernel[(n_blocks, triton.cdiv(H, bn2))](
+    return h
+
+
+def experts_down_forward(
+    h: torch.Tensor,
+    down_proj: torch.Tensor,
+    weights: torch.Tensor,
+    sorted_ids: torch.Tensor,
+    block_experts: torch.Tensor,
+    *,
+    block_m: int,
+) -> torch.Tensor:
+    """``out[T * K, H]`` (fp32): row ``t * K + k`` is ``weights[t, k] * down_proj[e] @ h[row of the pair]``
+    for every valid pair, zero for invalid ones."""
+    _check_triton_device(h)
+    T, K = weights.shape
+    H, inter = down_proj.shape[1], down_proj.shape[2]
+    _, bn, bk = _gemm_blocks(T * K, down_proj.shape[0], H, inter, not h.is_cuda)
+    out = torch.zeros(T * K, H, dtype=torch.float32, device=h.device)
+    if block_experts.numel() == 0:
+        return out
+    _experts_down_fwd_kernel[(block_experts.numel(), triton.cdiv(H, bn))](
         h,
         down_proj,
         weights,
@@ -355,11 +397,33 @@ def _fused_experts_triton(
         *out.stride(),
         TOP_K=K,
         BLOCK_M=block_m,
-        BLOCK_N=bn2,
-        BLOCK_K=bk2,
-        DOT_PRECISION=precision,
+        BLOCK_N=bn,
+        BLOCK_K=bk,
+        DOT_PRECISION=_dot_precision(h.dtype, down_proj.dtype),
     )
-    return out.view(T, K, H).sum(1).to(x.dtype)
+    return out
+
+
+def _fused_experts_triton(
+    x: torch.Tensor,
+    gate_up_proj: torch.Tensor,
+    down_proj: torch.Tensor,
+    ids: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    _check_triton_device(x)
+    T, K = ids.shape
+    if T * K == 0:
+        return torch.zeros_like(x)
+    E, inter = gate_up_proj.shape[0], gate_up_proj.shape[1] // 2
+    block_m, _, _ = _gemm_blocks(T * K, E, inter, x.shape[1], not x.is_cuda)
+    sorted_ids, block_experts, _ = align_by_expert(ids, E, block_m)
+    h = experts_gate_up_forward(
+        x, gate_up_proj, sorted_ids, block_experts, top_k=K, block_m=block_m,
+        out_dtype=_intermediate_dtype(down_proj),
+    )  # fmt: skip
+    out = experts_down_forward(h, down_proj, weights, sorted_ids, block_experts, block_m=block_m)
+    return out.view(T, K, -1).sum(1).to(x.dtype)
 
 
 def fused_experts(

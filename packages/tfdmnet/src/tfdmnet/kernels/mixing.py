@@ -18,7 +18,7 @@ same batched complex GEMM with other strides and conjugation flags, so one kerne
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 Backend = Literal["auto", "triton", "torch", "reference"]
-BACKENDS = ("auto", "triton", "torch", "reference")
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 def triton_available() -> bool:

@@ -13,9 +13,11 @@ app = make_app(
     "tkgqa",
     "Temporal KG question answering with AT2QA's search agent on MultiTQ.\n\n"
     "  tkgqa index                                     # embed the 227,892 MultiTQ facts once (15-20 min, cached)\n\n"
+    "  tkgqa index --slice dev                         # or a 40,000-fact slice for ~120 dev questions (minutes)\n\n"
     '  tkgqa search "visit China" -e "Barack Obama" --position front --sort time_asc\n\n'
     '  tkgqa ask "Who visited China on 8 May 2013?"    # the deterministic planner\n\n'
     "  tkgqa eval --split dev --out dev.json           # strict + lenient Hits@1, per type, vs AT2QA\n\n"
+    "  (dev: a 10% hash split of MultiTQ's test questions; the KG holds the facts AT2QA retrieved on them)\n\n"
     "  tkgqa serve-llm --llm smollm2                   # an OpenAI-compatible server on 127.0.0.1:8765\n\n"
     "  tkgqa eval -p openai --base-url http://127.0.0.1:8765/v1 -n 20 --log run.jsonl\n\n"
     "  tkgqa replay run.jsonl                          # re-run the logged tool calls, compare the hits\n\n"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +14,7 @@ import typer
 
 from effcore.cli import (
     DataDirOpt,
+    JsonOutOpt,
     OutOpt,
     SeedOpt,
     console,
@@ -20,18 +24,38 @@ from effcore.cli import (
     write_out,
 )
 from effcore.errors import ConfigError
-from tkgqa.cli._shared import EncoderOpt, KgOpt, ModeOpt, PolicyOpt, ThreadsOpt, load_runtime, set_threads
+from tkgqa.cli._shared import (
+    EncoderOpt,
+    KgOpt,
+    LogOpt,
+    ModeOpt,
+    PolicyOpt,
+    SliceOpt,
+    ThreadsOpt,
+    check_choice,
+    check_kg,
+    given,
+    load_runtime,
+    run_meta,
+    set_threads,
+)
+from tkgqa.llm import LOCAL_LLMS
+from tkgqa.policies import ENV_BASE_URL, check_base_url
+from tkgqa.questions import SPLITS
+from tkgqa.runtime import POLICIES
+from tkgqa.search import MODES
 
 __all__ = ["ask", "eval_cmd", "replay"]
 
 BaseUrlOpt = Annotated[
     str | None,
     typer.Option(
-        "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8765/v1 ($TKGQA_BASE_URL)."
+        "--base-url",
+        help="-p openai: OpenAI-compatible server, e.g. http://127.0.0.1:8765/v1 ($TKGQA_BASE_URL).",
     ),
 ]
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Model name sent to the server ($TKGQA_MODEL).")
+    str | None, typer.Option("--model", help="-p openai: model name sent to the server ($TKGQA_MODEL).")
 ]
 ApiKeyOpt = Annotated[
     str | None,
@@ -39,24 +63,49 @@ ApiKeyOpt = Annotated[
         "--api-key",
         envvar="OPENAI_API_KEY",
         show_default=False,
-        help="Bearer token for the server ($OPENAI_API_KEY).",
+        help="-p openai: bearer token for the server ($OPENAI_API_KEY).",
     ),
 ]
-LlmOpt = Annotated[str, typer.Option("--llm", help="Local model for --policy local: smollm2 or gemma3-270m.")]
+LlmOpt = Annotated[str, typer.Option("--llm", help="-p local: smollm2 or gemma3-270m.")]
 StepsOpt = Annotated[
-    int, typer.Option("--max-steps", help="Assistant turns before a best-effort answer (AT2QA: 20).")
-]
-LogOpt = Annotated[
-    Path | None,
-    typer.Option("--log", help="Write every trajectory as JSONL (replay it with `tkgqa replay`)."),
+    int,
+    typer.Option("--max-steps", help="Assistant turns (AT2QA: 20); a run that uses them all has no answer."),
 ]
 FewshotOpt = Annotated[
     bool,
     typer.Option(
-        "--fewshot/--zero-shot", help="LLM prompt: AT2QA's rules + 3 examples + 2 notes, or the rules only."
+        "--fewshot/--zero-shot",
+        help="-p openai/local: AT2QA's rules + 3 examples + 2 notes, or the rules only.",
     ),
 ]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds per LLM request before giving up.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="-p openai/local: seconds per LLM request before giving up.")
+]
+
+_LLM_OPTIONS = ("base_url", "model", "api_key", "llm", "timeout", "fewshot")
+_APPLIES = {"planner": (), "openai": ("base_url", "model", "api_key", "timeout", "fewshot"),
+            "local": ("llm", "timeout", "fewshot")}  # fmt: skip
+
+
+def _check_policy(ctx: typer.Context, policy: str, *, max_steps: int, base_url: str | None, llm: str,
+                  timeout: float) -> None:  # fmt: skip
+    """The policy and its options, before anything loads: LLM options given to another policy are errors."""
+    check_choice(policy, POLICIES, "--policy")
+    if max_steps < 1:
+        raise ConfigError(f"--max-steps must be >= 1, got {max_steps}", hint="AT2QA uses 20")
+    stray = given(ctx, *(o for o in _LLM_OPTIONS if o not in _APPLIES[policy]))
+    if stray:
+        raise ConfigError(f"{', '.join(stray)} {'does' if len(stray) == 1 else 'do'} not apply to --policy {policy}",
+                          hint="drop them, or pick the policy they belong to")  # fmt: skip
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if policy == "openai":
+        if base_url is not None:
+            check_base_url(base_url)
+        elif os.environ.get(ENV_BASE_URL):
+            check_base_url(os.environ[ENV_BASE_URL], source=f"${ENV_BASE_URL}")
+    if policy == "local":
+        check_choice(llm, LOCAL_LLMS, "--llm")
 
 
 def _policy(policy, rt, base_url, model, timeout, llm, fewshot=True, api_key=None):
@@ -68,6 +117,7 @@ def _policy(policy, rt, base_url, model, timeout, llm, fewshot=True, api_key=Non
 
 
 def ask(
+    ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="A question, e.g. 'Who visited China on 8 May 2013?'")],
     policy: PolicyOpt = "planner",
     mode: ModeOpt = "default",
@@ -82,17 +132,24 @@ def ask(
         bool, typer.Option("--show/--quiet", help="Print each tool call and its first hits.")
     ] = True,
     kg: KgOpt = "multitq",
+    slice_text: SliceOpt = None,
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     threads: ThreadsOpt = 1,
     log: LogOpt = None,
-    out: OutOpt = None,
+    out: JsonOutOpt = None,
 ) -> None:
     """Answer one question with the agent loop and show its trajectory."""
     from tkgqa.agent import run_agent, write_trajectories
 
+    started = time.perf_counter()
     set_threads(threads)
-    rt = load_runtime(kg, data_dir, encoder, mode)
+    if not question.strip():
+        raise ConfigError("the question is empty", hint='ask e.g. "Who visited China on 8 May 2013?"')
+    _check_policy(ctx, policy, max_steps=max_steps, base_url=base_url, llm=llm, timeout=timeout)
+    check_choice(mode, MODES, "--mode")
+    slice_spec = check_kg(kg, slice_text)
+    rt = load_runtime(kg, slice_spec, data_dir, encoder, mode)
     make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key)
     try:
         res = run_agent(question, make(), rt.tool, max_steps=max_steps)
@@ -110,17 +167,55 @@ def ask(
                     console.print(
                         f"  [dim]{h.get('text', h) if isinstance(h, dict) else h}[/]", highlight=False
                     )
-    flag = " [yellow](best effort: step cap reached)[/]" if res.best_effort else ""
-    console.print(f"[bold]answer:[/] {', '.join(res.answers) or '(none)'}{flag}  "
-                  f"[dim]({res.tool_calls} tool calls, {res.seconds:.1f}s)[/]", highlight=False)  # fmt: skip
+    if res.hit_step_cap:
+        guess = ", ".join(res.best_effort_answers) or "nothing"
+        answer = f"(none: all {max_steps} turns used; the last observation suggests {guess})"
+    else:
+        answer = ", ".join(res.answers) or "(none)"
+    console.print(f"[bold]answer:[/] {answer}  [dim]({res.tool_calls} tool calls, {res.seconds:.1f}s)[/]",
+                  highlight=False)  # fmt: skip
     if log:
         write_trajectories(log, [res])
-    write_out(out, res.to_dict())
+    if out:
+        write_out(out, {"meta": run_meta(ctx, rt, started, threads=threads), **res.to_dict()})
+
+
+def _questions(ctx, split, limit, labelled_only, seed, slice_spec, data_dir):
+    """The questions to evaluate and how to name them (checked before the KG loads)."""
+    from tkgqa.questions import load_questions
+
+    if slice_spec is not None:
+        stray = given(ctx, "split", "limit", "seed", "labelled_only")
+        if stray:
+            raise ConfigError(f"{', '.join(stray)} {'does' if len(stray) == 1 else 'do'} not apply with --slice: "
+                              "it evaluates the questions the slice was cut for", hint="drop them")  # fmt: skip
+        return None, f"the {slice_spec} KG slice's questions of MultiTQ {slice_spec.split}"
+    check_choice(split, SPLITS, "--split")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    if limit is None and given(ctx, "seed"):
+        raise ConfigError("--seed draws the -n sample; without -n every question of the split runs",
+                          hint="add -n N, or drop --seed")  # fmt: skip
+    questions = load_questions(data_dir, split=split, labelled_only=labelled_only)
+    if not questions:
+        raise ConfigError(f"no questions in split {split!r}", hint="check --split and --labelled-only")
+    if limit is not None:
+        questions = sorted(
+            random.Random(seed).sample(questions, min(limit, len(questions))), key=lambda q: q.quid
+        )
+    part = {"dev": "dev (a 10% hash split of MultiTQ's test questions)",
+            "test": "test (the other 90% of MultiTQ's test questions)", "all": "dev + test (all of MultiTQ's test questions)"}[split]  # fmt: skip
+    sample = f"a seed-{seed} sample of {len(questions)} from " if limit is not None else ""
+    return questions, f"{sample}MultiTQ {part}"
 
 
 def eval_cmd(
+    ctx: typer.Context,
     split: Annotated[
-        str, typer.Option("--split", help="dev (tune here), test (report once) or all.")
+        str,
+        typer.Option(
+            "--split", help="dev (10% of MultiTQ test; tune here), test (the other 90%; report once) or all."
+        ),
     ] = "dev",
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", help="Evaluate a seeded random sample of N questions.")
@@ -141,7 +236,16 @@ def eval_cmd(
         bool,
         typer.Option("--compare/--no-compare", help="Score AT2QA's published answers on the same questions."),
     ] = True,
+    per_question: Annotated[
+        bool,
+        typer.Option(
+            "--rows/--no-rows",
+            help="With --out x.json: include one row per question (question, "
+            "gold, prediction, both metrics, AT2QA's answer), or only the tables (a summary file).",
+        ),
+    ] = True,
     kg: KgOpt = "multitq",
+    slice_text: SliceOpt = None,
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
@@ -151,44 +255,56 @@ def eval_cmd(
 ) -> None:
     """Hits@1 on MultiTQ questions, strict (first answer exact) and lenient (AT2QA's substring rule).
 
-    Broken down by qtype, Single/Multiple, answer type and time granularity (official labels where the
-    question is in labeled_500/3000, otherwise derived from the text: see the meta_source rows), with tool
-    calls per question, step-cap hits and, with --compare, AT2QA's published answers scored the same way.
+    dev is a seeded 10% hash split of MultiTQ's *test* questions (MultiTQ's own dev questions are not
+    in the data), and the KG (kg_partial) holds the facts AT2QA's agent retrieved on the test
+    questions. Broken down by qtype, Single/Multiple, answer type and time granularity (official labels
+    where the question is in labeled_500/3000, otherwise derived from the text: see the meta_source
+    rows), with tool calls per question, step-cap hits and, with --compare, AT2QA's published answers
+    scored the same way. With --slice: the questions the slice was cut for, on the slice.
     """
     from tkgqa.agent import write_trajectories
     from tkgqa.evaluate import evaluate
-    from tkgqa.questions import load_questions, load_reference
+    from tkgqa.questions import load_reference
 
+    started = time.perf_counter()
     set_threads(threads)
-    questions = load_questions(data_dir, split=split, labelled_only=labelled_only)
-    if not questions:
-        raise ConfigError(f"no questions in split {split!r}", hint="check --split and --labelled-only")
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"--limit must be >= 1, got {limit}")
-        questions = sorted(
-            random.Random(seed).sample(questions, min(limit, len(questions))), key=lambda q: q.quid
+    _check_policy(ctx, policy, max_steps=max_steps, base_url=base_url, llm=llm, timeout=timeout)
+    check_choice(mode, MODES, "--mode")
+    if given(ctx, "per_question") and (out is None or out.suffix.lower() != ".json"):
+        raise ConfigError(
+            "--rows/--no-rows shape the --out JSON file", hint="add --out FILE.json, or drop it"
         )
-    if split != "dev":
-        err_console.print(f"[yellow]evaluating on {split}: report it, do not tune on it[/]")
-    rt = load_runtime(kg, data_dir, encoder, mode)
+    slice_spec = check_kg(kg, slice_text)
+    questions, label = _questions(ctx, split, limit, labelled_only, seed, slice_spec, data_dir)
+    if split == "test" and slice_spec is None:
+        err_console.print("[yellow]evaluating on test: report it, do not tune on it[/]")
+    rt = load_runtime(kg, slice_spec, data_dir, encoder, mode)
+    if rt.kg_slice is not None:
+        questions = rt.kg_slice.questions
     reference = load_reference(data_dir) if compare else None
     make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key)
     try:
         with progress_bar() as bar:
-            task = bar.add_task(f"{policy} on {split}", total=len(questions))
+            task = bar.add_task(f"{policy} on {len(questions)} questions", total=len(questions))
             report = evaluate(questions, make, rt.tool, max_steps=max_steps, reference=reference,
                               progress=lambda d, t: bar.update(task, completed=d), keep_results=log is not None)  # fmt: skip
     finally:
         close()
     cols = ["group", "value", "n", "strict", "lenient", "tool_calls", "step_cap_hits", "repairs"]
-    console.print(render_table(f"tkgqa {policy} ({mode}) on MultiTQ {split}", report.table, columns=cols))
-    payload = {"policy": policy, "mode": mode, "split": split, "n": len(questions), "table": report.table,
-               "rows": report.rows}  # fmt: skip
+    console.print(render_table(f"tkgqa {policy} ({mode}) on {label}", report.table, columns=cols))
+    overall = report.table[0]
+    if overall["step_cap_hits"]:
+        console.print(f"step-cap hits: {overall['step_cap_hits']}, scored as no answer (AT2QA's rule); their "
+                      f"best-effort guesses would be right (strict) on {overall['best_effort_right']}")  # fmt: skip
+    payload = {"meta": {}, "policy": policy, "mode": mode, "questions": label, "n": len(questions),
+               "table": report.table}  # fmt: skip
+    if per_question:
+        payload["rows"] = report.rows
     if report.comparison:
         at = report.comparison["at2qa_table"]
         console.print(render_table("AT2QA published answers, same questions and metrics", at,
-                                   columns=["group", "value", "n", "strict", "lenient", "published_correct", "tool_calls"]))  # fmt: skip
+                                   columns=["group", "value", "n", "strict", "lenient", "published_correct",
+                                            "tool_calls", "step_cap_hits"]))  # fmt: skip
         c = report.comparison
         console.print(f"per question (strict): both {c['both_strict']}, only ours {c['only_ours_strict']}, "
                       f"only AT2QA {c['only_at2qa_strict']}, neither {c['neither_strict']}")  # fmt: skip
@@ -196,6 +312,7 @@ def eval_cmd(
     if log:
         write_trajectories(log, report.results)
         err_console.print(f"wrote {log}")
+    payload["meta"] = run_meta(ctx, rt, started, threads=threads)
     write_out(out, payload, rows=report.table)
 
 
@@ -208,6 +325,7 @@ def replay(
         bool, typer.Option("--show", help="Print every call with old and new hit line numbers.")
     ] = False,
     kg: KgOpt = "multitq",
+    slice_text: SliceOpt = None,
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     threads: ThreadsOpt = 1,
@@ -218,8 +336,11 @@ def replay(
     from tkgqa.replay import replay_runs
 
     set_threads(threads)
+    if mode is not None:
+        check_choice(mode, MODES, "--mode")
+    slice_spec = check_kg(kg, slice_text)
     runs = read_trajectories(log)
-    rt = load_runtime(kg, data_dir, encoder, mode or (runs[0].get("mode") if runs else None) or "default")
+    rt = load_runtime(kg, slice_spec, data_dir, encoder, mode or runs[0].get("mode") or "default")
     rows, details = replay_runs(runs, rt.tool)
     if show:
         for d in details:

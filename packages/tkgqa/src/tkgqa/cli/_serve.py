@@ -8,7 +8,8 @@ import typer
 
 from effcore.cli import console, err_console
 from effcore.errors import ConfigError
-from tkgqa.cli._shared import ThreadsOpt, set_threads
+from tkgqa.cli._shared import ThreadsOpt, check_choice, set_threads
+from tkgqa.llm import LOCAL_LLMS
 
 __all__ = ["serve_llm"]
 
@@ -34,8 +35,13 @@ def serve_llm(
     from tkgqa.server import make_server
 
     set_threads(threads)
+    check_choice(llm, LOCAL_LLMS, "--llm")
     if not 0 <= port < 65536:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
+    if max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if not host.strip():
+        raise ConfigError("--host is empty", hint="e.g. 127.0.0.1")
     chat = LocalChatModel(llm, max_new_tokens=max_new_tokens)
     try:
         server = make_server(chat.chat, host=host, port=port, model_name=llm)

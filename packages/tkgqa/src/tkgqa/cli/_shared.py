@@ -1,24 +1,38 @@
-"""Options and helpers shared by the tkgqa commands."""
+"""Options and helpers shared by the tkgqa commands: checks that run before any loading, and loading."""
 
 from __future__ import annotations
 
 import os
+import platform
+import shlex
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from effcore.cli import err_console, progress_bar
-from effcore.errors import ConfigError
+from effcore.cli import err_console, out_option, progress_bar
+from effcore.errors import ConfigError, EffmlError
+from tkgqa.embed import ENCODERS
 from tkgqa.runtime import Runtime, open_runtime
+from tkgqa.search import MODES
+from tkgqa.slices import SliceSpec
 
 __all__ = [
     "EncoderOpt",
     "KgOpt",
+    "LogOpt",
     "ModeOpt",
     "PolicyOpt",
+    "SliceOpt",
     "ThreadsOpt",
+    "check_choice",
+    "check_kg",
+    "given",
     "load_runtime",
+    "run_meta",
     "set_threads",
 ]
 
@@ -26,6 +40,13 @@ KgOpt = Annotated[
     str,
     typer.Option("--kg", help="The KG: 'multitq' (kg_partial, 227,892 facts), 'icews14', or a TSV path "
                  "(head, relation, tail, YYYY-MM-DD; optional header; .gz ok)."),
+]  # fmt: skip
+SliceOpt = Annotated[
+    str | None,
+    typer.Option("--slice", help="Cut MultiTQ's KG down to the facts about the entities named in a seeded "
+                 "question sample: SPLIT[:PER_QTYPE[:MAX_FACTS[:SEED]]], default dev:20:40000:0 "
+                 "(`--slice dev`: ~120 questions, 40,000 facts, a MiniLM index in minutes).",
+                 show_default=False),
 ]  # fmt: skip
 EncoderOpt = Annotated[
     str,
@@ -45,6 +66,43 @@ PolicyOpt = Annotated[
 ThreadsOpt = Annotated[
     int, typer.Option("--threads", help="torch/numpy CPU threads (1 keeps the machine free).")
 ]
+LogOpt = Annotated[
+    Path | None,
+    out_option("Write every trajectory as JSONL (replay it with `tkgqa replay`).", suffixes=(".jsonl",),
+               flag="--log", short=None),
+]  # fmt: skip
+
+
+def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
+    """``value`` if it is one of ``choices``, else one ConfigError naming ``flag`` and the choices."""
+    if value not in choices:
+        raise ConfigError(f"{flag} {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def given(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) that were typed on the command line, as flags."""
+    return [
+        p.opts[0] if p.opts else p.name for p in ctx.command.params if p.name in names and _typed(ctx, p.name)
+    ]
+
+
+def check_kg(kg: str, slice_text: str | None) -> SliceSpec | None:
+    """Check ``--kg`` and ``--slice`` before anything loads; the parsed slice (None without one)."""
+    if kg not in ("multitq", "icews14") and not Path(kg).is_file():
+        raise ConfigError(f"--kg {kg!r} is neither 'multitq', 'icews14' nor an existing TSV file",
+                          hint="pass multitq, icews14 or a path to your facts")  # fmt: skip
+    if slice_text is None:
+        return None
+    if kg != "multitq":
+        raise ConfigError(f"--slice cuts MultiTQ's KG; it does not apply to --kg {kg}",
+                          hint="drop --slice, or use --kg multitq")  # fmt: skip
+    return SliceSpec.parse(slice_text)
 
 
 def set_threads(n: int) -> None:
@@ -58,19 +116,82 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def load_runtime(
-    kg: str, data_dir: Path | None, encoder: str, mode: str, *, rebuild: bool = False
-) -> Runtime:
-    """Open the KG and its index with a progress bar for a (re)build."""
+class IndexBuildInterrupted(EffmlError):
+    """Ctrl-C during an index build: the finished chunks are on disk."""
+
+    exit_code = 130
+
+
+def load_runtime(kg: str, slice_spec: SliceSpec | None, data_dir: Path | None, encoder: str, mode: str, *,
+                 rebuild: bool = False) -> Runtime:  # fmt: skip
+    """Open the KG and its index with a progress bar for a (re)build; Ctrl-C keeps the built chunks."""
+    check_choice(encoder, ENCODERS, "--encoder")
+    check_choice(mode, MODES, "--mode")
+    building = False
     with progress_bar(transient=True) as bar:
         task = None
 
         def report(done: int, total: int) -> None:
-            nonlocal task
+            nonlocal task, building
+            building = True
             if task is None:
                 task = bar.add_task("embedding facts", total=total)
             bar.update(task, completed=done)
 
-        rt = open_runtime(kg, data_dir=data_dir, encoder=encoder, mode=mode, rebuild=rebuild, progress=report)
+        try:
+            rt = open_runtime(kg, slice_spec=slice_spec, data_dir=data_dir, encoder=encoder, mode=mode,
+                              rebuild=rebuild, progress=report)  # fmt: skip
+        except KeyboardInterrupt:
+            if not building:
+                raise
+            raise IndexBuildInterrupted(
+                "interrupted: the finished chunks of the index build are kept",
+                hint="run the same command again to resume from them",
+            ) from None
     err_console.print(f"[dim]{rt.store!r}; index {rt.index.path}[/]", highlight=False)
     return rt
+
+
+_SECRET = {"api_key"}
+
+
+def command_line(ctx: typer.Context) -> str:
+    """The command as typed: ``tkgqa <command>`` plus every option given on the command line."""
+    words = ["tkgqa", ctx.info_name or ""]
+    for p in ctx.command.params:
+        if not _typed(ctx, p.name):
+            continue
+        value = ctx.params[p.name]
+        if p.param_type_name == "argument":
+            words.append(shlex.quote(str(value)))
+        elif getattr(p, "is_flag", False):
+            words.append(p.opts[0] if value else (p.secondary_opts or p.opts)[0])
+        else:
+            words += [p.opts[0], "***" if p.name in _SECRET else shlex.quote(str(value))]
+    return " ".join(words)
+
+
+def run_meta(ctx: typer.Context, rt: Runtime, started: float, *, threads: int) -> dict[str, Any]:
+    """What a result file needs to be trusted: the command, the machine, the KG and index, the wall time."""
+    from importlib.metadata import version
+
+    import torch
+
+    from effcore.device import cpu_model
+
+    return {
+        "command": command_line(ctx),
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "machine": {
+            "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "threads": threads,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "tkgqa": version("tkgqa"),
+        },
+        "kg": {"source": rt.store.source, "facts": len(rt.store), "digest": rt.store.digest},
+        "index": {"encoder": rt.index.encoder_name, "path": str(rt.index.path)},
+    }
