@@ -218,7 +218,7 @@ def train_judge(docs: Sequence[Document], schema: Schema, cfg: TrainConfig, *, d
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(round(float(loss), 5))
+        losses.append(round(float(loss.detach()), 5))
         if progress:
             progress("judge", step + 1, cfg.judge_steps)
     judge.eval()
