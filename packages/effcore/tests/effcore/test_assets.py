@@ -108,6 +108,21 @@ def test_minilm_asset_is_a_ready_folder_from_its_wheel():
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
+def test_load_sentence_encoder_gives_a_bare_encoder_and_refuses_a_causal_lm():
+    pytest.importorskip("transformers")
+    from effcore.assets import load_sentence_encoder
+
+    with pytest.raises(AssetError, match="not a sentence encoder"):
+        load_sentence_encoder("smollm2")
+    try:
+        model, tok = load_sentence_encoder("minilm", device="cpu")
+    except AssetError as err:
+        pytest.skip(f"model wheels not installed: {err}")
+    enc = tok(["a short sentence"], return_tensors="pt")
+    hidden = model(**enc).last_hidden_state
+    assert hidden.shape[-1] == 384 and not model.training
+
+
 def test_quiet_transformers_silences_and_restores_the_previous_state():
     from transformers.utils import logging as hf_logging
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -67,16 +66,9 @@ class MiniLMEncoder:
     dim = 384
 
     def __init__(self, *, device: str = "cpu", max_length: int = 64) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        from effcore.assets import load_sentence_encoder
 
-        from effcore.assets import prepare_model, quiet_transformers
-
-        folder = prepare_model("minilm")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        with quiet_transformers():
-            self.model = AutoModel.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
+        self.model, self.tokenizer = load_sentence_encoder("minilm", device=device)
         self.device = device
         self.max_length = max_length
         self.name = f"all-MiniLM-L6-v2@{max_length}"  # MINILM_NAME at the default 64

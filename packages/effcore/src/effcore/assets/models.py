@@ -27,6 +27,7 @@ __all__ = [
     "asset",
     "cache_status",
     "load_causal_lm",
+    "load_sentence_encoder",
     "load_tokenizer",
     "prepare_model",
     "quiet_transformers",
@@ -338,5 +339,26 @@ def load_causal_lm(name: str, *, dtype=None, device=None):
     folder = prepare_model(name)
     with quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
+    model.to(infer_device(device)).eval()
+    return model, load_tokenizer(name, folder=folder)
+
+
+def load_sentence_encoder(name: str = "minilm", *, dtype=None, device=None):
+    """Load ``(model, tokenizer)`` of a sentence-encoder asset (a bare transformer, eval mode): the
+    caller pools (tkgqa: mean pooling for fact search) or adds a head (promptie: a cross-encoder)."""
+    import os
+
+    import torch
+    from transformers import AutoModel
+
+    from effcore.device import infer_device
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the folder is complete; never ask a hub
+    a = asset(name)
+    if a.kind != "sentence-encoder":
+        raise AssetError(f"asset {name!r} is a {a.kind}, not a sentence encoder", hint="use load_causal_lm")
+    folder = prepare_model(name)
+    with quiet_transformers():
+        model = AutoModel.from_pretrained(str(folder), dtype=dtype or torch.float32)
     model.to(infer_device(device)).eval()
     return model, load_tokenizer(name, folder=folder)
