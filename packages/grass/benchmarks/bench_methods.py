@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 result = run(cfg, device="cpu", eval_limit=args.eval_limit, generate=args.generate)
                 data = result.to_dict()
-                data["command"] = shlex.join([sys.executable, *sys.argv])
+                data["command"] = shlex.join(["python", *sys.argv])
                 data["label"] = label
                 data["summary"]["campaign_wall_s"] = time.perf_counter() - t0
                 write_json(path, data)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         **dataclasses.asdict(r),
         "overhead": r.overhead,
         "settings": vars(args) | {"out": str(args.out) if args.out else None},
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "machine": {"device": str(dev), "cpu": cpu_model(), "threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
                     "torch": torch.__version__, "python": platform.python_version()},

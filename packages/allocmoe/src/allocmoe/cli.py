@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from effcore.assets import portable_path
 from effcore.cli import (
     DataDirOpt,
     DeviceOpt,
@@ -180,7 +181,7 @@ def build_model(
             f"build time {report['total_s']:.0f} s (wall), {report.get('cpu_s', 0):.0f} s CPU"
             + (f"; load average {load[0]:.1f} at the end" if load else "")
         )
-    write_out(out, {"recipe_name": recipe, "path": str(path), **report})
+    write_out(out, {"recipe_name": recipe, "path": portable_path(path), **report})
 
 
 @app.command()

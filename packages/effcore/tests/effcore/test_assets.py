@@ -141,3 +141,20 @@ def test_quiet_transformers_silences_and_restores_the_previous_state():
     finally:
         if before[1]:
             hf_logging.enable_progress_bar()
+
+
+def test_portable_path_names_the_cache_and_data_roots_not_this_machine(tmp_path, monkeypatch):
+    from effcore.assets import portable_path
+
+    cache, data = tmp_path / "cache", tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("EFFML_CACHE", str(cache))
+    monkeypatch.setenv("EFFML_DATA", str(data))
+    assert portable_path(cache / "allocmoe" / "m-1") == "$EFFML_CACHE/allocmoe/m-1"
+    assert (
+        portable_path(f"{data}/multitq/kg.tsv.gz [slice dev]") == "$EFFML_DATA/multitq/kg.tsv.gz [slice dev]"
+    )
+    assert portable_path(tmp_path / "cachex" / "f") == str(tmp_path / "cachex" / "f"), (
+        "a sibling is not inside"
+    )
+    assert portable_path("/elsewhere/f") == "/elsewhere/f"

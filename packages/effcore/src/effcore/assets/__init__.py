@@ -13,7 +13,7 @@ from effcore.assets.models import (
     quiet_transformers,
     verify_model,
 )
-from effcore.assets.paths import DATA_ENV, cache_root, data_dir, data_file, verify_data
+from effcore.assets.paths import DATA_ENV, cache_root, data_dir, data_file, portable_path, verify_data
 
 __all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
     # paths
@@ -21,6 +21,7 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
     "cache_root",
     "data_dir",
     "data_file",
+    "portable_path",
     "verify_data",
     # corpora
     "CORPORA",

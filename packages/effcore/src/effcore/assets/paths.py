@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import platformdirs
 from effcore.errors import DataNotFoundError
 from effcore.io import sha256_file
 
-__all__ = ["DATA_ENV", "cache_root", "data_dir", "data_file", "verify_data"]
+__all__ = ["DATA_ENV", "cache_root", "data_dir", "data_file", "portable_path", "verify_data"]
 
 DATA_ENV = "EFFML_DATA"
 CACHE_ENV = "EFFML_CACHE"
@@ -77,6 +78,21 @@ def cache_root() -> Path:
     root = Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("effml"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` as a result file should record it: under the cache or the data folder it is written
+    ``$EFFML_CACHE/...`` or ``$EFFML_DATA/...``, so the file reads the same on every machine; anything
+    else (including text after the path, such as a slice label) is kept as given."""
+    text = str(path)
+    roots = [(f"${CACHE_ENV}", cache_root())]
+    with contextlib.suppress(DataNotFoundError):
+        roots.append((f"${DATA_ENV}", data_dir()))
+    for name, root in roots:
+        for form in {str(root), str(root.resolve())}:
+            if text == form or text.startswith(form + os.sep):
+                return name + text[len(form) :]
+    return text
 
 
 def verify_data(root: str | Path | None = None, *, progress=None) -> list[dict]:

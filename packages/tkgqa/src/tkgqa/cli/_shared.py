@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from effcore.assets import portable_path
 from effcore.cli import err_console, out_option, progress_bar
 from effcore.errors import ConfigError, EffmlError
 from tkgqa.embed import ENCODERS
@@ -192,6 +193,6 @@ def run_meta(ctx: typer.Context, rt: Runtime, started: float, *, threads: int) -
             "torch": torch.__version__,
             "tkgqa": version("tkgqa"),
         },
-        "kg": {"source": rt.store.source, "facts": len(rt.store), "digest": rt.store.digest},
-        "index": {"encoder": rt.index.encoder_name, "path": str(rt.index.path)},
+        "kg": {"source": portable_path(rt.store.source), "facts": len(rt.store), "digest": rt.store.digest},
+        "index": {"encoder": rt.index.encoder_name, "path": portable_path(rt.index.path)},
     }
