@@ -63,11 +63,23 @@ def test_smollm2_perplexity_on_wikitext2_is_sane(cache):
 
 
 def test_smollm2_profile_rows_add_up_to_the_whole_model(cache):
-    from effcore.cli._profile import run_profile
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
-    # 24 alternating single steps per side: on this shared 2-core machine single steps vary by
-    # +-25%, and the fastest of 24 settles within a few percent (fastest of 5 did not, reliably).
-    rows, summary = run_profile(model="smollm2", seq_len=48, batch=1, repeats=24, device="cpu")
+    from effcore.cli._profile import load_preset, run_profile
+
+    rows, summary = run_profile(model="smollm2", seq_len=48, batch=1, repeats=8, device="cpu")
     layers = [r for r in rows if r["module"].startswith("layers.")]
     assert len(layers) == 30, "SmolLM2-135M has 30 decoder layers"
-    assert abs(summary["ratio"] - 1.0) <= 0.10, summary
+    # The rows partition the model: their FLOPs add up to the whole forward's, exactly (deterministic).
+    net = load_preset("smollm2", device="cpu")
+    ids = torch.randint(0, net.config.vocab_size, (1, 48), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(input_ids=ids)
+    assert sum(r["GFLOP"] for r in rows) * 1e9 == pytest.approx(counter.get_total_flops(), rel=1e-9)
+    other = next(r for r in rows if r["module"] == "other")
+    assert other["GFLOP"] <= 0.01 * sum(r["GFLOP"] for r in rows), other  # the named rows cover the model
+    # Times: only a band that a missing or double-counted decoder layer (1/30 of the model) or hook
+    # overhead out of control would break, wide enough for a loaded 2-core box (1.13 seen at load 16).
+    # The tight figure is what `effcore profile` prints; timing targets live in benchmarks.
+    assert 0.75 <= summary["ratio"] <= 1.35, summary
