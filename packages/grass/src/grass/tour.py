@@ -44,11 +44,11 @@ def demo(*, quick: bool = False) -> list[dict]:
         steps = 4 if quick else 8
         cfg = RunConfig(method="grass", steps=steps, batch=2, seq_len=160, probe_steps=2, sample_period=3,
                         update_period=3, lr=1e-4, train_limit=64)  # fmt: skip
-        r = run(cfg, device="auto", eval_limit=8, measure_memory=False)
+        r = run(cfg, device="auto", eval_limit=8, measure_memory=False, eval_before=True)
         s = r.summary
         active = " ".join(row["active"] for row in r.rows)
-        return (f"SmolLM2 GSM8K, {steps} steps (active per step: {active}); loss {r.rows[0]['loss']:.3f} -> "
-                f"{r.rows[-1]['loss']:.3f}; optimizer state on device {s['optimizer_state_device_peak'] / 2**20:.0f} MiB "
+        return (f"SmolLM2 GSM8K, {steps} steps (active per step: {active}); held-out answer loss on 8 test "
+                f"problems {s['eval_before']['loss']:.3f} -> {s['eval']['loss']:.3f}; optimizer state on device {s['optimizer_state_device_peak'] / 2**20:.0f} MiB "
                 f"at most, on host {s['optimizer_state_host'] / 2**20:.0f} MiB")  # fmt: skip
 
     step("LayerwiseAdamW equals torch AdamW (all layers active)", exact)

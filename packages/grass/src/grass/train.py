@@ -190,9 +190,11 @@ def run(
     eval_limit: int = 64,
     generate: int = 0,
     measure_memory: bool = True,
+    eval_before: bool = False,
     progress: Progress | None = None,
 ) -> RunResult:
-    """Train ``cfg`` and evaluate it; see the module docstring."""
+    """Train ``cfg`` and evaluate it; see the module docstring. ``eval_before`` also evaluates the
+    model before the first step (``summary["eval_before"]``, same examples, no generation)."""
     from effcore.memory import memory_stats
 
     start_wall = time.perf_counter()
@@ -203,6 +205,8 @@ def run(
     prep = prepare(cfg, model)
     loop = _Loop(cfg, prep, Batches(train_ex, cfg.batch, seed=cfg.seed, pad_id=tok.pad_token_id), dev)
     rows: list[dict[str, Any]] = []
+    test_ex = load_task(cfg.task, "test", tok, seq_len=cfg.seq_len, limit=eval_limit)
+    before = evaluate(model, tok, test_ex).to_dict() if eval_before else None
     if run_dir is not None and resume:
         record = load_checkpoint(run_dir, fingerprint=cfg.fingerprint(), model=cfg.model)
         if record is not None:
@@ -236,7 +240,6 @@ def run(
                 )
             last_saved = step + 1
     train_wall = time.perf_counter() - start_wall
-    test_ex = load_task(cfg.task, "test", tok, seq_len=cfg.seq_len, limit=eval_limit)
     ev = evaluate(
         prep.model,
         tok,
@@ -250,6 +253,7 @@ def run(
     summary = {
         "final_loss": statistics.fmean(r["loss"] for r in rows[-5:]),
         "eval": ev.to_dict(),
+        **({"eval_before": before} if before is not None else {}),
         "tokens_per_s": sum(r["tokens"] for r in timed) / seconds if seconds else None,
         "median_step_s": statistics.median(r["seconds"] for r in timed) if timed else None,
         "offload_s": stats.transfer_s if stats else 0.0,

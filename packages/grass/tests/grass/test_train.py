@@ -78,3 +78,14 @@ def test_every_parameter_belongs_to_one_unit(family, layout):
     assert sorted(seen) == sorted(id(p) for p in model.parameters()), (
         "a parameter is missing or counted twice"
     )
+
+
+def test_eval_before_measures_the_untrained_model_on_the_same_examples():
+    def summary(lr):
+        cfg = RunConfig(**{**_TINY, "method": "full", "steps": 3, "lr": lr, "warmup": 0})
+        return run(cfg, device="cpu", eval_limit=2, measure_memory=False, eval_before=True).summary
+
+    frozen, trained = summary(1e-30), summary(1e-2)  # 1e-30: every update rounds away in fp32
+    assert frozen["eval_before"] == frozen["eval"]  # no update: the same loss on the same examples
+    assert trained["eval_before"] == frozen["eval_before"]
+    assert trained["eval"]["loss"] != trained["eval_before"]["loss"]
