@@ -192,7 +192,15 @@ class EML(nn.Module):
         if self.training or torch.is_grad_enabled():
             self._cache = None
             return fn(self.weight, self.size, spectrum=self.spectrum, anchor=self.anchor)
-        key = (kind, self.weight._version, self.weight.device, self.weight.dtype)
+        # Keyed by inference mode too: a spectrum cached under ``torch.inference_mode`` is an inference
+        # tensor, fine to read there but not to hand to a later ``no_grad`` forward's in-place ops.
+        key = (
+            kind,
+            self.weight._version,
+            self.weight.device,
+            self.weight.dtype,
+            torch.is_inference_mode_enabled(),
+        )
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, fn(self.weight, self.size, spectrum=self.spectrum, anchor=self.anchor))
         return self._cache[1]

@@ -117,6 +117,16 @@ def _dft_basis(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # cos and sin of the phase -2 pi (u i / H + v j / W) for every frequency (u, v) and kernel tap
     # (i, j) (shifted by k//2 for the centre anchor): shape [F, k*k], frequencies in rfft2/fft2 order.
+    # Built outside inference mode even when first asked for under it: this cache outlives the call,
+    # and an inference tensor here would make every later training step fail ("Inference tensors
+    # cannot be saved for backward").
+    with torch.inference_mode(False):
+        return _basis(size, k, anchor, spectrum, device, dtype)
+
+
+def _basis(
+    size: tuple[int, int], k: int, anchor: str, spectrum: str, device: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = size
     fh, fw = freq_shape(size, spectrum)
     off = k // 2 if anchor == "center" else 0
