@@ -245,24 +245,40 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
 
 @app.command()
 def evoformer(lengths: Annotated[str, typer.Option("--lengths", help="Residue counts N.")] = "16,32",
-              forms: Annotated[str, typer.Option("--forms", help="plain, chunked, checkpoint, bf16, delta.")] = "plain,chunked,checkpoint,bf16,delta",
+              forms: Annotated[str | None, typer.Option("--forms", help="plain, chunked, checkpoint, bf16, delta "
+                                                        "(with --limit: plain, chunked, checkpoint, checkpoint+chunked, "
+                                                        "bf16). Default: all.")] = None,
               chunk: Annotated[int, typer.Option("--chunk", help="Rows per chunk (chunked form).")] = 4,
               delta_fraction: Annotated[float, typer.Option("--delta-fraction", help="delta form budget: parameters "
                                                             "+ gradients + this share of the plain saved bytes.")] = 0.5,
+              limit: Annotated[str | None, typer.Option("--limit", help="Process memory limit (e.g. 16GiB): grow N "
+                                                        "over --lengths until each form's peak RSS (a fresh process "
+                                                        "per run) passes it.")] = None,
               out: OutOpt = None) -> None:  # fmt: skip
     """Evoformer stack (CPU): peak memory and step time against sequence length, per technique."""
-    from delta.sweep import evoformer_sweep
+    from delta.limits import LIMIT_FORMS, evoformer_limits, longest
+    from delta.sweep import FORMS, evoformer_sweep
     from effcore.device import device_spec
 
     _positive(chunk=chunk)
     sizes = int_list(lengths, "--lengths")
-    names = [f.strip() for f in forms.split(",") if f.strip()]
+    cap = parse_bytes(limit, flag="--limit") if limit is not None else None
+    names = [f.strip() for f in (forms or ",".join(LIMIT_FORMS if cap else FORMS)).split(",") if f.strip()]
     with progress_bar() as bar:
         task = bar.add_task("evoformer", total=None)
-        rows = evoformer_sweep(sizes, names, chunk=chunk, delta_fraction=delta_fraction,
-                               bandwidth=device_spec("cpu").host_link_bandwidth,
-                               progress=lambda msg: bar.update(task, description=msg))  # fmt: skip
+        if cap is not None:
+            rows = evoformer_limits(sizes, names, limit=cap, chunk=chunk,
+                                    progress=lambda msg: bar.update(task, description=msg))  # fmt: skip
+        else:
+            rows = evoformer_sweep(sizes, names, chunk=chunk, delta_fraction=delta_fraction,
+                                   bandwidth=device_spec("cpu").host_link_bandwidth,
+                                   progress=lambda msg: bar.update(task, description=msg))  # fmt: skip
     table = [r.to_dict() for r in rows]
-    console.print(render_table("Evoformer: one training step per form and length", table))
-    write_out(out, {"lengths": sizes, "forms": names, "chunk": chunk, "delta_fraction": delta_fraction,
-                    "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": table}, rows=table)  # fmt: skip
+    title = (
+        f"Evoformer: longest N within {limit}" if cap else "Evoformer: one training step per form and length"
+    )
+    console.print(render_table(title, table))
+    extra = {"limit": cap, "longest": longest(rows, cap)} if cap else {"delta_fraction": delta_fraction}
+    write_out(out, {"lengths": sizes, "forms": names, "chunk": chunk, **extra,
+                    "threads": 1 if cap else torch.get_num_threads(), "torch": torch.__version__, "rows": table},
+              rows=table)  # fmt: skip

@@ -58,6 +58,8 @@ def test_maxbatch_and_evoformer_tables(tmp_path):
         (["maxbatch", "--batches", "0,4"], "--batches needs positive integers"),
         (["evoformer", "--forms", "plain,fast"], "unknown forms ['fast']"),
         (["evoformer", "--delta-fraction", "0"], "delta_fraction must be in (0, 1]"),
+        (["evoformer", "--limit", "16GiB", "--forms", "delta"], "unknown forms ['delta']"),
+        (["evoformer", "--limit", "lots"], "--limit"),
         (["plan", "--out", "x.txt", "--budget", "1GiB"], "x.txt"),
         (["train", "--device", "cuda", "--budget", "1GiB"], "no CUDA device"),
     ],
