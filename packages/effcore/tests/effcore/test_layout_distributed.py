@@ -185,6 +185,16 @@ def test_launch_returns_each_rank_result_in_rank_order() -> None:
     assert launch(_rank_and_world, 3, 10) == [(10, 3, 3), (11, 3, 3), (12, 3, 3)]
 
 
+def test_concurrent_launches_keep_their_groups_apart() -> None:
+    # Each launch rendezvouses through its own file store; with a TCP port picked as "free a moment
+    # ago", launches started together could meet in one store ("Gloo connectFullMesh failed").
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda k: launch(_rank_and_world, 2, 100 * k, num_threads=1), range(3)))
+    assert results == [[(100 * k, 2, 2), (100 * k + 1, 2, 2)] for k in range(3)]
+
+
 def test_launch_reraises_rank_exception_with_rank_and_traceback() -> None:
     with pytest.raises(LaunchError, match="rank 1 of 2") as info:
         launch(_raise_on_rank_one, 2, timeout_s=60)

@@ -10,9 +10,10 @@ import inspect
 import multiprocessing.connection
 import os
 import pickle
+import shutil
 import signal
-import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -27,7 +28,6 @@ import torch.multiprocessing as mp
 __all__ = [
     "LaunchError",
     "LaunchTimeoutError",
-    "free_port",
     "launch",
     "start_method",
 ]
@@ -48,13 +48,6 @@ class LaunchError(RuntimeError):
 
 class LaunchTimeoutError(LaunchError, TimeoutError):
     """The ranks did not all finish within ``timeout_s``; every rank was killed."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 _AUTOGRAD_FORK_POISONED = False
@@ -147,7 +140,8 @@ def launch(
 ) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``world_size`` processes and return each rank's result.
 
-    Each rank joins a fresh ``backend`` process group (TCP rendezvous on 127.0.0.1, a free port),
+    Each rank joins a fresh ``backend`` process group (rendezvous through a file store in a fresh
+    temporary folder: no TCP port to race for when several launches start at once),
     runs ``fn`` with ``num_threads`` torch threads (default: the CPU cores shared out among ranks),
     destroys the group and sends its return value back (it must be picklable).
 
@@ -165,12 +159,13 @@ def launch(
     if method == "forkserver":
         ctx.set_forkserver_preload(["torch", "torch.distributed"])
         fn = _ByPath(fn)
-    port = free_port()
+    rendezvous = tempfile.mkdtemp(prefix="effcore-launch-")
+    init_method = f"file://{os.path.join(rendezvous, 'store')}"
     pipes = [ctx.Pipe(duplex=False) for _ in range(world_size)]
     procs = [
         ctx.Process(
             target=_rank_main,
-            args=(rank, world_size, port, backend, timeout_s, threads, pipes[rank][1], fn, args),
+            args=(rank, world_size, init_method, backend, timeout_s, threads, pipes[rank][1], fn, args),
             name=f"effcore-rank{rank}",
         )
         for rank in range(world_size)
@@ -189,6 +184,7 @@ def launch(
                 proc.join()
         for recv_end, _ in pipes:
             recv_end.close()
+        shutil.rmtree(rendezvous, ignore_errors=True)
 
 
 def _collect(
@@ -251,7 +247,7 @@ def _die_with_parent() -> None:
 def _rank_main(
     rank: int,
     world_size: int,
-    port: int,
+    init_method: str,
     backend: str,
     timeout_s: float,
     num_threads: int,
@@ -267,7 +263,7 @@ def _rank_main(
             torch.cuda.set_device(rank % torch.cuda.device_count())
         dist.init_process_group(
             backend,
-            init_method=f"tcp://127.0.0.1:{port}",
+            init_method=init_method,
             rank=rank,
             world_size=world_size,
             timeout=timedelta(seconds=timeout_s),
