@@ -54,7 +54,7 @@ def main() -> None:
     if args.limit is not None:
         limit = parse_bytes(args.limit)
         rows = evoformer_limits([int(n) for n in args.lengths.split(",")], (args.forms or ",".join(LIMIT_FORMS)).split(","),
-                                limit=limit, chunk=args.chunk,
+                                limit=limit, max_seconds=args.max_seconds, chunk=args.chunk,
                                 progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True))  # fmt: skip
         for row in rows:
             print(row, flush=True)

@@ -102,11 +102,23 @@ def _extrapolate(points: list[tuple[int, int, int]], n: int) -> float | None:
     return b1 + g1 * (n / n1) ** exponent
 
 
+def _seconds(points: list[tuple[int, float]], n: int) -> float | None:
+    """Step time at ``n`` from the last two (N, seconds) points, a power law (exponent in [1, 3.5])."""
+    if len(points) < 2:
+        return None
+    (n0, s0), (n1, s1) = points[-2], points[-1]
+    exponent = min(max(math.log(max(s1, 1e-9) / max(s0, 1e-9)) / math.log(n1 / n0), 1.0), 3.5)
+    return s1 * (n / n1) ** exponent
+
+
 def evoformer_limits(lengths: Sequence[int], forms: Sequence[str], *, limit: int, margin: float = 1.15,
-                     chunk: int = 4, threads: int = 1, run: Callable[..., dict] = _child,
+                     max_seconds: float | None = None, chunk: int = 4, threads: int = 1,
+                     run: Callable[..., dict] = _child,
                      free: Callable[[], int] = available_bytes,
                      progress: Callable[[str], None] | None = None) -> list[LimitRow]:  # fmt: skip
-    """Grow each form's length over ``lengths`` until its peak RSS passes ``limit`` (bytes)."""
+    """Grow each form's length over ``lengths`` until its peak RSS passes ``limit`` (bytes); with
+    ``max_seconds``, a length whose step is predicted to take longer is not started either (the row
+    says so: the form's longest length is then a lower bound)."""
     bad = [f for f in forms if f not in LIMIT_FORMS]
     if bad:
         raise ConfigError(f"unknown forms {bad}", hint=f"choose from {', '.join(LIMIT_FORMS)}")
@@ -115,8 +127,9 @@ def evoformer_limits(lengths: Sequence[int], forms: Sequence[str], *, limit: int
     rows: list[LimitRow] = []
     for form in forms:
         points: list[tuple[int, int, int]] = []
+        times: list[tuple[int, float]] = []
         for n in lengths:
-            guess = _extrapolate(points, n)
+            guess, slow = _extrapolate(points, n), _seconds(times, n)
             reason = None
             if guess is not None and guess > limit * margin:
                 reason = f"predicted {guess / 2**30:.1f} GiB > {margin:g} x the limit"
@@ -124,6 +137,8 @@ def evoformer_limits(lengths: Sequence[int], forms: Sequence[str], *, limit: int
                 reason = (
                     f"predicted {guess / 2**30:.1f} GiB > the {free() / 2**30:.1f} GiB free on the machine"
                 )
+            elif slow is not None and max_seconds is not None and slow > max_seconds:
+                reason = f"predicted step {slow:.0f} s > {max_seconds:g} s (time cap, not memory)"
             if reason:
                 rows.append(LimitRow(form=form, residues=n, peak_rss=None, base_rss=None, seconds=None,
                                      skipped=reason))  # fmt: skip
@@ -137,6 +152,7 @@ def evoformer_limits(lengths: Sequence[int], forms: Sequence[str], *, limit: int
                 break
             rows.append(LimitRow(form=form, residues=n, **out))
             points.append((n, out["peak_rss"], out["base_rss"]))
+            times.append((n, out["seconds"]))
             if out["peak_rss"] > limit:
                 break
     return rows

@@ -47,3 +47,12 @@ def test_bad_forms_and_lengths_are_refused():
         evoformer_limits([16], ["delta"], limit=GiB)
     with pytest.raises(ConfigError, match="increasing"):
         evoformer_limits([32, 16], ["plain"], limit=GiB)
+
+
+def test_a_length_predicted_past_the_time_cap_is_not_started_and_says_so():
+    def run(form, n, chunk, threads):
+        return {"peak_rss": GiB, "base_rss": GiB // 2, "seconds": float(n)}
+
+    rows = evoformer_limits([64, 128, 512], ["plain"], limit=40 * GiB, max_seconds=300, run=run,
+                            free=lambda: 100 * GiB)  # fmt: skip
+    assert rows[-1].residues == 512 and "time cap" in rows[-1].skipped
