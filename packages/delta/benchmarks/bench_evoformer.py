@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument(
         "--limit", default=None, help="process memory limit, e.g. 16GiB: find each form's longest N"
     )
+    ap.add_argument(
+        "--max-seconds", type=float, default=None, help="with --limit: skip lengths predicted slower"
+    )
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--delta-fraction", type=float, default=0.5)
     ap.add_argument("--out", type=Path, required=True)
