@@ -130,7 +130,7 @@ def profile(model: ModelOpt = "tiny", batch: BatchOpt = 8, image_size: ImageOpt 
     rows = []
     for b in trace.blocks:
         slots = [s for s in trace.slots if s.block == b.index]
-        rows.append({"block": b.name, "saved_tensors": len(slots), "saved_MiB": sum(s.nbytes for s in slots) / 2**20,
+        rows.append({"block": b.name, "saved_tensors": len(slots), "saved_MiB": trace.block_saved_bytes(b.index) / 2**20,
                      "forward_ms": 1e3 * b.forward_s, "recompute": b.not_recomputable or "yes"})  # fmt: skip
     console.print(render_table(f"{model}, batch {batch}: one step", rows))
     console.print(f"saved for backward {fmt_bytes(trace.saved_bytes())}, parameters + gradients "
