@@ -31,6 +31,7 @@ app = make_app(
     "  delta plan -m resnet50 --batch 16 --budget 320MiB --plot m.png  # DELTA's plan and its memory\n\n"
     "  delta train -m tiny --batch 64 --budget 600KiB --steps 3  # train under the plan, gradients exact\n\n"
     "  delta maxbatch -m resnet50 --budget 320MiB               # every method's largest batch and speed\n\n"
+    "  delta profile -m smollm2 --seq-len 128 --batch 8        # SmolLM2-135M on WikiText-2 sequences\n\n"
     "  delta evoformer --lengths 16,32                          # Evoformer memory/time per technique\n\n"
     "The budget counts parameters, gradients and the saved tensors resident on the device.",
 )
