@@ -55,3 +55,41 @@ def test_smollm2_step_under_half_the_saved_memory_gives_the_plain_gradients(case
     assert runner.last.meter.peak <= budget
     released = summary["swap_tensors"] + summary["recompute_tensors"]
     assert released > 0 and (policy != "dtr" or summary["recompute_tensors"] > 0)
+
+
+def test_smollm2_case_plans_the_logits_and_runs_delta_with_the_plain_gradients():
+    """`delta ... -m smollm2` (delta.models.build_model): WikiText-2 sequences, the head+loss block holding
+    the step's largest tensors, and a DELTA step under params + grads + 30% of the saved bytes."""
+    from delta.api import Delta
+    from delta.bench import _step_fn
+    from delta.models import build_model
+    from effcore.assets import data_dir
+    from effcore.errors import DataNotFoundError
+
+    try:
+        data_dir()
+    except DataNotFoundError as err:
+        pytest.skip(str(err))
+    case = build_model("smollm2", seq_len=32)
+    names = [n for n, _ in case.blocks]
+    assert names[0] == "embed" and names[-2:] == ["norm", "head+loss"] and len(names) == 30 + 3
+    batch = case.make_batch(2, torch.Generator().manual_seed(0))
+    assert batch[0].shape == (2, 32)
+    step = _step_fn(case)
+    step(*batch)
+    ref = {n: p.grad.clone() for n, p in case.model.named_parameters() if p.grad is not None}
+    case.model.zero_grad(set_to_none=True)
+    trace = Delta(case.model, policy="none", blocks=case.blocks).plan_for(step, *batch).trace
+    case.model.zero_grad(set_to_none=True)
+    largest = max(trace.slots, key=lambda s: s.nbytes)
+    assert trace.blocks[largest.block].name == "head+loss" and largest.nbytes >= 2 * 31 * 49152 * 4
+    budget = trace.static_bytes + trace.saved_bytes() * 3 // 10
+    runner = Delta(case.model, policy="delta", budget=budget, blocks=case.blocks, bandwidth=5e9)
+    plan = runner.plan_trace(trace)  # the profile above serves this plan: the step below runs it
+    assert plan.summary()["swap_tensors"] + plan.summary()["recompute_tensors"] > 0
+    runner.step(step, *batch)
+    assert runner.profiled == 0, "the step ran the plan, it did not profile again"
+    for n, p in case.model.named_parameters():
+        if n in ref:
+            assert torch.equal(p.grad, ref[n]), f"{n} differs"
+    assert runner.last.meter.peak == plan.projected.peak <= budget

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from delta.bench import run_maxbatch
-from delta.models import build_model
+from delta.models import DATA, build_model
 from effcore.cli import parse_bytes
 from effcore.device import cpu_model, device_spec, infer_device
 from effcore.io import write_json
@@ -30,17 +30,24 @@ METHODS = "none,checkpoint,offload,dtr,capuchin,delta,torch-checkpoint,torch-sav
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet50")
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--image-size", type=int, default=None, help="ResNets: input side (default 224)")
+    ap.add_argument("--data", default=None, help="ResNets: synthetic (default) or cifar10")
+    ap.add_argument("--seq-len", type=int, default=None, help="smollm2: tokens per sequence (default 128)")
     ap.add_argument("--budget", default="4GiB")
     ap.add_argument("--batches", default="4,8,16,32,64")
     ap.add_argument("--methods", default=METHODS)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds at the common batch")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = infer_device(args.device)
     budget = parse_bytes(args.budget, flag="--budget")
-    case = build_model(args.model, image_size=args.image_size, device=dev)
+    case = build_model(
+        args.model, image_size=args.image_size, data=args.data, seq_len=args.seq_len, device=dev
+    )
     spec = device_spec(dev)
     t0 = time.perf_counter()
     rows = run_maxbatch(case, budget, [int(b) for b in args.batches.split(",")], methods=args.methods.split(","),
@@ -58,8 +65,9 @@ def main() -> None:
         print(row, flush=True)
     write_json(args.out, {
         "command": "python packages/delta/benchmarks/bench_maxbatch.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "model": args.model, "image_size": args.image_size, "budget": budget, "device": str(dev),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "model": args.model, "image_size": args.image_size, "data": args.data or DATA[args.model][0],
+        "seq_len": args.seq_len, "unit": case.unit, "budget": budget, "device": str(dev),
         "machine": f"{cpu_model()} ({platform.machine()}), {torch.get_num_threads()} threads, shared with other jobs",
         "host_link_bandwidth": spec.host_link_bandwidth, "torch": torch.__version__,
         "date": datetime.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "rows": table,

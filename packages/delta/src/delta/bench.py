@@ -62,7 +62,7 @@ def profile_trace(
 ) -> StepTrace:
     """One profiled step at ``batch`` (every block tensor swapped, as the runtime profiles)."""
     gen = torch.Generator().manual_seed(seed)
-    runner = Delta(case.model, policy="offload", device=device, bandwidth=1.0)
+    runner = Delta(case.model, policy="offload", blocks=case.blocks, device=device, bandwidth=1.0)
     plan = runner.plan_for(_step_fn(case), *case.make_batch(batch, gen))
     case.model.zero_grad(set_to_none=True)
     return plan.trace
@@ -140,10 +140,10 @@ def torch_step(case: ModelCase, method: str, blocks: list[nn.Module]) -> Callabl
 def _method_step(case: ModelCase, method: str, data: tuple, *, budget: int | None, bandwidth: float | None,
                  device: torch.device | None) -> Callable[[], object]:  # fmt: skip
     if method in POLICIES:
-        runner = Delta(case.model, policy=method, budget=budget if method in BUDGETED else None, device=device,
-                       bandwidth=bandwidth)  # fmt: skip
+        runner = Delta(case.model, policy=method, budget=budget if method in BUDGETED else None,
+                       blocks=case.blocks, device=device, bandwidth=bandwidth)  # fmt: skip
         return lambda: runner.step(_step_fn(case), *data)
-    fn = torch_step(case, method, Delta(case.model, policy="none").blocks)
+    fn = torch_step(case, method, Delta(case.model, policy="none", blocks=case.blocks).blocks)
     return lambda: fn(*data)
 
 

@@ -31,20 +31,33 @@ app = make_app(
     "  delta plan -m resnet50 --batch 16 --budget 320MiB --plot m.png  # DELTA's plan and its memory\n\n"
     "  delta train -m tiny --batch 64 --budget 600KiB --steps 3  # train under the plan, gradients exact\n\n"
     "  delta maxbatch -m resnet50 --budget 320MiB               # every method's largest batch and speed\n\n"
+    "  delta profile -m smollm2 --seq-len 128 --batch 8        # SmolLM2-135M on WikiText-2 sequences\n\n"
     "  delta evoformer --lengths 16,32                          # Evoformer memory/time per technique\n\n"
     "The budget counts parameters, gradients and the saved tensors resident on the device.",
 )
 
 MODEL_HELP = (
-    "Model: tiny (test net), resnet50, resnet101 (torchvision, random init), evoformer (batch = residues)."
+    "Model: tiny (test net), resnet50, resnet101 (torchvision, random init), evoformer (batch = residues), "
+    "smollm2 (SmolLM2-135M, batch = sequences)."
 )
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Batch size (residues for the Evoformer).")]
 ImageOpt = Annotated[
     int | None,
     typer.Option(
-        "--image-size", help="ResNet input side (synthetic images). Default 224.", show_default=False
+        "--image-size",
+        help="ResNet input side (CIFAR-10 is upscaled to it). Default 224.",
+        show_default=False,
     ),
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option("--data", help="Inputs: synthetic (default) or cifar10 (test images) for the ResNets; "
+                 "smollm2 reads WikiText-2.", show_default=False),
+]  # fmt: skip
+SeqLenOpt = Annotated[
+    int | None,
+    typer.Option("--seq-len", help="smollm2: tokens per sequence. Default 128.", show_default=False),
 ]
 BudgetOpt = Annotated[
     str | None,
@@ -60,14 +73,10 @@ def _positive(**values: int) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def _case(model: str, image_size: int | None, device: torch.device):
-    from delta.models import MODELS, build_model
+def _case(model: str, data: str | None, image_size: int | None, seq_len: int | None, device: torch.device):
+    from delta.models import build_model
 
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}", hint=f"choose from {', '.join(MODELS)}")
-    if image_size is not None and not model.startswith("resnet"):
-        raise ConfigError(f"--image-size applies to the ResNets only, not {model!r}")
-    return build_model(model, image_size=image_size or 224, device=device)
+    return build_model(model, data=data, image_size=image_size, seq_len=seq_len, device=device)
 
 
 def _budget(text: str | None, policy: str) -> int | None:
@@ -109,20 +118,20 @@ def _plot_memory(path, timeline: list[dict[str, int]], static: int, budget: int 
 
 
 @app.command()
-def profile(model: ModelOpt = "tiny", batch: BatchOpt = 8, image_size: ImageOpt = None, device: DeviceOpt = "auto",
-            seed: SeedOpt = 0, out: OutOpt = None) -> None:  # fmt: skip
+def profile(model: ModelOpt = "tiny", batch: BatchOpt = 8, image_size: ImageOpt = None, data: DataOpt = None,
+            seq_len: SeqLenOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = 0, out: OutOpt = None) -> None:  # fmt: skip
     """Profile one training step: every block's saved bytes, forward time and whether it can be recomputed."""
     from delta.bench import profile_trace
 
     _positive(batch=batch)
     dev = infer_device(device)
     torch.manual_seed(seed)
-    case = _case(model, image_size, dev)
+    case = _case(model, data, image_size, seq_len, dev)
     trace = profile_trace(case, batch, seed=seed, device=dev)
     rows = []
     for b in trace.blocks:
         slots = [s for s in trace.slots if s.block == b.index]
-        rows.append({"block": b.name, "saved_tensors": len(slots), "saved_MiB": sum(s.nbytes for s in slots) / 2**20,
+        rows.append({"block": b.name, "saved_tensors": len(slots), "saved_MiB": trace.block_saved_bytes(b.index) / 2**20,
                      "forward_ms": 1e3 * b.forward_s, "recompute": b.not_recomputable or "yes"})  # fmt: skip
     console.print(render_table(f"{model}, batch {batch}: one step", rows))
     console.print(f"saved for backward {fmt_bytes(trace.saved_bytes())}, parameters + gradients "
@@ -133,8 +142,8 @@ def profile(model: ModelOpt = "tiny", batch: BatchOpt = 8, image_size: ImageOpt 
 
 @app.command()
 def plan(model: ModelOpt = "tiny", batch: BatchOpt = 8, budget: BudgetOpt = None, policy: PolicyOpt = "delta",
-         image_size: ImageOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = 0, out: OutOpt = None,
-         plot: PlotOpt = None) -> None:  # fmt: skip
+         image_size: ImageOpt = None, data: DataOpt = None, seq_len: SeqLenOpt = None, device: DeviceOpt = "auto",
+         seed: SeedOpt = 0, out: OutOpt = None, plot: PlotOpt = None) -> None:  # fmt: skip
     """Profile one step and plan it: what is kept, swapped and recomputed, the projected peak."""
     from delta.bench import profile_trace
     from delta.plan import make_plan
@@ -144,7 +153,7 @@ def plan(model: ModelOpt = "tiny", batch: BatchOpt = 8, budget: BudgetOpt = None
     limit = _budget(budget, policy)
     dev = infer_device(device)
     torch.manual_seed(seed)
-    case = _case(model, image_size, dev)
+    case = _case(model, data, image_size, seq_len, dev)
     trace = profile_trace(case, batch, seed=seed, device=dev)
     result = make_plan(trace, policy, limit, bandwidth=device_spec(dev).host_link_bandwidth,
                        prefetch=1 if dev.type == "cuda" else None, overlap=dev.type == "cuda")  # fmt: skip
@@ -162,8 +171,8 @@ def plan(model: ModelOpt = "tiny", batch: BatchOpt = 8, budget: BudgetOpt = None
 @app.command()
 def train(model: ModelOpt = "tiny", batch: BatchOpt = 8, budget: BudgetOpt = None, policy: PolicyOpt = "delta",
           steps: Annotated[int, typer.Option("--steps", help="Training steps (SGD, lr 0.01).")] = 3,
-          image_size: ImageOpt = None, device: DeviceOpt = "auto", seed: SeedOpt = 0, out: OutOpt = None,
-          plot: PlotOpt = None) -> None:  # fmt: skip
+          image_size: ImageOpt = None, data: DataOpt = None, seq_len: SeqLenOpt = None, device: DeviceOpt = "auto",
+          seed: SeedOpt = 0, out: OutOpt = None, plot: PlotOpt = None) -> None:  # fmt: skip
     """Train under the plan: the first step profiles, the rest run the plan; loss, held peak, time per step."""
     from delta.api import Delta
 
@@ -171,10 +180,12 @@ def train(model: ModelOpt = "tiny", batch: BatchOpt = 8, budget: BudgetOpt = Non
     limit = _budget(budget, policy)
     dev = infer_device(device)
     torch.manual_seed(seed)
-    case = _case(model, image_size, dev)
-    runner = Delta(case.model, policy=policy, budget=limit, device=dev, record=plot is not None)
+    case = _case(model, data, image_size, seq_len, dev)
+    runner = Delta(
+        case.model, policy=policy, budget=limit, blocks=case.blocks, device=dev, record=plot is not None
+    )
     opt = torch.optim.SGD(case.model.parameters(), lr=0.01)
-    data = case.make_batch(batch, torch.Generator().manual_seed(seed))
+    inputs = case.make_batch(batch, torch.Generator().manual_seed(seed))
 
     def step(*batch_tensors: torch.Tensor) -> torch.Tensor:
         loss = case.loss(case.model, *batch_tensors)
@@ -185,7 +196,7 @@ def train(model: ModelOpt = "tiny", batch: BatchOpt = 8, budget: BudgetOpt = Non
     with progress_bar() as bar:
         task = bar.add_task(f"{policy} steps", total=steps)
         for i in range(steps):
-            loss = runner.step(step, *data)
+            loss = runner.step(step, *inputs)
             opt.step()
             opt.zero_grad(set_to_none=True)
             assert runner.last is not None
@@ -208,9 +219,11 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
              methods: Annotated[str, typer.Option("--methods", help="delta policies and torch-checkpoint, "
                                                   "torch-save-on-cpu, torch-sac.")] = "none,checkpoint,offload,dtr,capuchin,delta",
              rounds: Annotated[int, typer.Option("--rounds", help="Interleaved timed rounds at the common batch.")] = 3,
-             image_size: ImageOpt = None, device: DeviceOpt = "auto", out: OutOpt = None) -> None:  # fmt: skip
+             image_size: ImageOpt = None, data: DataOpt = None, seq_len: SeqLenOpt = None, device: DeviceOpt = "auto",
+             out: OutOpt = None) -> None:  # fmt: skip
     """Every method's largest batch under --budget, its held peak and time per sample, side by side."""
     from delta.bench import TORCH_METHODS, run_maxbatch
+    from delta.models import DATA
     from effcore.device import device_spec
 
     _positive(rounds=rounds)
@@ -222,7 +235,7 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
         raise ConfigError(f"--methods: unknown {unknown or methods!r}",
                           hint=f"choose from {', '.join((*POLICIES, *TORCH_METHODS))}")  # fmt: skip
     dev = infer_device(device)
-    case = _case(model, image_size, dev)
+    case = _case(model, data, image_size, seq_len, dev)
     with progress_bar() as bar:
         task = bar.add_task("maxbatch", total=None)
         rows = run_maxbatch(case, limit, sizes, methods=names, rounds=rounds, device=dev,
@@ -238,7 +251,8 @@ def maxbatch(model: ModelOpt = "resnet50", budget: Annotated[str, typer.Option("
             row["overhead_x"] = row["common_seconds_per_sample"] / base.common_seconds_per_sample
             row["cpu_overhead_x"] = row["common_cpu_seconds_per_sample"] / base.common_cpu_seconds_per_sample
     console.print(render_table(f"{model} under {budget}", table))
-    meta = {"model": model, "budget": limit, "batches": sizes, "image_size": image_size, "device": str(dev),
+    meta = {"model": model, "budget": limit, "batches": sizes, "image_size": image_size, "data": data or DATA[model][0],
+            "seq_len": seq_len, "device": str(dev),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": rounds}  # fmt: skip
     write_out(out, {**meta, "rows": table}, rows=table)
 

@@ -1,4 +1,4 @@
-"""Models delta trains: a small branchy net for tests, torchvision ResNets as block sequences."""
+"""Models delta trains: a small branchy net for tests, torchvision ResNets as block sequences, their batches."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from torch.nn import functional as F
 
 from effcore.errors import ConfigError
 
-__all__ = ["MODELS", "BranchBlock", "ModelCase", "build_model", "resnet", "tiny_net"]
+__all__ = [
+    "DATA",
+    "MODELS",
+    "BranchBlock",
+    "ModelCase",
+    "build_model",
+    "check_options",
+    "cifar10_batches",
+    "resnet",
+    "tiny_net",
+]
 
 
 class BranchBlock(nn.Module):
@@ -64,21 +74,70 @@ def resnet(name: str, *, classes: int = 1000, seed: int = 0) -> nn.Sequential:
 
 @dataclass(kw_only=True, slots=True)
 class ModelCase:
-    """A model with its synthetic batch and loss: what ``delta`` commands and benchmarks train."""
+    """A model with its batches and loss: what ``delta`` commands and benchmarks train."""
 
     name: str
     model: nn.Module
     make_batch: Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]
     loss: Callable[..., torch.Tensor]
-    unit: str  # what the batch counts: samples, or residues for the Evoformer
+    unit: str  # what the batch counts: samples, sequences, or residues for the Evoformer
+    blocks: list[tuple[str, nn.Module]] | None = None  # the recompute units; None: delta.api.default_blocks
 
 
 def _classify(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
 
-def build_model(name: str, *, image_size: int = 224, device: torch.device | None = None) -> ModelCase:
-    """``tiny``, ``resnet50``, ``resnet101`` or ``evoformer`` with synthetic inputs."""
+def cifar10_batches(
+    image_size: int, device: torch.device
+) -> Callable[[int, torch.Generator], tuple[torch.Tensor, ...]]:
+    """Batches of CIFAR-10 test images (drawn without replacement), upscaled to ``image_size`` (bilinear),
+    normalised with the training set's statistics, and their labels."""
+    from effcore.assets import load_cifar10
+
+    data = load_cifar10("test")
+
+    def make_batch(n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        if n > len(data):
+            raise ConfigError(f"batch {n} is larger than CIFAR-10's test split ({len(data)} images)")
+        idx = torch.randperm(len(data), generator=gen)[:n]
+        x = data.normalise(data.images[idx])
+        if image_size != x.shape[-1]:
+            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        return x.to(device), data.labels[idx].to(device)
+
+    return make_batch
+
+
+def check_options(name: str, *, data: str | None, image_size: int | None, seq_len: int | None) -> str:
+    """Refuse options that do not apply to model ``name`` (before any work); returns the data to use."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}", hint=f"choose from {', '.join(MODELS)}")
+    choices = DATA[name]
+    data = data or choices[0]
+    if data not in choices:
+        raise ConfigError(
+            f"--data {data} does not apply to {name!r}", hint=f"choose from {', '.join(choices)}"
+        )
+    if image_size is not None:
+        if not name.startswith("resnet"):
+            raise ConfigError(f"--image-size applies to the ResNets only, not {name!r}")
+        if image_size < 32:
+            raise ConfigError(f"--image-size must be at least 32 for a ResNet, got {image_size}")
+    if seq_len is not None:
+        if name != "smollm2":
+            raise ConfigError(f"--seq-len applies to smollm2 only, not {name!r}")
+        if seq_len < 2:
+            raise ConfigError(f"--seq-len must be at least 2 (one token to predict from, one to predict), "
+                              f"got {seq_len}")  # fmt: skip
+    return data
+
+
+def build_model(name: str, *, image_size: int | None = None, data: str | None = None, seq_len: int | None = None,
+                device: torch.device | None = None) -> ModelCase:  # fmt: skip
+    """``tiny``, ``resnet50``, ``resnet101`` (synthetic or CIFAR-10 images, default side 224), ``evoformer``,
+    or ``smollm2`` (WikiText-2, default 128 tokens per sequence); options are checked before any work."""
+    data = check_options(name, data=data, image_size=image_size, seq_len=seq_len)
     device = device or torch.device("cpu")
     if name == "tiny":
         model = tiny_net(depth=4, width=64).to(device)
@@ -86,17 +145,30 @@ def build_model(name: str, *, image_size: int = 224, device: torch.device | None
                          make_batch=lambda n, g: (torch.randn(n, 64, generator=g).to(device),
                                                   torch.randint(0, 10, (n,), generator=g).to(device)))  # fmt: skip
     if name in ("resnet50", "resnet101"):
-        if image_size < 32:
-            raise ConfigError(f"--image-size must be at least 32 for a ResNet, got {image_size}")
+        side = image_size or 224
+        if data == "cifar10":
+            make_batch = cifar10_batches(side, device)
+            return ModelCase(name=name, model=resnet(name, classes=10).to(device), unit="samples", loss=_classify,
+                             make_batch=make_batch)  # fmt: skip
         model = resnet(name).to(device)
         return ModelCase(name=name, model=model, unit="samples", loss=_classify,
-                         make_batch=lambda n, g: (torch.randn(n, 3, image_size, image_size, generator=g).to(device),
+                         make_batch=lambda n, g: (torch.randn(n, 3, side, side, generator=g).to(device),
                                                   torch.randint(0, 1000, (n,), generator=g).to(device)))  # fmt: skip
-    if name == "evoformer":
-        from delta.evoformer import evoformer_case
+    if name == "smollm2":
+        from delta.llm import smollm2_case
 
-        return evoformer_case(device)
-    raise ConfigError(f"unknown model {name!r}", hint=f"choose from {', '.join(MODELS)}")
+        return smollm2_case(seq_len=seq_len or 128, device=device)
+    from delta.evoformer import evoformer_case
+
+    return evoformer_case(device)
 
 
-MODELS = ("tiny", "resnet50", "resnet101", "evoformer")
+MODELS = ("tiny", "resnet50", "resnet101", "evoformer", "smollm2")
+DATA: dict[str, tuple[str, ...]] = {
+    "tiny": ("synthetic",),
+    "resnet50": ("synthetic", "cifar10"),
+    "resnet101": ("synthetic", "cifar10"),
+    "evoformer": ("synthetic",),
+    "smollm2": ("wikitext2",),
+}
+"""Each model's inputs, its default first: synthetic tensors, CIFAR-10 test images, WikiText-2 tokens."""

@@ -72,6 +72,10 @@ class StepTrace:
         """Bytes of unique storages saved for backward (what 'nothing released' holds at most)."""
         return sum(s[0].nbytes for s in self.group_slots().values())
 
+    def block_saved_bytes(self, block: int) -> int:
+        """Bytes of the unique storages block call ``block`` saved (one storage saved twice counts once)."""
+        return sum({s.storage: s.nbytes for s in self.slots if s.block == block}.values())
+
 
 def _describe(value: object) -> object:
     if isinstance(value, torch.Tensor):

