@@ -8,10 +8,10 @@ C=packages/promptie/configs
 case "${1:-all}" in
 conll04)
   uv run promptie train --data conll04 --config $C/conll04.toml --out-dir $RUNS/conll04 --out $R/conll04-train.json
-  uv run promptie eval $RUNS/conll04 --split test --limit 20 --relations judge,direct --config $C/conll04.toml --out $R/conll04-test20.json ;;
+  uv run promptie eval $RUNS/conll04 --split test --limit 80 --relations judge,direct --config $C/conll04.toml --out $R/conll04-test80.json ;;
 phee)
   uv run promptie train --data phee --config $C/phee.toml --out-dir $RUNS/phee --out $R/phee-train.json
-  uv run promptie eval $RUNS/phee --split test --limit 80 --config $C/phee.toml --out $R/phee-test80.json ;;
+  uv run promptie eval $RUNS/phee --split test --limit 40 --config $C/phee.toml --out $R/phee-test40.json ;;
 casie-1pct|casie-5pct|casie-5pct-specific|casie-5pct-composable)
   pct=${1#casie-}; pct=${pct%%pct*}; modes=${1#casie-*pct}; modes=${modes#-}
   for mode in ${modes:-specific composable}; do
