@@ -79,3 +79,24 @@ def test_duckdb_masks_equal_numpy_over_random_filters_on_the_real_slice(slice_st
     assert np.array_equal(duck.mask(**f), want)
     rows = np.flatnonzero(want)[:200]
     assert duck.facts(rows) == kg.facts(rows)
+
+
+def test_import_of_multitq_gives_the_loader_s_kg_and_shares_its_index(tmp_path):
+    from tkgqa.duckstore import DuckDBStore
+    from tkgqa.importer import import_tsv
+    from tkgqa.index import index_dir
+    from tkgqa.loaders import MULTITQ_KG, load_multitq_kg
+
+    try:
+        root = data_dir()
+    except DataNotFoundError as err:
+        pytest.skip(str(err))
+    kg = load_multitq_kg(root)
+    report = import_tsv(root / MULTITQ_KG, tmp_path / "multitq.duckdb")
+    assert report.facts == len(kg) == 227_892
+    with DuckDBStore(tmp_path / "multitq.duckdb") as duck:
+        assert duck.digest == kg.digest and index_dir(duck.digest, "x") == index_dir(kg.digest, "x")
+        assert duck.entities.names == kg.entities.names and duck.relations.names == kg.relations.names
+        rows = np.random.default_rng(0).choice(len(kg), 5_000, replace=False)
+        assert duck.facts(rows) == kg.facts(rows)
+        assert np.array_equal(duck.days(np.arange(len(kg))), kg.day)

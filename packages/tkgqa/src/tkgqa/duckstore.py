@@ -180,6 +180,12 @@ class DuckDBStore:
     def close(self) -> None:
         self.con.close()
 
+    def __enter__(self) -> DuckDBStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __len__(self) -> int:
         return self._n
 
