@@ -28,6 +28,7 @@ FORMAT = 1
 
 _IMPORT_HINT = "import it again into a new file: tkgqa import FACTS.tsv --store duckdb --db NEW.duckdb"
 _FACT_COLS = ("row", "line", "head", "rel", "tail", "day")
+_INLINE_ROWS = 64  # up to this many rows are fetched by an inlined IN list (index lookups), more by a join
 _SCHEMA = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE TABLE entities (id INTEGER NOT NULL, name VARCHAR NOT NULL);
@@ -54,7 +55,9 @@ class StoreError(EffmlError):
 def connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     """Open ``path``; a lock held by another process or an unreadable file is one :class:`StoreError` line."""
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        # Rows are appended in row order and never changed, and whole-column reads rely on getting them
+        # back in that order without a sort: DuckDB's default, pinned here.
+        return duckdb.connect(str(path), read_only=read_only, config={"preserve_insertion_order": True})
     except duckdb.Error as err:
         text = str(err).splitlines()[0]
         if "lock" in text.lower():
@@ -213,7 +216,7 @@ class DuckDBStore:
         tails: Sequence[int] | None = None,
         entities: Sequence[int] | None = None,
     ) -> np.ndarray | None:
-        """Rows (ascending) meeting every given constraint, as :meth:`mask`; None when none is given."""
+        """Rows (in no particular order) meeting every given constraint, as :meth:`mask`; None when none is given."""
         conds, params = [], []
         if start is not None:
             conds.append("day >= ?")
@@ -229,7 +232,7 @@ class DuckDBStore:
             conds.append(f"(head IN ({e}) OR tail IN ({e}))")
         if not conds:
             return None
-        sql = f"SELECT row FROM facts WHERE {' AND '.join(conds)} ORDER BY row"
+        sql = f"SELECT row FROM facts WHERE {' AND '.join(conds)}"
         return self.con.execute(sql, params).fetchnumpy()["row"].astype(np.int64)
 
     def mask(self, **filters: Any) -> np.ndarray:
@@ -252,9 +255,11 @@ class DuckDBStore:
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise IndexError(f"rows outside 0..{len(self) - 1}")
         uniq, pos = np.unique(rows, return_inverse=True)
-        if len(uniq) > len(self) // 8:  # a large share of the KG: one ordered scan beats a lookup per row
-            got = self.con.execute(f"SELECT {cols} FROM facts ORDER BY row").fetchnumpy()
-            return rows, got
+        if len(uniq) > len(self) // 8:  # a large share of the KG: one scan (in row order, see connect)
+            return rows, self.con.execute(f"SELECT {cols} FROM facts").fetchnumpy()
+        if len(uniq) <= _INLINE_ROWS:  # a few hits: index lookups
+            sql = f"SELECT row, {cols} FROM facts WHERE row IN ({_ints(uniq)}) ORDER BY row"
+            return pos, self.con.execute(sql).fetchnumpy()
         got = self.con.execute(f"SELECT row, {cols} FROM facts WHERE row IN (SELECT unnest(?)) ORDER BY row",
                                [uniq.tolist()]).fetchnumpy()  # fmt: skip
         return pos, got
@@ -275,6 +280,8 @@ class DuckDBStore:
 
     def texts(self) -> list[str]:
         """One embedding text per fact, in row order (the whole KG: used once, to build the index)."""
-        got = self.con.execute("SELECT head, rel, tail, day FROM facts ORDER BY row").fetchnumpy()
+        got = self.con.execute(
+            "SELECT head, rel, tail, day FROM facts"
+        ).fetchnumpy()  # row order, see connect
         return fact_texts(self.entities.names, self.relations.names, got["head"], got["rel"], got["tail"],
                           got["day"])  # fmt: skip

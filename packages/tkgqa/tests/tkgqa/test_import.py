@@ -160,3 +160,15 @@ def test_an_import_stopped_between_chunks_resumes_after_the_committed_ones(tmp_p
     assert 1 < report.resumed_at_line < len(bench.store) and report.facts == len(bench.store)
     with DuckDBStore(db) as duck:
         _same(duck, load_tsv(path))
+
+
+def test_the_benchmark_s_synthetic_kg_imports_to_the_loader_s_store(tmp_path):
+    from tkgqa.synthetic import write_large_tsv
+
+    path = tmp_path / "large.tsv"
+    write_large_tsv(path, 3_000, chunk=1_000, seed=1)
+    kg = load_tsv(path)
+    assert len(kg) == 3_000 and kg.date_range()[0] >= "2000-01-01" and kg.date_range()[1] < "2020-01-01"
+    import_tsv(path, tmp_path / "kg.duckdb", chunk_rows=700)
+    with DuckDBStore(tmp_path / "kg.duckdb") as duck:
+        _same(duck, kg)
