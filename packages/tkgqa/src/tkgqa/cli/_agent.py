@@ -25,6 +25,7 @@ from effcore.cli import (
 )
 from effcore.errors import ConfigError
 from tkgqa.cli._shared import (
+    AnnOpt,
     DbOpt,
     EncoderOpt,
     KgOpt,
@@ -137,6 +138,7 @@ def ask(
     slice_text: SliceOpt = None,
     store: StoreOpt = "numpy",
     db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     threads: ThreadsOpt = 1,
@@ -153,7 +155,7 @@ def ask(
     _check_policy(ctx, policy, max_steps=max_steps, base_url=base_url, llm=llm, timeout=timeout)
     check_choice(mode, MODES, "--mode")
     choice = check_kg(ctx, kg, slice_text, store, db)
-    rt = load_runtime(choice, data_dir, encoder, mode)
+    rt = load_runtime(choice, data_dir, encoder, mode, ann=ann)
     make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key)
     try:
         res = run_agent(question, make(), rt.tool, max_steps=max_steps)
@@ -252,6 +254,7 @@ def eval_cmd(
     slice_text: SliceOpt = None,
     store: StoreOpt = "numpy",
     db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
@@ -284,7 +287,7 @@ def eval_cmd(
     questions, label = _questions(ctx, split, limit, labelled_only, seed, choice.slice_spec, data_dir)
     if split == "test" and choice.slice_spec is None:
         err_console.print("[yellow]evaluating on test: report it, do not tune on it[/]")
-    rt = load_runtime(choice, data_dir, encoder, mode)
+    rt = load_runtime(choice, data_dir, encoder, mode, ann=ann)
     if rt.kg_slice is not None:
         questions = rt.kg_slice.questions
     reference = load_reference(data_dir) if compare else None
@@ -335,6 +338,7 @@ def replay(
     slice_text: SliceOpt = None,
     store: StoreOpt = "numpy",
     db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     threads: ThreadsOpt = 1,
@@ -349,7 +353,7 @@ def replay(
         check_choice(mode, MODES, "--mode")
     choice = check_kg(ctx, kg, slice_text, store, db)
     runs = read_trajectories(log)
-    rt = load_runtime(choice, data_dir, encoder, mode or runs[0].get("mode") or "default")
+    rt = load_runtime(choice, data_dir, encoder, mode or runs[0].get("mode") or "default", ann=ann)
     rows, details = replay_runs(runs, rt.tool)
     if show:
         for d in details:

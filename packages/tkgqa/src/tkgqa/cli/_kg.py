@@ -11,6 +11,7 @@ import typer
 from effcore.cli import DataDirOpt, OutOpt, console, render_table, write_out
 from effcore.errors import ConfigError, EffmlError
 from tkgqa.cli._shared import (
+    AnnOpt,
     DbOpt,
     EncoderOpt,
     KgOpt,
@@ -34,6 +35,7 @@ def index(
     slice_text: SliceOpt = None,
     store: StoreOpt = "numpy",
     db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     rebuild: Annotated[
         bool,
@@ -53,8 +55,10 @@ def index(
     """
     set_threads(threads)
     choice = check_kg(ctx, kg, slice_text, store, db)
-    rt = load_runtime(choice, data_dir, encoder, "default", rebuild=rebuild)
+    rt = load_runtime(choice, data_dir, encoder, "default", rebuild=rebuild, ann=ann)
     meta = json.loads((rt.index.path / "manifest.json").read_text())
+    if rt.ann is not None:
+        meta["ann"] = str(rt.ann.path)
     if rt.kg_slice is not None:
         meta["slice"] = str(rt.kg_slice.spec)
         meta["slice_questions"] = len(rt.kg_slice.questions)
@@ -136,6 +140,7 @@ def search(
     slice_text: SliceOpt = None,
     store: StoreOpt = "numpy",
     db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     mode: ModeOpt = "default",
     data_dir: DataDirOpt = None,
@@ -149,7 +154,7 @@ def search(
     set_threads(threads)
     _check_search(query, mode, sort, entity, position, top_k, start_date, end_date)
     choice = check_kg(ctx, kg, slice_text, store, db)
-    rt = load_runtime(choice, data_dir, encoder, mode)
+    rt = load_runtime(choice, data_dir, encoder, mode, ann=ann)
     try:
         hits = rt.tool.search(query, start_date=start_date, end_date=end_date, sort=sort, entity_filter_name=entity,
                               entity_filter_position=position, relation_filter=relation, top_k=top_k)  # fmt: skip

@@ -18,11 +18,12 @@ from effcore.assets import portable_path
 from effcore.cli import err_console, out_option, progress_bar
 from effcore.errors import ConfigError, EffmlError
 from tkgqa.embed import ENCODERS
-from tkgqa.runtime import STORES, Runtime, open_runtime
+from tkgqa.runtime import ANN_CHOICES, STORES, Runtime, open_runtime
 from tkgqa.search import MODES
 from tkgqa.slices import SliceSpec
 
 __all__ = [
+    "AnnOpt",
     "DbOpt",
     "EncoderOpt",
     "KgChoice",
@@ -62,6 +63,11 @@ DbOpt = Annotated[
     Path | None,
     typer.Option("--db", help="--store duckdb: the database file (`tkgqa import FACTS.tsv --store duckdb --db PATH`).",
                  show_default=False),
+]  # fmt: skip
+AnnOpt = Annotated[
+    str,
+    typer.Option("--ann", help="Approximate vector index (FAISS HNSW, kept beside the fact index): 'auto' (from "
+                 "1,000,000 facts up), 'on' or 'off' (brute force). Time sorts and narrow filters are always exact."),
 ]  # fmt: skip
 EncoderOpt = Annotated[
     str,
@@ -163,10 +169,11 @@ class IndexBuildInterrupted(EffmlError):
 
 
 def load_runtime(choice: KgChoice, data_dir: Path | None, encoder: str, mode: str, *,
-                 rebuild: bool = False) -> Runtime:  # fmt: skip
+                 rebuild: bool = False, ann: str = "auto") -> Runtime:  # fmt: skip
     """Open the KG and its index with a progress bar for a (re)build; Ctrl-C keeps the built chunks."""
     check_choice(encoder, ENCODERS, "--encoder")
     check_choice(mode, MODES, "--mode")
+    check_choice(ann, ANN_CHOICES, "--ann")
     building = False
     with progress_bar(transient=True) as bar:
         task = None
@@ -178,10 +185,19 @@ def load_runtime(choice: KgChoice, data_dir: Path | None, encoder: str, mode: st
                 task = bar.add_task("embedding facts", total=total)
             bar.update(task, completed=done)
 
+        graph_task = None
+
+        def report_graph(done: int, total: int) -> None:
+            nonlocal graph_task, building
+            building = True
+            if graph_task is None:
+                graph_task = bar.add_task("building the approximate index", total=total)
+            bar.update(graph_task, completed=done)
+
         try:
             rt = open_runtime(choice.kg, slice_spec=choice.slice_spec, data_dir=data_dir, encoder=encoder,
                               mode=mode, rebuild=rebuild, progress=report, store=choice.store,
-                              db=choice.db)  # fmt: skip
+                              db=choice.db, ann=ann, ann_progress=report_graph)  # fmt: skip
         except KeyboardInterrupt:
             if not building:
                 raise
@@ -189,7 +205,8 @@ def load_runtime(choice: KgChoice, data_dir: Path | None, encoder: str, mode: st
                 "interrupted: the finished chunks of the index build are kept",
                 hint="run the same command again to resume from them",
             ) from None
-    err_console.print(f"[dim]{rt.store!r}; index {rt.index.path}[/]", highlight=False)
+    graph = f"; approximate index {rt.ann.path}" if rt.ann is not None else ""
+    err_console.print(f"[dim]{rt.store!r}; index {rt.index.path}{graph}[/]", highlight=False)
     return rt
 
 
@@ -234,5 +251,9 @@ def run_meta(ctx: typer.Context, rt: Runtime, started: float, *, threads: int) -
             "tkgqa": version("tkgqa"),
         },
         "kg": {"source": portable_path(rt.store.source), "facts": len(rt.store), "digest": rt.store.digest},
-        "index": {"encoder": rt.index.encoder_name, "path": portable_path(rt.index.path)},
+        "index": {
+            "encoder": rt.index.encoder_name,
+            "path": portable_path(rt.index.path),
+            "ann": portable_path(rt.ann.path) if rt.ann is not None else None,
+        },
     }
