@@ -32,7 +32,7 @@ class AnnIndex:
     """A FAISS HNSW graph (inner product on unit vectors = cosine) over the rows of a :class:`FactIndex`."""
 
     def __init__(
-        self, graph, *, path: Path | None = None, ef_search: int = 128, exact_below: int = EXACT_BELOW
+        self, graph, *, path: Path | None = None, ef_search: int = 256, exact_below: int = EXACT_BELOW
     ):
         self.graph, self.path, self.ef_search, self.exact_below = graph, path, ef_search, exact_below
 

@@ -207,7 +207,8 @@ class SearchTool:
         q = self.embed_query(query)
         want = _COMPAT_POOL if compat else k
         if self.ann is not None and (compat or sort == "relevance") and len(rows) > self.ann.exact_below:
-            found = self.ann.search(q, want, None if len(rows) == len(self.store) else mask)
+            # Oversample the graph and rescore exactly below: the exact top k of more candidates.
+            found = self.ann.search(q, max(4 * want, 64), None if len(rows) == len(self.store) else mask)
             if len(found) >= min(want, len(rows)):  # else too few survived the filter: score exactly
                 rows = np.sort(found)  # storage order, so ties break as in the exact path
         every = len(rows) == len(self.store)  # no filter: score the matrix as is, no gathered copy
