@@ -34,7 +34,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--graph-dir", type=Path, default=None, help="keep the graph here between runs (a temp dir)")
+    ap.add_argument(
+        "--graph-dir", type=Path, default=None, help="keep the graph here between runs (a temp dir)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.queries < 1:
