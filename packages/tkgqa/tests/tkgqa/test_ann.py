@@ -9,7 +9,7 @@ from tkgqa.ann import load_or_build_ann
 from tkgqa.index import FactIndex
 from tkgqa.search import SearchTool
 
-RECALL_FLOOR = 0.95  # measured 1.0 here; MultiTQ's number is in the README
+RECALL_FLOOR = 0.95  # measured 0.9975 (compat 1.0) here; MultiTQ's numbers are in the README
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def folder_index(hash_index, tmp_path):
     return enc, FactIndex(idx.vectors, encoder_name=enc.name, kg_digest=idx.kg_digest, path=tmp_path)
 
 
-def _calls(kg, n=60):
+def _calls(kg, n=30):
     rng = np.random.default_rng(0)
     facts = kg.facts(rng.integers(0, len(kg), n))
     hub = kg.entities.names[int(np.bincount(kg.head).argmax())]
