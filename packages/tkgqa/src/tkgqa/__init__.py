@@ -1,6 +1,6 @@
 """tkgqa: temporal knowledge-graph question answering, AT2QA's search agent on MultiTQ.
 
-The KG store (``tkgqa.store``, loaders in ``tkgqa.loaders``, slices in ``tkgqa.slice``), encoders
+The KG store (``tkgqa.store``; on DuckDB ``tkgqa.duckstore``; loaders in ``tkgqa.loaders``, slices in ``tkgqa.slice``), encoders
 (``tkgqa.embed``), the fact index (``tkgqa.index``), the ``vector_search`` tool (``tkgqa.search``), the agent loop (``tkgqa.agent``) with its policies
 (``tkgqa.policies``: planner and OpenAI-compatible client; ``tkgqa.llm`` and ``tkgqa.server`` for a
 local model), the deterministic planner (``tkgqa.planner``) and evaluation (``tkgqa.evaluate``).
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tkgqa.agent import AgentResult, Policy, run_agent
+    from tkgqa.duckstore import DuckDBStore
     from tkgqa.embed import HashEncoder, MiniLMEncoder
     from tkgqa.evaluate import EvalReport, evaluate
     from tkgqa.index import FactIndex, load_or_build_index
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {}
 for _module, _names in {
     "tkgqa.store": ("Fact", "FactStore", "TemporalKG"),
+    "tkgqa.duckstore": ("DuckDBStore",),
     "tkgqa.names": ("NameIndex", "UnknownNameError"),
     "tkgqa.loaders": ("load_icews14", "load_kg", "load_multitq_kg", "load_tsv"),
     "tkgqa.embed": ("HashEncoder", "MiniLMEncoder"),
@@ -52,6 +54,7 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule
     "Fact",
     "FactStore",
     "TemporalKG",
+    "DuckDBStore",
     "NameIndex",
     "UnknownNameError",
     "load_icews14",

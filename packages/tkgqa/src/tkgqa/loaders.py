@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,8 @@ import numpy as np
 from effcore.assets import data_file
 from effcore.errors import DataNotFoundError
 from effcore.io import sha256_file
-from tkgqa.store import TemporalKG, iso_to_day
+from tkgqa.store import TemporalKG
+from tkgqa.tsv import TsvLayout, TsvReader
 
 __all__ = [
     "ICEWS14_TAR",
@@ -29,26 +28,6 @@ ICEWS14_TAR = "icews14/icews14.tar.gz"
 _ICEWS14_EPOCH = int(np.datetime64("2014-01-01", "D").astype(np.int64))
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    with path.open("rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    # newline="" keeps CRLF visible to the parser, which strips it per line (ICEWS-style files).
-    if gz:
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
-
-
-def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    try:
-        with _open_text(path) as fh:
-            for no, line in enumerate(fh, start=1):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield no, line.split("\t")  # no CSV unquoting: names stay as in the KG
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
-        raise DataNotFoundError(f"{path} is not a readable UTF-8 TSV: {err}", hint="check the file") from None
-
-
 def load_tsv(path: str | Path) -> TemporalKG:
     """A TSV of facts: ``head, relation, tail, date`` (``YYYY-MM-DD``), optionally ``line`` first.
 
@@ -56,43 +35,19 @@ def load_tsv(path: str | Path) -> TemporalKG:
     optional ``line``; extra columns are ignored). Fields are split on tabs only, so CSV-quoted
     names and strings such as ``NA`` stay as written. Errors name the file and the line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"KG file {path} not found", hint="pass an existing .tsv or .tsv.gz")
-    cols = {"head": 0, "relation": 1, "tail": 2, "date": 3}
-    line_col: int | None = None
+    layout = TsvLayout()
     quads: list[tuple[str, str, str, str]] = []
     lines: list[int] = []
-    for no, parts in _rows(path):
-        if not quads and {"head", "relation", "tail", "date"} <= {p.strip().lower() for p in parts}:
-            names = [p.strip().lower() for p in parts]
-            cols = {k: names.index(k) for k in ("head", "relation", "tail", "date")}
-            line_col = names.index("line") if "line" in names else None
-            continue
-        width = max(cols.values()) + 1
-        if len(parts) < width:
-            raise DataNotFoundError(
-                f"{path}:{no}: expected {width} tab-separated fields (head, relation, tail, date), got {len(parts)}",
-                hint="separate the fields with tabs",
-            )
-        h, r, t, d = (parts[cols[k]].strip() for k in ("head", "relation", "tail", "date"))
-        if not (h and r and t):
-            raise DataNotFoundError(f"{path}:{no}: empty head, relation or tail", hint="fill every field")
-        try:
-            iso_to_day(d)
-        except ValueError:
-            raise DataNotFoundError(
-                f"{path}:{no}: date {d!r} is not YYYY-MM-DD", hint="write dates as ISO days, e.g. 2014-03-01"
-            ) from None
-        quads.append((h, r, t, d))
-        if line_col is not None:
-            value = parts[line_col].strip() if line_col < len(parts) else ""
-            lines.append(int(value) if value.isdigit() else -1)
+    with TsvReader(path) as reader:
+        for no, text in reader.lines():
+            if (quad := layout.parse(reader.path, no, text.rstrip("\r\n"))) is not None:
+                quads.append(quad[:4])
+                lines.append(quad[4])
     if not quads:
         raise DataNotFoundError(
             f"KG file {path} holds no facts", hint="one fact per line: head, relation, tail, date"
         )
-    line_arr = lines if line_col is not None else None
+    line_arr = lines if layout.line_col is not None else None
     return TemporalKG.from_quads(quads, lines=line_arr, source=str(path), digest=sha256_file(path))
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from effcore.errors import ConfigError
@@ -93,9 +91,11 @@ class PlannerPolicy:
 class OpenAIChatPolicy:
     """An OpenAI-compatible ``/chat/completions`` client (function calling) with AT2QA's prompt.
 
-    Options fall back to ``$TKGQA_BASE_URL``, ``$TKGQA_MODEL`` and ``$OPENAI_API_KEY``. Requests use
-    the standard library (``urllib``) with a bounded timeout; a malformed response is retried
-    ``retries`` times (counted as repairs); an unreachable server is one clear :class:`PolicyError`.
+    Options fall back to ``$TKGQA_BASE_URL``, ``$TKGQA_MODEL`` and ``$OPENAI_API_KEY``. Requests go
+    through the ``openai`` client library: each attempt is bounded by ``timeout`` seconds, and the
+    library retries a dropped connection, a timeout, HTTP 408/409/429 and 5xx ``retries`` times with
+    backoff. A response without a usable message is asked for again ``retries`` times (counted as
+    repairs). An unreachable server, a timeout or an HTTP error is one clear :class:`PolicyError`.
     """
 
     def __init__(
@@ -110,6 +110,8 @@ class OpenAIChatPolicy:
         retries: int = 2,
         with_top_k: bool = False,
     ) -> None:
+        import openai
+
         if base_url:
             self.base_url = check_base_url(base_url)
         elif os.environ.get(ENV_BASE_URL):
@@ -118,57 +120,72 @@ class OpenAIChatPolicy:
             self.base_url = DEFAULT_BASE_URL
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
+        if retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {retries}")
         self.model = model or os.environ.get(ENV_MODEL) or "local"
-        self.api_key = api_key or os.environ.get(ENV_API_KEY) or ""
         self.timeout, self.temperature, self.retries = timeout, temperature, retries
         self.prompt = system_prompt(fewshot=fewshot)
         self.tools = [tool_schema(with_top_k=with_top_k)]
         self.name = f"openai:{self.model}"
+        key = api_key or os.environ.get(ENV_API_KEY) or ""
+        # Without a key no Authorization header is sent (local servers need none): the library needs a
+        # key to build a client, so it gets a placeholder and each request omits the header.
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key or "unused", timeout=timeout,
+                                    max_retries=retries)  # fmt: skip
+        self._headers = {} if key else {"Authorization": openai.omit}
 
     def start(self, question: str) -> list[dict[str, Any]]:
         return [{"role": "system", "content": self.prompt}, {"role": "user", "content": question}]
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _complete(self, messages: list[dict[str, Any]]):
+        """One chat completion (the library's retries included); transport and HTTP errors -> PolicyError."""
+        import openai
+
         url = f"{self.base_url}/chat/completions"
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as err:
-            body = err.read().decode("utf-8", "replace")[:300]
-            raise PolicyError(f"LLM server at {url} answered HTTP {err.code}: {body}",
+            return self.client.chat.completions.create(model=self.model, messages=messages, tools=self.tools,
+                                                       tool_choice="auto", temperature=self.temperature,
+                                                       extra_headers=self._headers)  # fmt: skip
+        except openai.APIStatusError as err:
+            body = err.response.text[:300]
+            raise PolicyError(f"LLM server at {url} answered HTTP {err.status_code}: {body}",
                               hint="check --model and the API key ($OPENAI_API_KEY)") from None  # fmt: skip
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-            reason = getattr(err, "reason", err)
+        except openai.APITimeoutError:
+            raise PolicyError(
+                f"the LLM server at {url} did not answer within {self.timeout:g} s (attempts: {self.retries + 1})",
+                hint="raise --timeout, or check the server",
+            ) from None
+        except openai.APIConnectionError as err:
+            reason = err.__cause__ or err
             raise PolicyError(
                 f"cannot reach the LLM server at {url} ({reason})",
                 hint=f"start one with `tkgqa serve-llm`, or pass --base-url / set ${ENV_BASE_URL}",
             ) from None
 
     def next(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        payload = {"model": self.model, "messages": messages, "tools": self.tools, "tool_choice": "auto",
-                   "temperature": self.temperature}  # fmt: skip
+        import openai
+
         repairs = 0
         for _ in range(self.retries + 1):
             try:
-                data = self._post(payload)
-                msg = data["choices"][0]["message"]
-                if not isinstance(msg, dict):
-                    raise TypeError("message is not an object")
-            except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+                reply = self._complete(messages)
+            except (openai.APIResponseValidationError, json.JSONDecodeError):
+                repairs += 1  # a 200 answer that is no chat completion: ask again
+                continue
+            try:  # the library builds response objects without validating them: check what is used
+                msg = reply.choices[0].message
+                content, calls, extra = msg.content, msg.tool_calls, msg.model_extra or {}
+            except (AttributeError, IndexError, TypeError):
                 repairs += 1
                 continue
             # tkgqa's own server reports the repairs it made while parsing the model's text.
             out = {
                 "role": "assistant",
-                "content": msg.get("content"),
-                "_repairs": repairs + int(msg.get("tkgqa_repairs") or 0),
+                "content": content,
+                "_repairs": repairs + int(extra.get("tkgqa_repairs") or 0),
             }
-            if msg.get("tool_calls"):
-                out["tool_calls"] = msg["tool_calls"]
+            if calls:
+                out["tool_calls"] = [c.model_dump(mode="json", exclude_none=True) for c in calls]
             return out
         raise PolicyError(f"the LLM server at {self.base_url} sent {repairs} malformed responses in a row",
                           hint="check that it speaks the OpenAI chat-completions format")  # fmt: skip

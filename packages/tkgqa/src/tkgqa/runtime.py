@@ -8,16 +8,21 @@ from pathlib import Path
 
 from effcore.errors import ConfigError
 from tkgqa.agent import Policy
+from tkgqa.ann import ANN_MIN_FACTS, AnnIndex, load_or_build_ann
 from tkgqa.embed import Encoder, get_encoder
 from tkgqa.index import FactIndex, load_or_build_index
 from tkgqa.loaders import load_kg
 from tkgqa.search import SearchTool
 from tkgqa.slices import KGSlice, SliceSpec, load_slice
-from tkgqa.store import TemporalKG
+from tkgqa.store import FactStore
 
-__all__ = ["POLICIES", "Runtime", "open_runtime", "policy_factory"]
+__all__ = ["ANN_CHOICES", "POLICIES", "STORES", "Runtime", "open_runtime", "policy_factory"]
 
 POLICIES = ("planner", "openai", "local")
+ANN_CHOICES = ("auto", "on", "off")
+"""The approximate vector index: ``auto`` from :data:`tkgqa.ann.ANN_MIN_FACTS` facts up, always, or never."""
+STORES = ("numpy", "duckdb")
+"""KG back ends: the in-memory numpy store (default) and a DuckDB file written by ``tkgqa import``."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -27,11 +32,12 @@ class Runtime:
     ``kg_slice`` is set when the KG is a slice of MultiTQ (its questions are the ones it was cut for).
     """
 
-    store: TemporalKG
+    store: FactStore
     encoder: Encoder
     index: FactIndex
     tool: SearchTool
     kg_slice: KGSlice | None = None
+    ann: AnnIndex | None = None
     _planner: object = None
 
     def planner(self, **config):
@@ -55,22 +61,49 @@ def open_runtime(
     rebuild: bool = False,
     progress: Callable[[int, int], None] | None = None,
     device: str = "cpu",
+    store: str = "numpy",
+    db: str | Path | None = None,
+    ann: str = "auto",
+    ann_progress: Callable[[int, int], None] | None = None,
 ) -> Runtime:
     """Load the KG (``multitq``, ``icews14`` or a TSV path; ``slice_spec`` cuts MultiTQ's), its encoder
-    and its verified cached index (built when missing)."""
+    and its verified cached index (built when missing).
+
+    ``store="duckdb"`` opens the database file ``db`` instead of loading ``kg`` (read-only); the index
+    cache is keyed by the facts' digest, so a store imported from a TSV shares that TSV's index.
+    ``ann`` (:data:`ANN_CHOICES`) adds the approximate index, kept in the index's folder (built when
+    missing, reporting to ``ann_progress``); ``auto`` uses it from :data:`~tkgqa.ann.ANN_MIN_FACTS` facts up.
+    """
     kg_slice = None
-    if slice_spec is not None:
+    if store not in STORES:
+        raise ConfigError(f"unknown store {store!r}", hint=f"use one of {', '.join(STORES)}")
+    if ann not in ANN_CHOICES:
+        raise ConfigError(f"unknown ann setting {ann!r}", hint=f"use one of {', '.join(ANN_CHOICES)}")
+    if (store == "duckdb") != (db is not None):
+        raise ConfigError("a database path goes with store='duckdb', and only with it",
+                          hint="pass both store='duckdb' and db=PATH, or neither")  # fmt: skip
+    if store == "duckdb":
+        from tkgqa.duckstore import DuckDBStore
+
+        if slice_spec is not None:
+            raise ConfigError("--slice cuts MultiTQ's in-memory KG; it does not apply to --store duckdb",
+                              hint="write the slice to a database first, or drop --slice")  # fmt: skip
+        facts = DuckDBStore(db)
+    elif slice_spec is not None:
         if str(kg) != "multitq":
             raise ConfigError(f"--slice cuts MultiTQ's KG; it does not apply to --kg {kg}",
                               hint="drop --slice, or use --kg multitq")  # fmt: skip
         kg_slice = load_slice(slice_spec, data_dir)
-        store = kg_slice.store
+        facts = kg_slice.store
     else:
-        store = load_kg(kg, data_dir)
+        facts = load_kg(kg, data_dir)
     enc = get_encoder(encoder, device=device)
-    index = load_or_build_index(store, enc, rebuild=rebuild, progress=progress)
-    return Runtime(store=store, encoder=enc, index=index, tool=SearchTool(store, index, enc, mode=mode),
-                   kg_slice=kg_slice)  # fmt: skip
+    index = load_or_build_index(facts, enc, rebuild=rebuild, progress=progress)
+    graph = None
+    if ann == "on" or (ann == "auto" and len(facts) >= ANN_MIN_FACTS):
+        graph = load_or_build_ann(index, progress=ann_progress)
+    return Runtime(store=facts, encoder=enc, index=index, tool=SearchTool(facts, index, enc, mode=mode, ann=graph),
+                   kg_slice=kg_slice, ann=graph)  # fmt: skip
 
 
 def policy_factory(

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from effcore.errors import ConfigError, EffmlError
+from tkgqa.ann import AnnIndex
 from tkgqa.embed import Encoder
 from tkgqa.index import FactIndex
 from tkgqa.names import AmbiguousNameError, UnknownNameError
@@ -25,6 +26,7 @@ __all__ = [
     "ToolError",
     "parse_bound",
     "tool_schema",
+    "top_order",
 ]
 
 SORTS = ("relevance", "time_asc", "time_desc")
@@ -56,6 +58,15 @@ class Hit:
         """
         score = self.score if exact_score else round(self.score, 4)
         return {"line_no": self.line_no, "score": score, "text": self.text}
+
+
+def top_order(sims: np.ndarray, k: int) -> np.ndarray:
+    """``np.argsort(-sims, kind="stable")[:k]`` (ties in index order) without sorting every score."""
+    if len(sims) <= k:
+        return np.argsort(-sims, kind="stable")
+    kth = np.partition(sims, len(sims) - k)[len(sims) - k]  # the k-th largest score
+    cand = np.flatnonzero(sims >= kth)  # every row of the top k, in index order
+    return cand[np.argsort(-sims[cand], kind="stable")][:k]
 
 
 def parse_bound(value: str, *, end: bool) -> int:
@@ -117,14 +128,18 @@ class SearchTool:
     """
 
     def __init__(self, store: FactStore, index: FactIndex, encoder: Encoder, *, mode: str = "default",
-                 top_k: int = 10) -> None:  # fmt: skip
+                 top_k: int = 10, ann: AnnIndex | None = None) -> None:  # fmt: skip
         if mode not in MODES:
             raise ConfigError(f"unknown search mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
         if len(index) != len(store):
             raise ConfigError(
                 f"index has {len(index)} rows but the KG has {len(store)} facts", hint="rebuild it"
             )
+        if ann is not None and len(ann) != len(store):
+            raise ConfigError(f"the approximate index has {len(ann)} rows but the KG has {len(store)} facts",
+                              hint="rebuild it")  # fmt: skip
         self.store, self.index, self.encoder, self.mode, self.top_k = store, index, encoder, mode, top_k
+        self.ann = ann
         self._qcache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.calls = 0
 
@@ -167,9 +182,9 @@ class SearchTool:
                 raise ToolError(f"unknown sort {sort!r}: use one of {', '.join(SORTS)}")
             sort = "relevance"
         start, end = self._window(start_date, end_date, compat)
-        mask = self.store.mask(start=start, end=end)
+        filters: dict[str, Any] = {"start": start, "end": end}
         if relation_filter:
-            mask &= self.store.mask(relations=self._resolve(relation_filter, "relation", compat))
+            filters["relations"] = self._resolve(relation_filter, "relation", compat)
         if entity_filter_name:
             pos = entity_filter_position
             if pos not in (*POSITIONS, None, ""):
@@ -180,22 +195,30 @@ class SearchTool:
                 pos = None
             ids = self._resolve(entity_filter_name, "entity", compat)
             if pos == "front":
-                mask &= self.store.mask(heads=ids)
+                filters["heads"] = ids
             elif pos == "back":
-                mask &= self.store.mask(tails=ids)
+                filters["tails"] = ids
             elif not compat:  # deliberate change: no position means either side, not "no filter"
-                mask &= self.store.mask(entities=ids)
+                filters["entities"] = ids
+        mask = self.store.mask(**filters)  # one call: a database store answers every filter in one query
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
             return []
+        q = self.embed_query(query)
+        want = _COMPAT_POOL if compat else k
+        if self.ann is not None and (compat or sort == "relevance") and len(rows) > self.ann.exact_below:
+            # Oversample the graph and rescore exactly below: the exact top k of more candidates.
+            found = self.ann.search(q, max(4 * want, 64), None if len(rows) == len(self.store) else mask)
+            if len(found) >= min(want, len(rows)):  # else too few survived the filter: score exactly
+                rows = np.sort(found)  # storage order, so ties break as in the exact path
         every = len(rows) == len(self.store)  # no filter: score the matrix as is, no gathered copy
-        sims = self.index.scores(self.embed_query(query), None if every else rows)
+        sims = self.index.scores(q, None if every else rows)
         if compat:
-            pool = np.argsort(-sims, kind="stable")[:_COMPAT_POOL]
+            pool = top_order(sims, _COMPAT_POOL)
             rows, sims = rows[pool], sims[pool]
         days = self.store.days(rows)
         if sort == "relevance":
-            order = np.argsort(-sims, kind="stable")
+            order = top_order(sims, k)
         elif sort == "time_asc":
             order = np.lexsort((-sims, days))
         else:

@@ -29,7 +29,10 @@ def _handler(backend: ChatBackend, model_name: str) -> type[BaseHTTPRequestHandl
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout): nothing to do
+                return
 
         def _error(self, code: int, message: str) -> None:
             self._send(code, {"error": {"message": message, "type": "invalid_request_error"}})

@@ -16,6 +16,7 @@ __all__ = [
     "FactStore",
     "TemporalKG",
     "day_to_iso",
+    "fact_texts",
     "iso_to_day",
 ]
 
@@ -91,6 +92,27 @@ class FactStore(Protocol):
     def days(self, rows: np.ndarray | Sequence[int]) -> np.ndarray: ...
 
     def texts(self) -> list[str]: ...
+
+
+def fact_texts(
+    entities: Sequence[str],
+    relations: Sequence[str],
+    head: np.ndarray,
+    rel: np.ndarray,
+    tail: np.ndarray,
+    day: np.ndarray,
+) -> list[str]:
+    """The embedding text of each fact (id columns over the two vocabularies), as :attr:`Fact.text`."""
+    ents = [kg_to_answer(n) for n in entities]
+    rels = [kg_to_answer(n) for n in relations]
+    if not len(day):
+        return []
+    base = int(day.min())
+    dates = [day_to_iso(d) for d in range(base, int(day.max()) + 1)]
+    return [
+        f"{ents[h]} {rels[r]} {ents[t]} {dates[d - base]}"
+        for h, r, t, d in zip(head.tolist(), rel.tolist(), tail.tolist(), day.tolist(), strict=True)
+    ]
 
 
 class TemporalKG:
@@ -227,18 +249,7 @@ class TemporalKG:
 
     def texts(self) -> list[str]:
         """One embedding text per fact: ``head relation tail date`` with underscores as spaces."""
-        ents = [kg_to_answer(n) for n in self.entities.names]
-        rels = [kg_to_answer(n) for n in self.relations.names]
-        dates = (
-            [day_to_iso(d) for d in range(int(self.day.min()), int(self.day.max()) + 1)] if len(self) else []
-        )
-        base = int(self.day.min()) if len(self) else 0
-        return [
-            f"{ents[h]} {rels[r]} {ents[t]} {dates[d - base]}"
-            for h, r, t, d in zip(
-                self.head.tolist(), self.rel.tolist(), self.tail.tolist(), self.day.tolist(), strict=False
-            )
-        ]
+        return fact_texts(self.entities.names, self.relations.names, self.head, self.rel, self.tail, self.day)
 
     def neighbourhood(
         self,

@@ -11,7 +11,7 @@ from tkgqa.names import kg_to_answer
 from tkgqa.questions import MULTIPLE, Question
 from tkgqa.store import TemporalKG, day_to_iso, iso_to_day
 
-__all__ = ["RELATION_VERBS", "SyntheticBenchmark", "make_benchmark"]
+__all__ = ["RELATION_VERBS", "SyntheticBenchmark", "make_benchmark", "write_large_tsv"]
 
 # relation -> (base form, past form) as MultiTQ-style questions word them.
 RELATION_VERBS = {
@@ -146,3 +146,30 @@ def _question(rng, qtype, events, base, past, T, r, t, by_hrt):
         return None
     ans = sorted({kg_to_answer(x) for e, x in earlier if e == earlier[-1][0]})
     return f"Before {XN}, who was the last to {base} {T}?", ans, "entity", "day"
+
+
+def write_large_tsv(path, facts: int, *, entities: int | None = None, relations: int = 240, days: int = 7_300,
+                    seed: int = 0, chunk: int = 500_000) -> None:  # fmt: skip
+    """Write a synthetic temporal KG of ``facts`` lines to ``path`` chunk by chunk (bounded memory).
+
+    Entities (``facts // 20`` by default, ``Entity_<i>``) are drawn with a heavy tail (a few hubs, as
+    the countries of ICEWS), relations (``Relation_<j>``, 240 like MultiTQ's) likewise, days uniformly
+    over ``days`` days from 2000-01-01. A header line names the columns.
+    """
+    import numpy as np
+
+    entities = entities or max(facts // 20, 10)
+    rng = np.random.default_rng(seed)
+    base = iso_to_day("2000-01-01")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("head\trelation\ttail\tdate\n")
+        for lo in range(0, facts, chunk):
+            n = min(chunk, facts - lo)
+            head = (entities * rng.random(n) ** 3).astype(
+                np.int64
+            )  # density ~ x^(-2/3): hubs and a long tail
+            tail = (entities * rng.random(n) ** 3).astype(np.int64)
+            rel = (relations * rng.random(n) ** 2).astype(np.int64)
+            dates = (np.datetime64(int(base), "D") + rng.integers(0, days, n)).astype(str)
+            fh.writelines(f"Entity_{h}\tRelation_{r}\tEntity_{t}\t{d}\n"
+                          for h, r, t, d in zip(head.tolist(), rel.tolist(), tail.tolist(), dates.tolist(), strict=True))  # fmt: skip

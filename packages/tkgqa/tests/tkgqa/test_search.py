@@ -156,3 +156,11 @@ def test_every_hit_respects_the_filters_and_window_and_calls_are_deterministic(
         assert rel is None or relation == rel
         assert start is None or start <= date <= end
     assert [(h.line_no, h.score) for h in tool.search(**call)] == [(h.line_no, h.score) for h in hits]
+
+
+@given(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, -1.0]), max_size=60), st.integers(1, 70))
+def test_top_order_is_the_stable_full_sort_cut_at_k(scores, k):
+    from tkgqa.search import top_order
+
+    sims = np.asarray(scores, dtype=np.float32)
+    assert top_order(sims, k).tolist() == np.argsort(-sims, kind="stable")[:k].tolist()

@@ -108,3 +108,114 @@ def test_tool_turns_become_plain_text_turns():
 def test_a_reply_stops_at_the_first_turn_marker():
     assert trim_turn(" In 2005.<|im_end|>\n<|im_start|>user\nmore") == "In 2005."
     assert trim_turn("<answer>Iran</answer>") == "<answer>Iran</answer>"
+
+
+class Scripted:
+    """A raw HTTP server answering POSTs with scripted bodies, recording each request's headers."""
+
+    def __init__(self, bodies):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies, self.headers = list(bodies), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                return
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.headers.append(dict(self.headers))
+                body = outer.bodies.pop(0)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        import threading
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+def _completion(message) -> bytes:
+    return json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "finish_reason": "stop", "message": message}]}).encode()  # fmt: skip
+
+
+MALFORMED = [b"{not json", b'{"choices": []}', _completion("just text")]
+
+
+def test_malformed_responses_are_asked_again_and_counted_as_repairs():
+    srv = Scripted([*MALFORMED, _completion({"role": "assistant", "content": "<answer>A</answer>"})])
+    try:
+        policy = OpenAIChatPolicy(base_url=srv.url, timeout=5, retries=3)
+        assert policy.next(policy.start("q")) == {
+            "role": "assistant",
+            "content": "<answer>A</answer>",
+            "_repairs": 3,
+        }
+        srv.bodies = list(MALFORMED)
+        policy = OpenAIChatPolicy(base_url=srv.url, timeout=5, retries=2)
+        with pytest.raises(PolicyError, match="sent 3 malformed responses in a row"):
+            policy.next(policy.start("q"))
+    finally:
+        srv.server.shutdown()
+
+
+def test_tool_calls_come_back_as_plain_dicts_with_the_server_s_repair_count():
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "vector_search", "arguments": '{"query": "x"}'},
+    }
+    srv = Scripted(
+        [_completion({"role": "assistant", "content": None, "tool_calls": [call], "tkgqa_repairs": 1})] * 2
+    )
+    try:
+        policy = OpenAIChatPolicy(base_url=srv.url, timeout=5)
+        assert policy.next(policy.start("q")) == {"role": "assistant", "content": None, "_repairs": 1,
+                                                  "tool_calls": [call]}  # fmt: skip
+        keyed = OpenAIChatPolicy(base_url=srv.url, timeout=5, api_key="sk-test")
+        keyed.next(keyed.start("q"))
+    finally:
+        srv.server.shutdown()
+    # no key, no Authorization header (as the urllib client did); a key goes out as a bearer token
+    assert "Authorization" not in srv.headers[0] and srv.headers[1]["Authorization"] == "Bearer sk-test"
+
+
+def test_a_server_error_is_retried_then_one_line_naming_the_status():
+    calls = []
+
+    def failing(messages, tools):
+        calls.append(1)
+        raise RuntimeError("out of memory")
+
+    srv, url = serve_in_thread(failing, model_name="fake")
+    try:
+        policy = OpenAIChatPolicy(base_url=url, timeout=5, retries=1)
+        with pytest.raises(
+            PolicyError, match=r"answered HTTP 500: .*generation failed: RuntimeError: out of memory"
+        ):
+            policy.next(policy.start("q"))
+    finally:
+        srv.shutdown()
+    assert len(calls) == 2  # the library's retry
+
+
+def test_a_server_slower_than_the_timeout_is_one_line():
+    def slow(messages, tools):
+        time.sleep(1.5)
+        return {"role": "assistant", "content": "late"}
+
+    srv, url = serve_in_thread(slow, model_name="fake")
+    try:
+        t0 = time.perf_counter()
+        policy = OpenAIChatPolicy(base_url=url, timeout=0.3, retries=0)
+        with pytest.raises(PolicyError, match=r"did not answer within 0.3 s \(attempts: 1\)"):
+            policy.next(policy.start("q"))
+        assert time.perf_counter() - t0 < 1.4
+    finally:
+        srv.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from effcore.cli import make_app
 from tkgqa.cli._agent import ask, eval_cmd, replay
+from tkgqa.cli._import import import_cmd
 from tkgqa.cli._kg import index, search
 from tkgqa.cli._serve import serve_llm
 
@@ -18,6 +19,8 @@ app = make_app(
     '  tkgqa ask "Who visited China on 8 May 2013?"    # the deterministic planner\n\n'
     "  tkgqa eval --split dev --out dev.json           # strict + lenient Hits@1, per type, vs AT2QA\n\n"
     "  (dev: a 10% hash split of MultiTQ's test questions; the KG holds the facts AT2QA retrieved on them)\n\n"
+    "  tkgqa import facts.tsv --store duckdb --db kg.duckdb   # a large KG into an on-disk store (resumable)\n\n"
+    "  tkgqa eval --store duckdb --db kg.duckdb --split dev -n 100\n\n"
     "  tkgqa serve-llm --llm smollm2                   # an OpenAI-compatible server on 127.0.0.1:8765\n\n"
     "  tkgqa eval -p openai --base-url http://127.0.0.1:8765/v1 -n 20 --log run.jsonl\n\n"
     "  tkgqa replay run.jsonl                          # re-run the logged tool calls, compare the hits\n\n"
@@ -28,4 +31,5 @@ app.command()(search)
 app.command()(ask)
 app.command("eval")(eval_cmd)
 app.command()(replay)
+app.command("import")(import_cmd)
 app.command("serve-llm")(serve_llm)

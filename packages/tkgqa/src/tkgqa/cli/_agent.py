@@ -25,12 +25,15 @@ from effcore.cli import (
 )
 from effcore.errors import ConfigError
 from tkgqa.cli._shared import (
+    AnnOpt,
+    DbOpt,
     EncoderOpt,
     KgOpt,
     LogOpt,
     ModeOpt,
     PolicyOpt,
     SliceOpt,
+    StoreOpt,
     ThreadsOpt,
     check_choice,
     check_kg,
@@ -133,6 +136,9 @@ def ask(
     ] = True,
     kg: KgOpt = "multitq",
     slice_text: SliceOpt = None,
+    store: StoreOpt = "numpy",
+    db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     threads: ThreadsOpt = 1,
@@ -148,8 +154,8 @@ def ask(
         raise ConfigError("the question is empty", hint='ask e.g. "Who visited China on 8 May 2013?"')
     _check_policy(ctx, policy, max_steps=max_steps, base_url=base_url, llm=llm, timeout=timeout)
     check_choice(mode, MODES, "--mode")
-    slice_spec = check_kg(kg, slice_text)
-    rt = load_runtime(kg, slice_spec, data_dir, encoder, mode)
+    choice = check_kg(ctx, kg, slice_text, store, db)
+    rt = load_runtime(choice, data_dir, encoder, mode, ann=ann)
     make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key)
     try:
         res = run_agent(question, make(), rt.tool, max_steps=max_steps)
@@ -246,6 +252,9 @@ def eval_cmd(
     ] = True,
     kg: KgOpt = "multitq",
     slice_text: SliceOpt = None,
+    store: StoreOpt = "numpy",
+    db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     seed: SeedOpt = 0,
@@ -274,11 +283,11 @@ def eval_cmd(
         raise ConfigError(
             "--rows/--no-rows shape the --out JSON file", hint="add --out FILE.json, or drop it"
         )
-    slice_spec = check_kg(kg, slice_text)
-    questions, label = _questions(ctx, split, limit, labelled_only, seed, slice_spec, data_dir)
-    if split == "test" and slice_spec is None:
+    choice = check_kg(ctx, kg, slice_text, store, db)
+    questions, label = _questions(ctx, split, limit, labelled_only, seed, choice.slice_spec, data_dir)
+    if split == "test" and choice.slice_spec is None:
         err_console.print("[yellow]evaluating on test: report it, do not tune on it[/]")
-    rt = load_runtime(kg, slice_spec, data_dir, encoder, mode)
+    rt = load_runtime(choice, data_dir, encoder, mode, ann=ann)
     if rt.kg_slice is not None:
         questions = rt.kg_slice.questions
     reference = load_reference(data_dir) if compare else None
@@ -317,6 +326,7 @@ def eval_cmd(
 
 
 def replay(
+    ctx: typer.Context,
     log: Annotated[Path, typer.Argument(help="A JSONL trajectory log from `tkgqa ask/eval --log`.")],
     mode: Annotated[
         str | None, typer.Option("--mode", help="Tool mode to replay under (default: the logged one).")
@@ -326,6 +336,9 @@ def replay(
     ] = False,
     kg: KgOpt = "multitq",
     slice_text: SliceOpt = None,
+    store: StoreOpt = "numpy",
+    db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     data_dir: DataDirOpt = None,
     threads: ThreadsOpt = 1,
@@ -338,9 +351,9 @@ def replay(
     set_threads(threads)
     if mode is not None:
         check_choice(mode, MODES, "--mode")
-    slice_spec = check_kg(kg, slice_text)
+    choice = check_kg(ctx, kg, slice_text, store, db)
     runs = read_trajectories(log)
-    rt = load_runtime(kg, slice_spec, data_dir, encoder, mode or runs[0].get("mode") or "default")
+    rt = load_runtime(choice, data_dir, encoder, mode or runs[0].get("mode") or "default", ann=ann)
     rows, details = replay_runs(runs, rt.tool)
     if show:
         for d in details:

@@ -11,10 +11,13 @@ import typer
 from effcore.cli import DataDirOpt, OutOpt, console, render_table, write_out
 from effcore.errors import ConfigError, EffmlError
 from tkgqa.cli._shared import (
+    AnnOpt,
+    DbOpt,
     EncoderOpt,
     KgOpt,
     ModeOpt,
     SliceOpt,
+    StoreOpt,
     ThreadsOpt,
     check_choice,
     check_kg,
@@ -27,8 +30,12 @@ __all__ = ["index", "search"]
 
 
 def index(
+    ctx: typer.Context,
     kg: KgOpt = "multitq",
     slice_text: SliceOpt = None,
+    store: StoreOpt = "numpy",
+    db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     rebuild: Annotated[
         bool,
@@ -47,9 +54,11 @@ def index(
     Later runs only verify the cache.
     """
     set_threads(threads)
-    slice_spec = check_kg(kg, slice_text)
-    rt = load_runtime(kg, slice_spec, data_dir, encoder, "default", rebuild=rebuild)
+    choice = check_kg(ctx, kg, slice_text, store, db)
+    rt = load_runtime(choice, data_dir, encoder, "default", rebuild=rebuild, ann=ann)
     meta = json.loads((rt.index.path / "manifest.json").read_text())
+    if rt.ann is not None:
+        meta["ann"] = str(rt.ann.path)
     if rt.kg_slice is not None:
         meta["slice"] = str(rt.kg_slice.spec)
         meta["slice_questions"] = len(rt.kg_slice.questions)
@@ -105,6 +114,7 @@ def _check_search(query: str, mode: str, sort: str, entity: str | None, position
 
 
 def search(
+    ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="What to look for, in words.")],
     start_date: Annotated[
         str | None, typer.Option("--start", help="Facts on or after (YYYY[-MM[-DD]]).")
@@ -128,6 +138,9 @@ def search(
     ] = 10,
     kg: KgOpt = "multitq",
     slice_text: SliceOpt = None,
+    store: StoreOpt = "numpy",
+    db: DbOpt = None,
+    ann: AnnOpt = "auto",
     encoder: EncoderOpt = "minilm",
     mode: ModeOpt = "default",
     data_dir: DataDirOpt = None,
@@ -140,8 +153,8 @@ def search(
     """
     set_threads(threads)
     _check_search(query, mode, sort, entity, position, top_k, start_date, end_date)
-    slice_spec = check_kg(kg, slice_text)
-    rt = load_runtime(kg, slice_spec, data_dir, encoder, mode)
+    choice = check_kg(ctx, kg, slice_text, store, db)
+    rt = load_runtime(choice, data_dir, encoder, mode, ann=ann)
     try:
         hits = rt.tool.search(query, start_date=start_date, end_date=end_date, sort=sort, entity_filter_name=entity,
                               entity_filter_position=position, relation_filter=relation, top_k=top_k)  # fmt: skip

@@ -7,6 +7,7 @@ import platform
 import shlex
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,17 +18,21 @@ from effcore.assets import portable_path
 from effcore.cli import err_console, out_option, progress_bar
 from effcore.errors import ConfigError, EffmlError
 from tkgqa.embed import ENCODERS
-from tkgqa.runtime import Runtime, open_runtime
+from tkgqa.runtime import ANN_CHOICES, STORES, Runtime, open_runtime
 from tkgqa.search import MODES
 from tkgqa.slices import SliceSpec
 
 __all__ = [
+    "AnnOpt",
+    "DbOpt",
     "EncoderOpt",
+    "KgChoice",
     "KgOpt",
     "LogOpt",
     "ModeOpt",
     "PolicyOpt",
     "SliceOpt",
+    "StoreOpt",
     "ThreadsOpt",
     "check_choice",
     "check_kg",
@@ -48,6 +53,21 @@ SliceOpt = Annotated[
                  "question sample: SPLIT[:PER_QTYPE[:MAX_FACTS[:SEED]]], default dev:20:40000:0 "
                  "(`--slice dev`: ~120 questions, 40,000 facts, a MiniLM index in minutes).",
                  show_default=False),
+]  # fmt: skip
+StoreOpt = Annotated[
+    str,
+    typer.Option("--store", help="Where the facts live: 'numpy' (--kg, loaded into memory) or 'duckdb' (--db, a "
+                 "database file written by `tkgqa import`, for KGs beyond memory)."),
+]  # fmt: skip
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", help="--store duckdb: the database file (`tkgqa import FACTS.tsv --store duckdb --db PATH`).",
+                 show_default=False),
+]  # fmt: skip
+AnnOpt = Annotated[
+    str,
+    typer.Option("--ann", help="Approximate vector index (FAISS HNSW, kept beside the fact index): 'auto' (from "
+                 "1,000,000 facts up), 'on' or 'off' (brute force). Time sorts and narrow filters are always exact."),
 ]  # fmt: skip
 EncoderOpt = Annotated[
     str,
@@ -93,17 +113,42 @@ def given(ctx: typer.Context, *names: str) -> list[str]:
     ]
 
 
-def check_kg(kg: str, slice_text: str | None) -> SliceSpec | None:
-    """Check ``--kg`` and ``--slice`` before anything loads; the parsed slice (None without one)."""
+@dataclass(frozen=True, slots=True)
+class KgChoice:
+    """The KG a command runs on, checked: ``--kg`` (and ``--slice``) for numpy, ``--db`` for duckdb."""
+
+    kg: str
+    slice_spec: SliceSpec | None
+    store: str
+    db: Path | None
+
+
+def check_kg(ctx: typer.Context, kg: str, slice_text: str | None, store: str = "numpy",
+             db: Path | None = None) -> KgChoice:  # fmt: skip
+    """Check ``--kg``, ``--slice``, ``--store`` and ``--db`` before anything loads."""
+    check_choice(store, STORES, "--store")
+    if store == "duckdb":
+        if db is None:
+            raise ConfigError("--store duckdb reads a database file: --db is missing",
+                              hint="add --db PATH (write it with: tkgqa import FACTS.tsv --store duckdb --db PATH)")  # fmt: skip
+        for flag in given(ctx, "kg", "slice_text"):
+            raise ConfigError(f"{flag} does not apply to --store duckdb (the facts come from --db)",
+                              hint=f"drop {flag}, or use --store numpy")  # fmt: skip
+        if not db.is_file():
+            raise ConfigError(f"--db {db} does not exist",
+                              hint="write it first: tkgqa import FACTS.tsv --store duckdb --db PATH")  # fmt: skip
+        return KgChoice(kg=kg, slice_spec=None, store=store, db=db)
+    if db is not None:
+        raise ConfigError("--db applies to --store duckdb", hint="add --store duckdb, or drop --db")
     if kg not in ("multitq", "icews14") and not Path(kg).is_file():
         raise ConfigError(f"--kg {kg!r} is neither 'multitq', 'icews14' nor an existing TSV file",
                           hint="pass multitq, icews14 or a path to your facts")  # fmt: skip
     if slice_text is None:
-        return None
+        return KgChoice(kg=kg, slice_spec=None, store=store, db=None)
     if kg != "multitq":
         raise ConfigError(f"--slice cuts MultiTQ's KG; it does not apply to --kg {kg}",
                           hint="drop --slice, or use --kg multitq")  # fmt: skip
-    return SliceSpec.parse(slice_text)
+    return KgChoice(kg=kg, slice_spec=SliceSpec.parse(slice_text), store=store, db=None)
 
 
 def set_threads(n: int) -> None:
@@ -123,11 +168,12 @@ class IndexBuildInterrupted(EffmlError):
     exit_code = 130
 
 
-def load_runtime(kg: str, slice_spec: SliceSpec | None, data_dir: Path | None, encoder: str, mode: str, *,
-                 rebuild: bool = False) -> Runtime:  # fmt: skip
+def load_runtime(choice: KgChoice, data_dir: Path | None, encoder: str, mode: str, *,
+                 rebuild: bool = False, ann: str = "auto") -> Runtime:  # fmt: skip
     """Open the KG and its index with a progress bar for a (re)build; Ctrl-C keeps the built chunks."""
     check_choice(encoder, ENCODERS, "--encoder")
     check_choice(mode, MODES, "--mode")
+    check_choice(ann, ANN_CHOICES, "--ann")
     building = False
     with progress_bar(transient=True) as bar:
         task = None
@@ -139,9 +185,19 @@ def load_runtime(kg: str, slice_spec: SliceSpec | None, data_dir: Path | None, e
                 task = bar.add_task("embedding facts", total=total)
             bar.update(task, completed=done)
 
+        graph_task = None
+
+        def report_graph(done: int, total: int) -> None:
+            nonlocal graph_task, building
+            building = True
+            if graph_task is None:
+                graph_task = bar.add_task("building the approximate index", total=total)
+            bar.update(graph_task, completed=done)
+
         try:
-            rt = open_runtime(kg, slice_spec=slice_spec, data_dir=data_dir, encoder=encoder, mode=mode,
-                              rebuild=rebuild, progress=report)  # fmt: skip
+            rt = open_runtime(choice.kg, slice_spec=choice.slice_spec, data_dir=data_dir, encoder=encoder,
+                              mode=mode, rebuild=rebuild, progress=report, store=choice.store,
+                              db=choice.db, ann=ann, ann_progress=report_graph)  # fmt: skip
         except KeyboardInterrupt:
             if not building:
                 raise
@@ -149,7 +205,8 @@ def load_runtime(kg: str, slice_spec: SliceSpec | None, data_dir: Path | None, e
                 "interrupted: the finished chunks of the index build are kept",
                 hint="run the same command again to resume from them",
             ) from None
-    err_console.print(f"[dim]{rt.store!r}; index {rt.index.path}[/]", highlight=False)
+    graph = f"; approximate index {rt.ann.path}" if rt.ann is not None else ""
+    err_console.print(f"[dim]{rt.store!r}; index {rt.index.path}{graph}[/]", highlight=False)
     return rt
 
 
@@ -194,5 +251,9 @@ def run_meta(ctx: typer.Context, rt: Runtime, started: float, *, threads: int) -
             "tkgqa": version("tkgqa"),
         },
         "kg": {"source": portable_path(rt.store.source), "facts": len(rt.store), "digest": rt.store.digest},
-        "index": {"encoder": rt.index.encoder_name, "path": portable_path(rt.index.path)},
+        "index": {
+            "encoder": rt.index.encoder_name,
+            "path": portable_path(rt.index.path),
+            "ann": portable_path(rt.ann.path) if rt.ann is not None else None,
+        },
     }
