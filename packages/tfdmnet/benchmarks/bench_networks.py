@@ -53,7 +53,8 @@ def main() -> None:
         for mode, m in res["modes"].items():
             line = ", ".join(
                 f"{v} {m['ms'][v]['wall']['median']:.1f} ms (x{m['vs_twin'][v]['wall']['median']:.2f} wall, "
-                f"x{m['vs_twin'][v]['cpu']['median']:.2f} cpu)" for v in ("fused", "reference")
+                f"x{m['vs_twin'][v]['cpu']['median']:.2f} cpu)"
+                for v in ("fused", "reference")
             )
             print(f"{case.preset} w{case.width} b{case.batch} {mode}: twin {m['ms']['twin']['wall']['median']:.1f} ms;"
                   f" {line}; MACs x{res['macs_ratio']}", flush=True)  # fmt: skip

@@ -17,7 +17,7 @@ from torch import nn
 
 from tfdmnet.layers import FreqBatchNorm, FreqDropout, FreqLeakyReLU
 
-__all__ = ["FreqBlock", "freq_bn_act_dropout"]
+__all__ = ["FreqBNActDropoutFunction", "FreqBlock", "freq_bn_act_dropout"]
 
 
 def _fusable(bn: FreqBatchNorm, act: nn.Module | None, drop: nn.Module | None) -> bool:
@@ -39,6 +39,63 @@ def _update_running(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n
     return m
 
 
+def _wide(v: torch.Tensor, hw: int) -> torch.Tensor:
+    # (C, 2) per-(channel, part) values -> the (C, HW * 2) pattern of an interleaved map's rows, so a
+    # broadcast runs over the batch only: broadcasting (C, 1, 1, 2) over an innermost dim of 2 is 14x
+    # slower on CPU (measured: 10.6 vs 0.75 ms for 256 x 16 x 14 x 14 complex).
+    return v[:, None, :].expand(v.shape[0], hw, 2).reshape(v.shape[0], hw * 2)
+
+
+def _per_part_sum(t: torch.Tensor, hw: int) -> torch.Tensor:
+    # (N, C, HW * 2) -> (C, 2) sums; two plain reductions (sum over dims (0, 2, 3) at once, or
+    # var_mean, take 1.4x and 35x as long here).
+    return t.reshape(t.shape[0], t.shape[1], hw, 2).sum(2).sum(0)
+
+
+class FreqBNActDropoutFunction(torch.autograd.Function):
+    """Training-mode two-branch BN (batch statistics), LeakyReLU and a dropout multiplier on
+    interleaved ``(N, C, HW * 2)`` floats, with BatchNorm's analytic backward (two reductions and one
+    pass) instead of autograd through every broadcast. Returns ``(y, mean, var)``, statistics ``(C, 2)``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, slope, noise):
+        n_all = x.shape[0] * x.shape[2] // 2
+        hw = x.shape[2] // 2
+        mean = _per_part_sum(x, hw) / n_all
+        xhat = x - _wide(mean, hw)
+        var = _per_part_sum(xhat * xhat, hw) / n_all
+        invstd = torch.rsqrt(var + eps)
+        xhat.mul_(_wide(invstd, hw))
+        y = torch.addcmul(_wide(bias, hw), xhat, _wide(weight, hw))
+        if slope is not None:
+            F.leaky_relu(y, slope, inplace=True)
+        act = y
+        if noise is not None:
+            y = y * noise
+        ctx.save_for_backward(xhat, weight, invstd, act if slope is not None else None, noise)
+        ctx.slope, ctx.hw = slope, hw
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _gmean, _gvar):
+        xhat, weight, invstd, act, noise = ctx.saved_tensors
+        hw = ctx.hw
+        g = grad * noise if noise is not None else grad.clone()
+        if act is not None:
+            # LeakyReLU's own backward from its output (torch.where here is 20x slower on CPU).
+            g = torch.ops.aten.leaky_relu_backward(g, act, ctx.slope, True)
+        n_all = g.shape[0] * hw
+        gbias = _per_part_sum(g, hw)
+        gweight = _per_part_sum(g * xhat, hw)
+        gx = None
+        if ctx.needs_input_grad[0]:
+            # dx = w / sigma * (g - mean(g) - xhat * mean(g * xhat)), per (channel, part).
+            gx = torch.addcmul(g - _wide(gbias / n_all, hw), xhat, _wide(-gweight / n_all, hw))
+            gx.mul_(_wide(weight * invstd, hw))
+        return gx, gweight, gbias, None, None, None
+
+
 def freq_bn_act_dropout(
     x: torch.Tensor, bn: FreqBatchNorm, act: FreqLeakyReLU | None = None, drop: FreqDropout | None = None
 ) -> torch.Tensor:
@@ -48,38 +105,42 @@ def freq_bn_act_dropout(
     without affine or running statistics, another nonlinearity, exact dropout, ``relu_noise``, or a
     single value per channel, where ``BatchNorm2d`` raises its own error).
     """
-    n = x.shape[0] * x.shape[2] * x.shape[3]
-    if not _fusable(bn, act, drop) or (bn.training and n < 2):
+    n, c, h, wf = x.shape
+    if not _fusable(bn, act, drop) or (bn.training and n * h * wf < 2):
         for module in (bn, act, drop):
             x = module(x) if module is not None else x
         return x
-    xr = torch.view_as_real(x.contiguous())  # (N, C, H, W', 2): real and imaginary parts side by side
+    hw = h * wf
+    x3 = torch.view_as_real(x.contiguous()).reshape(n, c, hw * 2)  # re, im side by side; no copy
     re, im = bn.bn_re, bn.bn_im
     weight = torch.stack([re.weight, im.weight], -1)
     bias = torch.stack([re.bias, im.bias], -1)
-    if bn.training:
-        var, mean = torch.var_mean(xr, dim=(0, 2, 3), correction=0)  # (C, 2)
-        with torch.no_grad():
-            _update_running(re, mean[:, 0], var[:, 0], n)
-            _update_running(im, mean[:, 1], var[:, 1], n)
-    else:
-        mean = torch.stack([re.running_mean, im.running_mean], -1)
-        var = torch.stack([re.running_var, im.running_var], -1)
-    eps = torch.tensor([re.eps, im.eps], dtype=xr.dtype, device=xr.device)
-    scale = weight * torch.rsqrt(var + eps)
-    shift = bias - mean * scale
-    y = torch.addcmul(shift[:, None, None, :], xr, scale[:, None, None, :])
-    if act is not None:
-        # In place: addcmul's backward needs its inputs, not its output.
-        y = F.leaky_relu(y, act.negative_slope, inplace=True)
+    eps = torch.tensor([re.eps, im.eps], dtype=x3.dtype, device=x3.device)
+    slope = act.negative_slope if act is not None else None
+    noise = None
     if drop is not None and drop.training and drop.p:
         # The reference's draws, in its order: the real part's noise, then the imaginary part's, each
         # laid out contiguously as for the contiguous map LeakyReLU hands the reference dropout (the
         # EML's output is a permuted view, and randn_like would follow its strides).
-        plane = {"dtype": xr.dtype, "device": xr.device}
+        plane = {"dtype": x3.dtype, "device": x3.device}
         noise = torch.stack([torch.randn(x.shape, **plane), torch.randn(x.shape, **plane)], -1)
-        y = y * noise.mul_(drop.p / 2).add_(1)
-    return torch.view_as_complex(y)
+        noise = noise.reshape(n, c, hw * 2).mul_(drop.p / 2).add_(1)
+    if bn.training:
+        y, mean, var = FreqBNActDropoutFunction.apply(x3, weight, bias, eps, slope, noise)
+        with torch.no_grad():
+            _update_running(re, mean[:, 0], var[:, 0], n * hw)
+            _update_running(im, mean[:, 1], var[:, 1], n * hw)
+    else:
+        mean = torch.stack([re.running_mean, im.running_mean], -1)
+        var = torch.stack([re.running_var, im.running_var], -1)
+        scale = weight * torch.rsqrt(var + eps)
+        # In place after addcmul: its backward needs its inputs, not its output.
+        y = torch.addcmul(_wide(bias - mean * scale, hw), x3, _wide(scale, hw))
+        if slope is not None:
+            y = F.leaky_relu(y, slope, inplace=True)
+        if noise is not None:
+            y = y * noise
+    return torch.view_as_complex(y.reshape(n, c, h, wf, 2))
 
 
 class FreqBlock(nn.Sequential):

@@ -42,7 +42,9 @@ class NetCase:
         if self.batch < 1:
             raise ConfigError(f"batch must be >= 1, got {self.batch}")
         if not get_preset(self.preset, width=self.width).has_eml:
-            raise ConfigError(f"{self.preset} has no EML to compare with a twin", hint="pick a mixture preset")
+            raise ConfigError(
+                f"{self.preset} has no EML to compare with a twin", hint="pick a mixture preset"
+            )
 
 
 def _call(model: TFDMNet, x: torch.Tensor, y: torch.Tensor, mode: str) -> Callable[[], None]:
