@@ -5,7 +5,8 @@
 
 Runs ``effcore.profiling.profile_modules`` through ``tfdmnet.profile.profile_network`` on random input:
 ``lenet-tfdmnet`` (batch 256) and ``vgg16-mixture --width 0.25`` (batch 64), the paper's layers on the
-full spectrum, and the CNN twin of each. Rows are exclusive times (mean of the quieter half of the
+full spectrum with the fused EML-block tail (``fused``) and with the reference layers one by one
+(``reference``), and the CNN twin of each. Rows are exclusive times (mean of the quieter half of the
 repeats); ``totals`` adds them up per category (fft in / ifft out, pooling, complex BN, nonlinearity,
 dropout, mixing, conv2d, ...). The machine's load average is recorded before and after.
 """
@@ -43,7 +44,10 @@ def main() -> None:
     for name, width, batch in CASES:
         torch.manual_seed(0)
         mixture = build_model(name, width=width)
-        for model in (mixture, build_model(mixture.cfg.cnn_twin())):
+        reference = build_model(mixture.cfg).set_fused(False)
+        reference.load_state_dict(mixture.state_dict())
+        variants = {"fused": mixture, "reference": reference, "twin": build_model(mixture.cfg.cnn_twin())}
+        for variant, model in variants.items():
             cfg = model.cfg
             x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size)
             for mode in ("inference", "train"):
@@ -52,9 +56,9 @@ def main() -> None:
                 )
                 totals = category_totals(rows)
                 step = sum(t["forward_ms"] + t["backward_ms"] for t in totals.values())
-                print(f"{cfg.name:16s} width {width} batch {batch} {mode:9s} {step:8.1f} ms: "
+                print(f"{cfg.name:16s} {variant:9s} width {width} batch {batch} {mode:9s} {step:8.1f} ms: "
                       + ", ".join(f"{c} {t['share']:.0%}" for c, t in list(totals.items())[:5]))  # fmt: skip
-                results.append({"model": cfg.name, "width": width, "batch": batch, "mode": mode,
+                results.append({"model": cfg.name, "variant": variant, "width": width, "batch": batch, "mode": mode,
                                 "spectrum": cfg.eml.spectrum if cfg.has_eml else None,
                                 "step_ms": round(step, 3), "totals": totals, "rows": rows})  # fmt: skip
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
