@@ -91,13 +91,18 @@ def test_blocks_with_other_nonlinearities_match_reference(nonlinearity):
         torch.testing.assert_close(g_f[n], g_r[n], atol=1e-4, rtol=1e-3, msg=n)
 
 
+@pytest.mark.parametrize("layout", ["strided", "freq_major", "contiguous"])
 @pytest.mark.parametrize("mode", ["gaussian", "exact"])
 @pytest.mark.parametrize("shape", [(1, 3, 5, 3), (4, 1, 2, 2), (7, 5, 6, 4)], ids=str)
-def test_freq_bn_act_dropout_matches_the_layers_on_odd_and_noncontiguous_spectra(shape, mode):
+def test_freq_bn_act_dropout_matches_the_layers_on_odd_shapes_and_every_layout(shape, mode, layout):
     gen = torch.Generator().manual_seed(0)
-    base = torch.randn(*shape[:-1], 2 * shape[-1], dtype=torch.complex64, generator=gen)
-    x = base[..., ::2]  # non-contiguous view
-    c = shape[1]
+    n, c, h, w = shape
+    if layout == "strided":
+        x = torch.randn(n, c, h, 2 * w, dtype=torch.complex64, generator=gen)[..., ::2]
+    elif layout == "freq_major":  # what the EML's batched GEMM hands over
+        x = torch.randn(h, w, n, c, dtype=torch.complex64, generator=gen).permute(2, 3, 0, 1)
+    else:
+        x = torch.randn(*shape, dtype=torch.complex64, generator=gen)
     bn = FreqBatchNorm(c)
     with torch.no_grad():
         for b in (bn.bn_re, bn.bn_im):
