@@ -114,6 +114,7 @@ def freq_bn_act_dropout(
     # Two layouts, no transpose: the EML hands over a frequency-major view (the (H, W', N, C) memory
     # of its batched GEMM), read as (H W' N, C, 2) rows with the per-channel pattern innermost, which the
     # next EML reads back without a copy; any other map is made contiguous, read as (N, C, H W' 2).
+    x = x.resolve_conj()  # the authors' convention hands over a lazily conjugated view
     freq_major = x.permute(2, 3, 0, 1).is_contiguous()
     if freq_major:
         hw, x3 = 1, torch.view_as_real(x.permute(2, 3, 0, 1)).reshape(h * wf * n, c, 2)

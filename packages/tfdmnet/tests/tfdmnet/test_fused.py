@@ -79,9 +79,11 @@ def test_fused_network_matches_reference_layers_outputs_gradients_and_running_st
         torch.testing.assert_close(fast.eval()(x), ref.eval()(x), **TOL, msg="eval output")
 
 
-@pytest.mark.parametrize("nonlinearity", ["spatial_relu", "none"])
-def test_blocks_with_other_nonlinearities_match_reference(nonlinearity):
-    fast, ref = _pair("lenet-tfdmnet", {}, nonlinearity=nonlinearity)
+@pytest.mark.parametrize(
+    "eml", [{"nonlinearity": "spatial_relu"}, {"nonlinearity": "none"}, {"convention": "tfdmnet"}], ids=str
+)
+def test_blocks_with_other_options_match_reference(eml):
+    fast, ref = _pair("lenet-tfdmnet", {}, **eml)
     x = torch.randn(2, 1, 28, 28)
     y = torch.tensor([1, 7])
     out_f, g_f = _step(fast, x, y, 0)
