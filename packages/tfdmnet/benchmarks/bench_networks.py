@@ -23,6 +23,16 @@ import torch
 DEFAULT = "lenet-tfdmnet:1:256,vgg16-mixture:0.25:64,alexnet-mixture:0.25:16"
 
 
+def _write(out: Path, args: argparse.Namespace, load_before: tuple, results: list, total: int) -> None:
+    # Rewritten after every case, so a long run stopped part-way keeps the cases it finished.
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "rounds": args.rounds,
+            "warmup": args.warmup, "cases_requested": args.cases, "cases_done": f"{len(results)} of {total}",
+            "finished": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default=DEFAULT, help="preset:width:batch, comma-separated")
@@ -58,11 +68,7 @@ def main() -> None:
             )
             print(f"{case.preset} w{case.width} b{case.batch} {mode}: twin {m['ms']['twin']['wall']['median']:.1f} ms;"
                   f" {line}; MACs x{res['macs_ratio']}", flush=True)  # fmt: skip
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "rounds": args.rounds,
-            "warmup": args.warmup, "finished": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        _write(args.out, args, load_before, results, len(cases))
 
 
 if __name__ == "__main__":
