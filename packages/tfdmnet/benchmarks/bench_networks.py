@@ -68,6 +68,8 @@ def main() -> None:
             )
             print(f"{case.preset} w{case.width} b{case.batch} {mode}: twin {m['ms']['twin']['wall']['median']:.1f} ms;"
                   f" {line}; MACs x{res['macs_ratio']}", flush=True)  # fmt: skip
+        for mode, why in res.get("not_run", {}).items():
+            print(f"{case.preset} w{case.width} b{case.batch} {mode}: not run ({why})", flush=True)
         _write(args.out, args, load_before, results, len(cases))
 
 

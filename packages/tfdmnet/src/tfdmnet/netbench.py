@@ -6,7 +6,8 @@ inside every round (their order rotates from round to round), so load that drift
 all of them alike; each round gives a ratio ``twin time / variant time`` (above 1: faster than the
 twin), and the result keeps the median and quartiles of those per-round ratios, for wall time and
 for the process's CPU time (``time.process_time``: all threads, excluding time other jobs take from
-us on a shared machine). A training step is forward, cross-entropy and backward on random labels.
+us on a shared machine). A training step is forward, cross-entropy and backward on random labels;
+at batch 1 only inference runs (BatchNorm has no batch statistics of one sample).
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ def compare_network(case: NetCase, *, rounds: int = 7, warmup: int = 2, seed: in
         "spectrum": cfg.eml.spectrum, "twin": models["twin"].cfg.name,
         "macs_per_image": macs, "macs_ratio": round(macs["twin"] / macs["fused"], 3), "modes": {},
     }  # fmt: skip
-    for mode in MODES:
+    if case.batch == 1:  # BatchNorm cannot normalise one sample by batch statistics
+        result["not_run"] = {"train": "batch 1: BatchNorm in training needs more than one value per channel"}
+    for mode in MODES if case.batch > 1 else ("inference",):
         calls = {v: _call(m, x, y, mode) for v, m in models.items()}
         for fn in calls.values():
             for _ in range(warmup):

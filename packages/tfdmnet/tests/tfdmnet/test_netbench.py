@@ -35,6 +35,12 @@ def test_cases_that_cannot_be_compared_are_refused(case, match):
         NetCase(**case)
 
 
+def test_batch_one_times_inference_only_and_says_why():
+    res = compare_network(NetCase(preset="lenet-tfdmnet", width=0.25, batch=1), rounds=1, warmup=0)
+    assert list(res["modes"]) == ["inference"]
+    assert "BatchNorm" in res["not_run"]["train"]
+
+
 def test_zero_rounds_are_refused():
     with pytest.raises(ConfigError, match="rounds >= 1"):
         compare_network(NetCase(preset="lenet-tfdmnet", width=0.25, batch=2), rounds=0)
