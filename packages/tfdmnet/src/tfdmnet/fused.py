@@ -3,7 +3,8 @@
 The reference layers (:class:`~tfdmnet.layers.FreqBatchNorm`, :class:`~tfdmnet.layers.FreqLeakyReLU`,
 :class:`~tfdmnet.layers.FreqDropout`) each split a spectrum into strided real and imaginary views,
 work on each and rebuild a complex tensor: six passes over strided memory, each allocating. Here the
-spectrum is read once as ``(N, C, H, W', 2)`` floats (``view_as_real``, no copy); BN becomes one
+spectrum is read as its (re, im) floats (``view_as_real``, no copy; in the EML's frequency-major memory
+order when it comes from an EML, so nothing is transposed); BN becomes one
 per-(channel, part) affine map, LeakyReLU runs in place on its output, and the dropout noise (the
 reference's two draws, in the reference's order) multiplies it. Same function, same running-statistics
 updates, same random numbers: :class:`FreqBlock` uses it unless ``fused=False`` (tests compare both).
@@ -29,21 +30,20 @@ def _fusable(bn: FreqBatchNorm, act: nn.Module | None, drop: nn.Module | None) -
     )
 
 
-def _update_running(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> float:
+def _update_running(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
     # BatchNorm2d's own update: running = (1 - m) running + m batch, with the unbiased batch variance;
     # momentum None is the cumulative average.
     bn.num_batches_tracked.add_(1)
     m = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
     bn.running_var.mul_(1 - m).add_(var * (n / (n - 1)), alpha=m)
-    return m
 
 
 def _wide(v: torch.Tensor, hw: int) -> torch.Tensor:
     # (C, 2) per-(channel, part) values -> the (C, HW * 2) pattern of an interleaved map's rows (hw = 1
-    # for frequency-major rows, where it is (C, 2) itself), so a
-    # broadcast runs over the batch only: broadcasting (C, 1, 1, 2) over an innermost dim of 2 is 14x
-    # slower on CPU (measured: 10.6 vs 0.75 ms for 256 x 16 x 14 x 14 complex).
+    # for frequency-major rows: (C, 2) itself), so a broadcast runs over the leading rows only:
+    # broadcasting (C, 1, 1, 2) over an innermost dim of 2 was 14x slower on CPU (10.6 vs 0.75 ms for
+    # 256 x 16 x 14 x 14 complex, a one-off measurement).
     return v[:, None, :].expand(v.shape[0], hw, 2).reshape(v.shape[0], hw * 2)
 
 
@@ -55,7 +55,7 @@ def _per_part_sum(t: torch.Tensor, hw: int) -> torch.Tensor:
 
 class FreqBNActDropoutFunction(torch.autograd.Function):
     """Training-mode two-branch BN (batch statistics), LeakyReLU and a dropout multiplier on
-    interleaved ``(N, C, HW * 2)`` floats, with BatchNorm's analytic backward (two reductions and one
+    interleaved ``(rows, C, HW * 2)`` floats (``HW = 1`` for frequency-major rows), with BatchNorm's analytic backward (two reductions and one
     pass) instead of autograd through every broadcast. Returns ``(y, mean, var)``, statistics ``(C, 2)``."""
 
     @staticmethod
