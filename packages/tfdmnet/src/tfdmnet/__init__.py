@@ -1,8 +1,9 @@
 """TFDMNet: frequency-domain element-wise multiplication layers (EMLs) that replace convolutions.
 
-The layers (``tfdmnet.layers``), spectral conventions (``tfdmnet.spectral``), the channel-mixing
-kernel (``tfdmnet.kernels``), network configs and presets (``tfdmnet.models``), op counts
-(``tfdmnet.ops``), data (``tfdmnet.data``), training (``tfdmnet.train``) and timing (``tfdmnet.bench``).
+The layers (``tfdmnet.layers``; an EML block's fused tail in ``tfdmnet.fused``), spectral conventions
+(``tfdmnet.spectral``), the channel-mixing kernel (``tfdmnet.kernels``), network configs and presets
+(``tfdmnet.models``), op counts (``tfdmnet.ops``), data (``tfdmnet.data``), training
+(``tfdmnet.train``) and timing (``tfdmnet.bench``, ``tfdmnet.netbench``, ``tfdmnet.profile``).
 Names resolve lazily, so ``import tfdmnet`` is cheap.
 """
 
@@ -12,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tfdmnet.fused import FreqBlock, freq_bn_act_dropout
     from tfdmnet.kernels import freq_mix, freq_mix_reference, freq_mix_torch, freq_mix_triton
     from tfdmnet.layers import (
         EML,
@@ -45,6 +47,7 @@ _LAZY: dict[str, str] = {}
 for _module, _names in {
     "tfdmnet.layers": ("EML", "ComplexHead", "FreqBatchNorm", "FreqDropout", "FreqLeakyReLU",
                        "FreqMaxPool", "FreqSpatialReLU", "ToFreq", "ToSpatial"),
+    "tfdmnet.fused": ("FreqBlock", "freq_bn_act_dropout"),
     "tfdmnet.spectral": ("circular_conv2d", "fix_spectrum", "kernel_spectrum", "to_freq", "to_spatial"),
     "tfdmnet.kernels": ("freq_mix", "freq_mix_reference", "freq_mix_torch", "freq_mix_triton"),
     "tfdmnet.models": ("PRESETS", "Conv", "EMLOptions", "Freq", "NetConfig", "Pool", "TFDMNet",
@@ -65,6 +68,9 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule
     "FreqSpatialReLU",
     "ToFreq",
     "ToSpatial",
+    # fused EML-block tail
+    "FreqBlock",
+    "freq_bn_act_dropout",
     # spectral conventions
     "circular_conv2d",
     "fix_spectrum",

@@ -389,6 +389,8 @@ class ComplexHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         re = F.leaky_relu(self.bn_re(self.fc_re(x.real.flatten(1))), 0.2)
         im = F.leaky_relu(self.bn_im(self.fc_im(x.imag.flatten(1))), 0.2)
-        # Under autocast the Linear outputs are bf16/fp16, which complex tensors cannot hold.
-        z = self.drop(torch.complex(re.float(), im.float()))
+        if re.dtype in (torch.float16, torch.bfloat16):
+            # Under autocast the Linear outputs are bf16/fp16, which complex tensors cannot hold.
+            re, im = re.float(), im.float()
+        z = self.drop(torch.complex(re, im))
         return self.out(torch.cat([z.real, z.imag], dim=1))

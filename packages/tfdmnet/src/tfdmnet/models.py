@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from effcore.errors import ConfigError
+from tfdmnet.fused import FreqBlock
 from tfdmnet.kernels.mixing import BACKENDS, Backend
 from tfdmnet.layers import (
     CONVENTIONS,
@@ -440,7 +441,7 @@ class TFDMNet(nn.Module):
                 if spec.dropout:
                     mods.append(FreqDropout(spec.dropout, mode=opt.dropout_mode))
                 in_ch, ch = ch, spec.channels
-                add(f"eml{n_conv}", nn.Sequential(*mods), "eml", in_channels=in_ch, kernel=spec.kernel)
+                add(f"eml{n_conv}", FreqBlock(*mods), "eml", in_channels=in_ch, kernel=spec.kernel)
             else:
                 k, s = spec.kernel, spec.stride or spec.kernel
                 if k > min(size):
@@ -494,6 +495,13 @@ class TFDMNet(nn.Module):
         for block in self.blocks.values():
             x = block(x)
         return x
+
+    def set_fused(self, fused: bool = True) -> TFDMNet:
+        """Run every EML block's BN, LeakyReLU and dropout fused (default) or as the reference layers."""
+        for module in self.modules():
+            if isinstance(module, FreqBlock):
+                module.fused = fused
+        return self
 
     def emls(self) -> list[EML]:
         return [m for m in self.modules() if isinstance(m, EML)]
