@@ -165,3 +165,24 @@ def test_profiling_rejects_models_and_modules_it_cannot_profile() -> None:
         profile_modules(nn.Sequential(nn.Linear(2, 2)), torch.randn(1, 2), modules=["nope"])
     with pytest.raises(ConfigError, match="repeats"):
         time_model(nn.Linear(2, 2), torch.randn(1, 2), repeats=0)
+
+
+class _ReluInPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.first(x)
+        y.relu_()  # changes `first`'s output after it returned
+        return self.second(y)
+
+
+def test_an_output_changed_in_place_is_named_in_one_config_error() -> None:
+    model, x = _ReluInPlace(), torch.randn(2, 4)
+    with pytest.raises(ConfigError, match="output of module 'first' is modified in place") as info:
+        profile_modules(model, x, warmup=0, repeats=1)
+    assert "backward=False" in info.value.hint
+    rows = profile_modules(model, x, warmup=0, repeats=1, backward=False)  # forward-only still works
+    assert [r.name for r in rows] == ["first", "second", "other"]
+    assert not model.first._backward_hooks and not model.second._backward_hooks  # none left behind

@@ -334,6 +334,26 @@ def _unique_bytes(params: Sequence[torch.Tensor], seen: set) -> int:
     return total
 
 
+_INPLACE_ON_HOOKED = "BackwardHookFunction"  # torch's error when a hooked module's output is changed in place
+
+
+def _modified_in_place(model: nn.Module, inputs: Inputs, names: Sequence[str]) -> str:
+    """The first selected module whose output alone, backward-hooked, triggers the in-place error."""
+    for name in names:
+        handle = model.get_submodule(name).register_full_backward_hook(lambda *_: None)
+        try:
+            with torch.enable_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                _call(model, inputs)
+        except RuntimeError as err:
+            if _INPLACE_ON_HOOKED in str(err):
+                return name
+            raise
+        finally:
+            handle.remove()
+    return ", ".join(names)
+
+
 def _measure_work(
     model: nn.Module,
     inputs: Inputs,
@@ -401,9 +421,20 @@ def profile_modules(
         except AttributeError:
             raise ConfigError(f"{type(model).__name__} has no submodule {name!r}") from None
     loss = loss_fn or _default_loss
-    work, fwd_total, bwd_total, act_bytes = _measure_work(
-        model, inputs, names, backward=backward, loss_fn=loss
-    )
+    try:
+        work, fwd_total, bwd_total, act_bytes = _measure_work(
+            model, inputs, names, backward=backward, loss_fn=loss
+        )
+    except RuntimeError as err:
+        if _INPLACE_ON_HOOKED not in str(err):
+            raise
+        culprit = _modified_in_place(model, inputs, names)
+        raise ConfigError(
+            f"the output of module {culprit!r} is modified in place after it returns, so its backward "
+            "time cannot be hooked",
+            hint="profile with backward=False, select its parent or its children instead, "
+            "or make that in-place op out-of-place",
+        ) from None
 
     now = _timer(model)
     hooks = _Hooks(model, names, backward=backward, now=now)
