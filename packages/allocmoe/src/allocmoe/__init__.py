@@ -11,8 +11,7 @@ The public API is imported lazily (so ``allocmoe --help`` does not pay for torch
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from effcore.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -38,7 +37,4 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'allocmoe' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

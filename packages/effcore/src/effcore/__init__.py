@@ -8,10 +8,10 @@ names below are the ones nearly every package needs. They resolve lazily so that
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from effcore.errors import AssetError, ConfigError, DataNotFoundError, EffmlError, LayoutError
+from effcore.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from effcore.device import DeviceSpec, cuda_available, device_spec, infer_device, known_spec
@@ -41,7 +41,4 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule, sorted within groups
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'effcore' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -9,8 +9,9 @@ lazily, so ``import grass`` does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from effcore.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from grass.config import METHODS, RunConfig
@@ -70,7 +71,4 @@ __all__ = [  # noqa: RUF022 -- grouped by role
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'grass' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

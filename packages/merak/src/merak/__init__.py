@@ -8,8 +8,9 @@ derived from the graph). Names resolve lazily, so ``import merak`` does not impo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from effcore.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from merak.capture import CapturedModel, CaptureError, capture
@@ -56,7 +57,4 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'merak' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -8,8 +8,9 @@ collectives), ``paradyse.attention`` (ring attention), ``paradyse.memory_model``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from effcore.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from paradyse.config import MODELS, STRATEGIES, ModelConfig, PlanError, get_model
@@ -65,7 +66,4 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'paradyse' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -9,8 +9,9 @@ Names resolve lazily, so ``import tfdmnet`` is cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from effcore.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from tfdmnet.fused import FreqBlock, freq_bn_act_dropout
@@ -106,7 +107,4 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tfdmnet' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

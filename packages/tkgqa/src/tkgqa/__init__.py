@@ -9,8 +9,9 @@ Names resolve lazily, so ``import tkgqa`` is cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from effcore.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from tkgqa.agent import AgentResult, Policy, run_agent
@@ -92,7 +93,4 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tkgqa' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
