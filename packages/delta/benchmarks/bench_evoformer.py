@@ -14,19 +14,16 @@ fresh process per form and length, see :mod:`delta.limits`), growing over ``--le
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import time
 from pathlib import Path
-
-import torch
 
 from delta.evoformer import EvoformerConfig
 from delta.limits import LIMIT_FORMS, evoformer_limits, longest
 from delta.sweep import FORMS, evoformer_sweep
 from effcore.cli import parse_bytes
-from effcore.device import cpu_model, device_spec
+from effcore.device import device_spec
 from effcore.io import write_json
+from effcore.provenance import run_meta
 
 
 def main() -> None:
@@ -47,13 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = EvoformerConfig()
     t0 = time.perf_counter()
-    meta = {
-        "command": "python packages/delta/benchmarks/bench_evoformer.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
-        "config": {f: getattr(cfg, f) for f in cfg.__slots__},
-        "machine": f"{cpu_model()} ({platform.machine()}), shared with other jobs",
-        "torch": torch.__version__, "date": datetime.date.today().isoformat(),
-    }  # fmt: skip
+    meta = {"config": {f: getattr(cfg, f) for f in cfg.__slots__}}
     if args.limit is not None:
         limit = parse_bytes(args.limit)
         rows = evoformer_limits([int(n) for n in args.lengths.split(",")], (args.forms or ",".join(LIMIT_FORMS)).split(","),
@@ -61,8 +52,9 @@ def main() -> None:
                                 progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True))  # fmt: skip
         for row in rows:
             print(row, flush=True)
-        write_json(args.out, {**meta, "limit": limit, "threads": 1, "longest": longest(rows, limit),
-                              "wall_s": time.perf_counter() - t0, "rows": [r.to_dict() for r in rows]})  # fmt: skip
+        write_json(args.out, {**run_meta(started=t0, device="cpu"), **meta, "limit": limit,
+                              "threads_per_length": 1, "longest": longest(rows, limit),
+                              "rows": [r.to_dict() for r in rows]})  # fmt: skip
         return
     rows = evoformer_sweep([int(n) for n in args.lengths.split(",")], (args.forms or ",".join(FORMS)).split(","), cfg=cfg,
                            chunk=args.chunk, delta_fraction=args.delta_fraction,
@@ -70,8 +62,7 @@ def main() -> None:
                            progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True))  # fmt: skip
     for row in rows:
         print(row, flush=True)
-    write_json(args.out, {**meta, "threads": torch.get_num_threads(), "wall_s": time.perf_counter() - t0,
-                          "rows": [r.to_dict() for r in rows]})  # fmt: skip
+    write_json(args.out, {**run_meta(started=t0, device="cpu"), **meta, "rows": [r.to_dict() for r in rows]})
 
 
 if __name__ == "__main__":

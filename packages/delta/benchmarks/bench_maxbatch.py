@@ -11,8 +11,6 @@ common batch where the budget binds (interleaved rounds; the time overhead again
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import time
 from pathlib import Path
 
@@ -21,8 +19,9 @@ import torch
 from delta.bench import run_maxbatch
 from delta.models import DATA, build_model
 from effcore.cli import parse_bytes
-from effcore.device import cpu_model, device_spec, infer_device
+from effcore.device import device_spec, infer_device
 from effcore.io import write_json
+from effcore.provenance import run_meta
 
 METHODS = "none,checkpoint,offload,dtr,capuchin,delta,torch-checkpoint,torch-save-on-cpu"
 
@@ -64,13 +63,10 @@ def main() -> None:
             row["cpu_overhead_x"] = row["common_cpu_seconds_per_sample"] / base.common_cpu_seconds_per_sample
         print(row, flush=True)
     write_json(args.out, {
-        "command": "python packages/delta/benchmarks/bench_maxbatch.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        **run_meta(started=t0, device=dev),
         "model": args.model, "image_size": args.image_size, "data": args.data or DATA[args.model][0],
-        "seq_len": args.seq_len, "unit": case.unit, "budget": budget, "device": str(dev),
-        "machine": f"{cpu_model()} ({platform.machine()}), {torch.get_num_threads()} threads, shared with other jobs",
-        "host_link_bandwidth": spec.host_link_bandwidth, "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(), "wall_s": time.perf_counter() - t0, "rows": table,
+        "seq_len": args.seq_len, "unit": case.unit, "budget": budget,
+        "host_link_bandwidth": spec.host_link_bandwidth, "rows": table,
     })  # fmt: skip
 
 

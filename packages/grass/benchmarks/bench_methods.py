@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from effcore.io import write_json
+from effcore.provenance import command_line
 from grass.config import METHODS, RunConfig
 from grass.train import run
 
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 result = run(cfg, device="cpu", eval_limit=args.eval_limit, generate=args.generate)
                 data = result.to_dict()
-                data["command"] = shlex.join(["python", *sys.argv])
+                data["command"] = command_line()
                 data["label"] = label
                 data["summary"]["campaign_wall_s"] = time.perf_counter() - t0
                 write_json(path, data)

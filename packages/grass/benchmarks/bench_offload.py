@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
-import torch
-
-from effcore.device import cpu_model, infer_device
+from effcore.device import infer_device
 from effcore.io import write_json
+from effcore.provenance import run_meta
 from grass.bench import bench_offload
 
 
@@ -50,11 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         **dataclasses.asdict(r),
         "overhead": r.overhead,
         "settings": vars(args) | {"out": str(args.out) if args.out else None},
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": {"device": str(dev), "cpu": cpu_model(), "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-                    "torch": torch.__version__, "python": platform.python_version()},
-        "wall_s": time.perf_counter() - t0,
+        **run_meta(started=t0, device=dev),
     }  # fmt: skip
     print(json.dumps(data, indent=2))
     if args.out:

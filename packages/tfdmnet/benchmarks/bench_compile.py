@@ -12,14 +12,14 @@ time / compiled time (above 1: compiling helps).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from effcore.io import write_json
+from effcore.provenance import run_meta
 
 
 def main() -> None:
@@ -68,10 +68,8 @@ def main() -> None:
                          "ms_median": {k: round(quartiles(v)[1], 2) for k, v in times.items()},
                          "eager_over_compiled": [round(v, 3) for v in quartiles(ratios)]}  # fmt: skip
         print(mode, results[mode], flush=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch,
-            "machine": platform.processor() or platform.machine(), "loadavg_after": os.getloadavg(),
-            "rounds": args.rounds, "finished": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    meta = {**run_meta(device="cpu"), "batch": args.batch, "rounds": args.rounds}
+    write_json(args.out, {"meta": meta, "results": results})
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ See ``tfdmnet.bench`` for what each method includes.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 from pathlib import Path
 
 import torch
+
+from effcore.io import write_json
+from effcore.provenance import run_meta
 
 
 def main() -> None:
@@ -52,9 +53,7 @@ def main() -> None:
     wins = [r for r in summary if r["vs_conv2d"] > 1]
     console.print(f"{len(wins)} of {len(summary)} (case, mode, method) rows are faster than conv2d")
     if args.out:
-        meta = {"device": str(device), "machine": platform.processor() or platform.machine(),
-                "threads": torch.get_num_threads(), "torch": torch.__version__}  # fmt: skip
-        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        write_json(args.out, {"meta": run_meta(device=device), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -93,9 +91,9 @@ def main() -> None:
 
     import torch
 
-    from effcore.device import cpu_model
     from effcore.errors import ConfigError
     from effcore.io import check_writable, write_json
+    from effcore.provenance import run_meta
     from tfdmnet.data import load_dataset
     from tfdmnet.models import build_model, get_preset
     from tfdmnet.ops import network_table
@@ -114,10 +112,7 @@ def main() -> None:
 
     plan = [(v, s) for s in seeds for v in variants]
     meta = {
-        "command": " ".join(["python", *sys.argv]),
-        "machine": cpu_model() or platform.machine(),
-        "threads": args.threads,
-        "torch": torch.__version__,
+        **run_meta(device="cpu"),
         "recipe": recipe.to_dict(),
         "planned": len(plan),
     }

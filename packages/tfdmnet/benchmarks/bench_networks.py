@@ -12,25 +12,22 @@ CPU), the per-round ratios' median and quartiles, MACs per image, and the load a
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import time
 from pathlib import Path
 
 import torch
+
+from effcore.io import write_json
+from effcore.provenance import run_meta
 
 DEFAULT = "lenet-tfdmnet:1:256,vgg16-mixture:0.25:64,alexnet-mixture:0.25:16"
 
 
 def _write(out: Path, args: argparse.Namespace, load_before: tuple, results: list, total: int) -> None:
     # Rewritten after every case, so a long run stopped part-way keeps the cases it finished.
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "rounds": args.rounds,
-            "warmup": args.warmup, "cases_requested": args.cases, "cases_done": f"{len(results)} of {total}",
-            "finished": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    meta = {**run_meta(device="cpu"), "loadavg_before": load_before, "rounds": args.rounds,
+            "warmup": args.warmup, "cases_requested": args.cases, "cases_done": f"{len(results)} of {total}"}  # fmt: skip
+    write_json(out, {"meta": meta, "results": results})
 
 
 def main() -> None:

@@ -14,13 +14,13 @@ dropout, mixing, conv2d, ...). The machine's load average is recorded before and
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import time
 from pathlib import Path
 
 import torch
+
+from effcore.io import write_json
+from effcore.provenance import run_meta
 
 CASES = (("lenet-tfdmnet", 1.0, 256), ("vgg16-mixture", 0.25, 64))
 
@@ -61,11 +61,9 @@ def main() -> None:
                 results.append({"model": cfg.name, "variant": variant, "width": width, "batch": batch, "mode": mode,
                                 "spectrum": cfg.eml.spectrum if cfg.has_eml else None,
                                 "step_ms": round(step, 3), "totals": totals, "rows": rows})  # fmt: skip
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-            "warmup": args.warmup, "repeats": args.repeats, "finished": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    meta = {**run_meta(device="cpu"), "loadavg_before": load_before, "warmup": args.warmup,
+            "repeats": args.repeats}  # fmt: skip
+    write_json(args.out, {"meta": meta, "results": results})
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -154,7 +156,9 @@ def test_portable_path_names_the_cache_and_data_roots_not_this_machine(tmp_path,
     assert (
         portable_path(f"{data}/multitq/kg.tsv.gz [slice dev]") == "$EFFML_DATA/multitq/kg.tsv.gz [slice dev]"
     )
-    assert portable_path(tmp_path / "cachex" / "f") == str(tmp_path / "cachex" / "f"), (
-        "a sibling is not inside"
-    )
+    sibling = tmp_path / "cachex" / "f"  # beside the cache, not inside it: only the scratch root applies
+    tmp = Path(tempfile.gettempdir())
+    assert portable_path(sibling) == "$TMPDIR/" + str(sibling.relative_to(tmp))
+    assert portable_path(f"{tmp}/promptie-runs/conll04") == "$TMPDIR/promptie-runs/conll04"
+    assert portable_path(f"{tmp}x/f") == f"{tmp}x/f"
     assert portable_path("/elsewhere/f") == "/elsewhere/f"

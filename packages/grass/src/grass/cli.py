@@ -156,7 +156,9 @@ def train(
             data = run(cfg, device=dev, run_dir=run_dir, resume=run_dir is not None, eval_limit=eval_limit,
                        generate=generate, progress=report).to_dict()  # fmt: skip
     _show(data)
-    write_out(out, {**data, "command": _command()}, rows=data["rows"])
+    from effcore.provenance import command_line
+
+    write_out(out, {**data, "command": command_line()}, rows=data["rows"])
 
 
 def _check_eval(task: str, eval_limit: int, generate: int) -> None:
@@ -172,14 +174,6 @@ def _check_eval(task: str, eval_limit: int, generate: int) -> None:
             f"--generate {generate}: {task} has no answers to match (exact match is a GSM8K metric)",
             hint="drop --generate",
         )
-
-
-def _command() -> str:
-    """The command line as typed, recorded in every result file."""
-    import shlex
-    import sys
-
-    return shlex.join(["grass", *sys.argv[1:]])
 
 
 def _train_ranks(cfg, nproc: int, device: str, run_dir, eval_limit: int, generate: int) -> dict:
@@ -272,7 +266,7 @@ def eval_(
         name = f"{model or 'smollm2'} (base)"
     import time
 
-    from effcore.device import cpu_model
+    from effcore.provenance import run_meta
 
     t0 = time.perf_counter()
     examples = load_task(task, "test", tok, seq_len=seq_len, limit=eval_limit)
@@ -282,8 +276,7 @@ def eval_(
             net, tok, examples, generate=generate, progress=lambda d, _n: bar.update(t, completed=d)
         )
     console.print(render_table(f"{name} on {task} test", [result.to_dict()]))
-    meta = {"command": _command(), "machine": {"device": str(dev), "cpu": cpu_model()},
-            "seq_len": seq_len, "generate": generate, "wall_s": time.perf_counter() - t0}  # fmt: skip
+    meta = {**run_meta(started=t0, device=dev), "seq_len": seq_len, "generate": generate}
     write_out(out, {"model": name, "task": task, **result.to_dict(), **meta})
 
 

@@ -8,7 +8,6 @@ memory by category (``effcore.profiling.track_memory``), and evaluates on the he
 from __future__ import annotations
 
 import math
-import platform
 import statistics
 import time
 import warnings
@@ -21,8 +20,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from effcore.device import cpu_model, infer_device
+from effcore.device import infer_device
 from effcore.errors import ConfigError, EffmlError
+from effcore.provenance import machine_info
 from grass.checkpoint import load_checkpoint, save_checkpoint
 from grass.config import RunConfig
 from grass.data import Batches, load_task
@@ -266,8 +266,7 @@ def run(
         "peak_rss": memory_stats("cpu").peak_allocated,
         "wall_s": time.perf_counter() - start_wall,
         "train_wall_s": train_wall,
-        "machine": {"device": str(dev), "cpu": cpu_model(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+        "machine": machine_info(dev),
     }  # fmt: skip
     history = getattr(prep.tuner.sampler, "history", []) if prep.tuner else []
     return RunResult(config=cfg.to_dict(), rows=rows, summary=summary, importance=list(history))

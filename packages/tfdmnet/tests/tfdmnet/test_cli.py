@@ -129,7 +129,11 @@ def test_bench_runs_a_tiny_case_and_plots(tmp_path):
     _ok(["bench", "--sizes", "6", "--kernels", "3", "--channels", "2", "--batch", "2", "--repeat", "1",
          "--device", "cpu", "--out", str(tmp_path / "b.json")])  # fmt: skip
     payload = json.loads((tmp_path / "b.json").read_text())
-    assert payload["meta"]["threads"] >= 1 and payload["meta"]["machine"] and len(payload["rows"]) == 8
+    assert (
+        payload["meta"]["machine"]["threads"] >= 1
+        and payload["meta"]["machine"]["cpu"]
+        and len(payload["rows"]) == 8
+    )
 
 
 def _train_args(mnist_dir, run, *extra):

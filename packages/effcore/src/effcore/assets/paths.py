@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -81,13 +82,16 @@ def cache_root() -> Path:
 
 
 def portable_path(path: str | Path) -> str:
-    """``path`` as a result file should record it: under the cache or the data folder it is written
-    ``$EFFML_CACHE/...`` or ``$EFFML_DATA/...``, so the file reads the same on every machine; anything
-    else (including text after the path, such as a slice label) is kept as given."""
+    """``path`` as a result file should record it: under the cache, the data folder or the temporary
+    folder (scratch runs) it is written ``$EFFML_CACHE/...``, ``$EFFML_DATA/...`` or ``$TMPDIR/...``,
+    so the file reads the same on every machine; anything else (including text after the path, such
+    as a slice label) is kept as given. The cache and data roots win when they lie inside the
+    temporary folder."""
     text = str(path)
     roots = [(f"${CACHE_ENV}", cache_root())]
     with contextlib.suppress(DataNotFoundError):
         roots.append((f"${DATA_ENV}", data_dir()))
+    roots.append(("$TMPDIR", Path(tempfile.gettempdir())))  # scratch runs: checkpoints, work folders
     for name, root in roots:
         for form in {str(root), str(root.resolve())}:
             if text == form or text.startswith(form + os.sep):

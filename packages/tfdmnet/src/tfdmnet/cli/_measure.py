@@ -150,11 +150,8 @@ def bench(
     Inference (fwd) reuses filter spectra computed once in both frequency-domain methods; a training
     step (fwd+bwd) transforms the kernels on every call in both. The JSON output records the machine.
     """
-    import platform
 
-    import torch
-
-    from effcore.device import cpu_model
+    from effcore.provenance import run_meta
     from tfdmnet.bench import bench_layers, plot_bench
 
     if backend not in BACKENDS:
@@ -175,7 +172,5 @@ def bench(
     if plot:
         plot_bench(rows, plot)
         err_console.print(f"wrote {plot}", markup=False)
-    meta = {"device": str(dev), "machine": cpu_model() if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-            "platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "backend": backend, "repeat": repeat}  # fmt: skip
+    meta = {**run_meta(device=dev), "backend": backend, "repeat": repeat}
     write_out(out, {"meta": meta, "rows": rows}, rows=rows)
