@@ -29,10 +29,18 @@ def main() -> None:
     ap.add_argument(
         "--rate", type=float, default=0.005, help="share of dev questions the relation check may flag"
     )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (more than the free cores slows MiniLM)"
+    )
+    ap.add_argument(
+        "--encoder", default="minilm", choices=("minilm", "hash"), help="the relation scorer's encoder"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if not 0 < args.rate < 0.2:
         raise SystemExit("--rate must be in (0, 0.2)")
+    import torch
+
     from tkgqa.abstain import AbstentionConfig
     from tkgqa.embed import get_encoder
     from tkgqa.loaders import load_kg
@@ -41,9 +49,10 @@ def main() -> None:
     from tkgqa.relations import RelationScorer
     from tkgqa.store import kg_days
 
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     kg = load_kg("multitq")
-    scorer = RelationScorer(kg.relations.names, get_encoder("minilm"))
+    scorer = RelationScorer(kg.relations.names, get_encoder(args.encoder))
     planner = Planner(kg.entities.names, scorer, kg_days=kg_days(kg),
                       abstention=AbstentionConfig(min_relation_score=-1.0))  # fmt: skip
     questions = load_questions(split=args.split)
@@ -62,6 +71,7 @@ def main() -> None:
     lowest = sorted(scores)[:15]
     report = {
         "split": args.split,
+        "encoder": scorer.encoder.name,
         "questions": len(questions),
         "flagged_before_relation_check": dict(kinds),
         "flagged_examples": flagged[:20],
@@ -77,7 +87,8 @@ def main() -> None:
         ],
         "wall_seconds": round(time.perf_counter() - started, 1),
         "command": "python packages/tkgqa/benchmarks/calibrate_abstention.py --split "
-        f"{args.split} --rate {args.rate}" + (f" --out {args.out}" if args.out else ""),
+        f"{args.split} --rate {args.rate} --encoder {args.encoder}"
+        + (f" --out {args.out}" if args.out else ""),
     }
     print(f"min_relation_score = {threshold} (the {args.rate} quantile is {cut:.4f}); dev flagged by relation: "
           f"{report['dev_flagged_by_relation']}, by entity/time: {dict(kinds)} of {len(questions)}")  # fmt: skip

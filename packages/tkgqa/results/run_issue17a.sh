@@ -11,11 +11,13 @@ fi
 if [[ $step == all || $step == calibrate ]]; then  # the abstention threshold, chosen on dev (never test)
   OMP_NUM_THREADS=1 uv run python packages/tkgqa/benchmarks/calibrate_abstention.py --split dev --rate 0.005 \
     --out packages/tkgqa/results/abstention_calibration.json
+  OMP_NUM_THREADS=1 uv run python packages/tkgqa/benchmarks/calibrate_abstention.py --split dev --rate 0.005 \
+    --encoder hash --out packages/tkgqa/results/abstention_calibration_hash.json
 fi
 if [[ $step == all || $step == abstention ]]; then  # the bundled 64 out-of-scope questions
   OMP_NUM_THREADS=1 uv run tkgqa abstention --out packages/tkgqa/results/multitq_out_of_scope_planner.json
 fi
 if [[ $step == all || $step == cost ]]; then  # dev Hits@1 without (strict) and with (strict_abstaining) abstention
-  OMP_NUM_THREADS=1 uv run tkgqa eval --split dev --no-abstain --no-rows \
-    --out packages/tkgqa/results/multitq_dev_planner_abstention.json
+  OMP_NUM_THREADS=1 uv run tkgqa eval --split dev -n 2000 --seed 0 --no-abstain --no-rows \
+    --out packages/tkgqa/results/multitq_dev2000_planner_abstention.json
 fi

@@ -8,8 +8,9 @@ relation words, and its dates against the KG's span; it returns an :class:`Asses
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from effcore.errors import ConfigError
 from tkgqa.linking import STOP_WORDS, TEMPLATE_WORDS, EntityLinker, Mention
@@ -17,7 +18,15 @@ from tkgqa.names import NameIndex, kg_to_answer
 from tkgqa.parse import ParsedQuestion, date_window
 from tkgqa.store import day_to_iso
 
-__all__ = ["ABSTAIN_KINDS", "Abstention", "AbstentionConfig", "Assessment", "assess", "relation_phrase"]
+__all__ = [
+    "ABSTAIN_KINDS",
+    "RELATION_THRESHOLDS",
+    "Abstention",
+    "AbstentionConfig",
+    "Assessment",
+    "assess",
+    "relation_phrase",
+]
 
 ABSTAIN_KINDS = ("entity", "relation", "time", "empty")
 """Why an answer is withheld: an unknown entity, no matching relation, a time outside the KG, no fact found."""
@@ -36,25 +45,36 @@ class Abstention:
             raise ValueError(f"unknown abstention kind {self.kind!r}")
 
 
+RELATION_THRESHOLDS = {"all-MiniLM-L6-v2@64": 0.35, "hash-512": 0.2}
+"""``min_relation_score`` per relation-scorer encoder, chosen on MultiTQ dev (never test): the 0.5% quantile
+of dev questions' best-relation scores floored to 0.01, so at most 0.5% of dev questions abstain on it
+(``benchmarks/calibrate_abstention.py``; ``results/abstention_calibration.json`` for MiniLM,
+``..._hash.json`` for the model-free hash encoder). Another encoder has no calibrated value: no relation check."""
+
+
 @dataclass(kw_only=True, slots=True)
 class AbstentionConfig:
-    """Thresholds. ``min_relation_score`` is provisional here: the next commit sets it from
-    ``benchmarks/calibrate_abstention.py`` on the dev split (never test).
-
-    ``min_relation_score``: the best relation's score (MiniLM cosine of the question's relation words to
-    the relation name, plus the CAMEO lexicon bonus) below which no relation matches.
+    """What to check. ``min_relation_score``: the best relation's score (cosine of the question's relation
+    words to the relation name, plus the CAMEO lexicon bonus) below which no relation matches; None takes
+    the encoder's value from :data:`RELATION_THRESHOLDS` (see :meth:`for_encoder`), or no relation check.
     ``unlinked_names``: abstain when a capitalised name in the question links to no KG entity and none of
     its words occurs in any KG name.
     """
 
     enabled: bool = True
-    min_relation_score: float = 0.25
+    min_relation_score: float | None = None
     unlinked_names: bool = True
     min_name_chars: int = 4  # shorter capitalised runs ("How", "US") are not taken as names
 
     def __post_init__(self) -> None:
-        if not -1.0 <= self.min_relation_score <= 2.0:
+        if self.min_relation_score is not None and not -1.0 <= self.min_relation_score <= 2.0:
             raise ConfigError(f"min_relation_score must be in -1..2, got {self.min_relation_score}")
+
+    def for_encoder(self, encoder_name: str) -> AbstentionConfig:
+        """This config with ``min_relation_score`` resolved for the relation scorer's encoder."""
+        if self.min_relation_score is not None:
+            return self
+        return replace(self, min_relation_score=RELATION_THRESHOLDS.get(encoder_name))
 
 
 @dataclass(kw_only=True, slots=True)
@@ -90,6 +110,18 @@ def relation_phrase(residual: str) -> str:
     return " ".join(words)
 
 
+# Capitalised words that are no names: months the date parser left ("In June, the year of 2009") and
+# words that start a question ("About which country ..."), as found on dev.
+_NOT_NAMES = frozenset(m.lower() for m in (*calendar.month_name[1:], *calendar.month_abbr[1:])) | {
+    "about",
+    "how",
+}
+
+
+def _not_a_name(phrase: str) -> bool:
+    return all(w.lower() in _NOT_NAMES for w in phrase.split())
+
+
 def _mention_confidence(linker: EntityLinker, m: Mention) -> float:
     weight = sum(linker.idf.get(t, 1.0) for t in linker.bags[m.entity]) or 1.0
     return min(1.0, m.score / weight)
@@ -123,7 +155,7 @@ def assess(
         # Only names made of words no KG name uses ("Elon Musk"): a run of known words ("Legislative Council")
         # is a name the linker partly missed, and the linked entities may still answer.
         runs = [phrase for _, phrase in linker.unlinked_runs(parsed.clean, mentions)
-                if len(phrase) >= config.min_name_chars and not linker.knows(phrase)]  # fmt: skip
+                if len(phrase) >= config.min_name_chars and not linker.knows(phrase) and not _not_a_name(phrase)]  # fmt: skip
         if runs:
             close = tuple(kg_to_answer(n) for n in entities.suggest(runs[0], 3))
             reason = f"no entity matches {runs[0]!r}" + (f"; close: {', '.join(close)}" if close else "")
@@ -140,7 +172,7 @@ def assess(
     score = relation_scores.get(best, 0.0) if best is not None else 0.0
     out = Assessment(abstention=None, entity_confidence=ent_conf, relation_confidence=max(0.0, min(1.0, score)),
                      relation=best, relation_score=round(score, 6), phrase=phrase)  # fmt: skip
-    if best is None or score < config.min_relation_score:
+    if best is None or (config.min_relation_score is not None and score < config.min_relation_score):
         out.abstention = Abstention(
             f"no relation in this KG matches {phrase or residual.strip()!r}", "relation"
         )

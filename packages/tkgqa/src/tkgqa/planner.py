@@ -129,7 +129,7 @@ class Planner:
         self.scorer = scorer
         self.cfg = config or PlannerConfig()
         self.kg_days = kg_days  # the KG's first and last day: questions outside it are abstained on
-        self.abstention = abstention or AbstentionConfig()
+        self.abstention = (abstention or AbstentionConfig()).for_encoder(scorer.encoder.name)
 
     # ---------------------------------------------------------------- analysis
     def analyse(self, question: str) -> tuple[ParsedQuestion, list[Mention], Mention | None, str, str]:

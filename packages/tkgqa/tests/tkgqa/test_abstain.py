@@ -79,6 +79,13 @@ def test_answers_carry_a_confidence_and_unanswerable_ones_an_empty_abstention(be
     assert policy.last.abstained and policy.last.abstention.kind == "empty" and policy.last.confidence == 0.0
 
 
+def test_the_relation_threshold_is_the_encoder_s_calibrated_one_or_none():
+    assert AbstentionConfig().for_encoder("all-MiniLM-L6-v2@64").min_relation_score == 0.35
+    assert AbstentionConfig().for_encoder("hash-512").min_relation_score == 0.2
+    assert AbstentionConfig().for_encoder("some-encoder").min_relation_score is None
+    assert AbstentionConfig(min_relation_score=0.5).for_encoder("hash-512").min_relation_score == 0.5
+
+
 def test_relation_phrase_and_config_checks():
     assert relation_phrase("what is the capital of") == "capital"
     assert relation_phrase("who was the first to sign an agreement with zzdate") == "sign an agreement"
