@@ -92,10 +92,10 @@ class SubgraphRetriever:
     def __init__(self, store: FactStore, scorer: RelationScorer, miner: Miner | None = None,
                  config: RetrievalConfig | None = None, abstention: AbstentionConfig | None = None) -> None:  # fmt: skip
         self.store = store
-        self.planner = Planner(store.entities.names, scorer, kg_days=kg_days(store), abstention=abstention)
+        self.kg_days = kg_days(store)
+        self.planner = Planner(store.entities.names, scorer, kg_days=self.kg_days, abstention=abstention)
         self.miner = miner or RuleMiner(scorer)
         self.cfg = config or RetrievalConfig()
-        self.kg_days = kg_days(store)
 
     def view(self, question: str) -> tuple[QuestionView, list[int]]:
         """The miner's request for ``question`` and the seed entity ids (linked entities but the reference)."""
