@@ -18,6 +18,7 @@ __all__ = [
     "day_to_iso",
     "fact_texts",
     "iso_to_day",
+    "kg_days",
 ]
 
 
@@ -91,7 +92,17 @@ class FactStore(Protocol):
 
     def days(self, rows: np.ndarray | Sequence[int]) -> np.ndarray: ...
 
+    def columns(self, rows: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]: ...
+
     def texts(self) -> list[str]: ...
+
+
+def kg_days(store: FactStore) -> tuple[int, int] | None:
+    """The first and last day of the store's facts (None when it holds none)."""
+    if not len(store):
+        return None
+    days = store.days(np.arange(len(store)))
+    return int(days.min()), int(days.max())
 
 
 def fact_texts(
@@ -246,6 +257,12 @@ class TemporalKG:
     def days(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """Days since 1970-01-01 of the facts at ``rows``."""
         return self.day[np.asarray(rows, dtype=np.int64)]
+
+    def columns(self, rows: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
+        """The id columns ``head, rel, tail, day, line`` of the facts at ``rows`` (in the given order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return {"head": self.head[rows], "rel": self.rel[rows], "tail": self.tail[rows], "day": self.day[rows],
+                "line": self.line[rows]}  # fmt: skip
 
     def texts(self) -> list[str]:
         """One embedding text per fact: ``head relation tail date`` with underscores as spaces."""

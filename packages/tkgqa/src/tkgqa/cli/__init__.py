@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from effcore.cli import make_app
+from tkgqa.cli._abstain import abstention, retrieve
 from tkgqa.cli._agent import ask, eval_cmd, replay
 from tkgqa.cli._import import import_cmd
 from tkgqa.cli._kg import index, search
@@ -24,6 +25,9 @@ app = make_app(
     "  tkgqa serve-llm --llm smollm2                   # an OpenAI-compatible server on 127.0.0.1:8765\n\n"
     "  tkgqa eval -p openai --base-url http://127.0.0.1:8765/v1 -n 20 --log run.jsonl\n\n"
     "  tkgqa replay run.jsonl                          # re-run the logged tool calls, compare the hits\n\n"
+    '  tkgqa retrieve "After Japan, who was the first to visit China?"   # GenTKGQA stage 1: the subgraph\n\n'
+    "  tkgqa eval --retrieval --split dev              # its recall at n = 1, 3, 6, 10 by question type\n\n"
+    "  tkgqa abstention                                # the planner on 64 out-of-scope questions\n\n"
     "Data: --data-dir, $EFFML_DATA or ../shared/data (multitq/, icews14/). Caches: $EFFML_CACHE/tkgqa.",
 )
 app.command()(index)
@@ -33,3 +37,5 @@ app.command("eval")(eval_cmd)
 app.command()(replay)
 app.command("import")(import_cmd)
 app.command("serve-llm")(serve_llm)
+app.command()(retrieve)
+app.command()(abstention)

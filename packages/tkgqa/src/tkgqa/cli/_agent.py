@@ -24,6 +24,7 @@ from effcore.cli import (
     write_out,
 )
 from effcore.errors import ConfigError
+from tkgqa.cli._retrieval import BackendOpt, RetrievalOpt, eval_retrieval
 from tkgqa.cli._shared import (
     AnnOpt,
     DbOpt,
@@ -85,8 +86,15 @@ TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="-p openai/local: seconds per LLM request before giving up.")
 ]
 
-_LLM_OPTIONS = ("base_url", "model", "api_key", "llm", "timeout", "fewshot")
-_APPLIES = {"planner": (), "openai": ("base_url", "model", "api_key", "timeout", "fewshot"),
+AbstainOpt = Annotated[
+    bool,
+    typer.Option("--abstain/--no-abstain", help="-p planner: withhold the answer, with a reason, when the question's "
+                 "entity, relation or time is not in the KG (--no-abstain answers anyway and records the reason)."),
+]  # fmt: skip
+
+# Options that only some policies take.
+_LLM_OPTIONS = ("base_url", "model", "api_key", "llm", "timeout", "fewshot", "abstain")
+_APPLIES = {"planner": ("abstain",), "openai": ("base_url", "model", "api_key", "timeout", "fewshot"),
             "local": ("llm", "timeout", "fewshot")}  # fmt: skip
 
 
@@ -111,12 +119,11 @@ def _check_policy(ctx: typer.Context, policy: str, *, max_steps: int, base_url: 
         check_choice(llm, LOCAL_LLMS, "--llm")
 
 
-def _policy(policy, rt, base_url, model, timeout, llm, fewshot=True, api_key=None):
+def _policy(policy, rt, base_url, model, timeout, llm, fewshot=True, api_key=None, abstain=True):
     from tkgqa.runtime import policy_factory
 
-    return policy_factory(
-        policy, rt, base_url=base_url, model=model, api_key=api_key, timeout=timeout, llm=llm, fewshot=fewshot
-    )
+    return policy_factory(policy, rt, base_url=base_url, model=model, api_key=api_key, timeout=timeout, llm=llm,
+                          fewshot=fewshot, abstain=abstain)  # fmt: skip
 
 
 def ask(
@@ -131,6 +138,7 @@ def ask(
     llm: LlmOpt = "smollm2",
     timeout: TimeoutOpt = 60.0,
     fewshot: FewshotOpt = True,
+    abstain: AbstainOpt = True,
     show: Annotated[
         bool, typer.Option("--show/--quiet", help="Print each tool call and its first hits.")
     ] = True,
@@ -156,11 +164,13 @@ def ask(
     check_choice(mode, MODES, "--mode")
     choice = check_kg(ctx, kg, slice_text, store, db)
     rt = load_runtime(choice, data_dir, encoder, mode, ann=ann)
-    make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key)
+    make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key, abstain)
     try:
-        res = run_agent(question, make(), rt.tool, max_steps=max_steps)
+        agent = make()
+        res = run_agent(question, agent, rt.tool, max_steps=max_steps)
     finally:
         close()
+    outcome = getattr(agent, "last", None)
     if show:
         for m in res.messages:
             if m.get("tool_calls"):
@@ -176,8 +186,17 @@ def ask(
     if res.hit_step_cap:
         guess = ", ".join(res.best_effort_answers) or "nothing"
         answer = f"(none: all {max_steps} turns used; the last observation suggests {guess})"
+    elif outcome is not None and outcome.abstained:
+        answer = f"(abstains: {outcome.abstention.reason})"
     else:
         answer = ", ".join(res.answers) or "(none)"
+    if outcome is not None:
+        res.extra = {"abstained": outcome.abstained, "confidence": outcome.confidence,
+                     "abstention": None if outcome.abstention is None else
+                     {"kind": outcome.abstention.kind, "reason": outcome.abstention.reason}}  # fmt: skip
+        answer += f"  [bold]confidence:[/] {outcome.confidence:.2f}"
+        if outcome.abstention is not None and not outcome.abstained:
+            answer += f"  [yellow](would abstain: {outcome.abstention.reason})[/]"
     console.print(f"[bold]answer:[/] {answer}  [dim]({res.tool_calls} tool calls, {res.seconds:.1f}s)[/]",
                   highlight=False)  # fmt: skip
     if log:
@@ -238,6 +257,7 @@ def eval_cmd(
     llm: LlmOpt = "smollm2",
     timeout: TimeoutOpt = 60.0,
     fewshot: FewshotOpt = True,
+    abstain: AbstainOpt = True,
     compare: Annotated[
         bool,
         typer.Option("--compare/--no-compare", help="Score AT2QA's published answers on the same questions."),
@@ -261,6 +281,8 @@ def eval_cmd(
     threads: ThreadsOpt = 1,
     log: LogOpt = None,
     out: OutOpt = None,
+    retrieval: RetrievalOpt = False,
+    backend: BackendOpt = "rules",
 ) -> None:
     """Hits@1 on MultiTQ questions, strict (first answer exact) and lenient (AT2QA's substring rule).
 
@@ -269,7 +291,8 @@ def eval_cmd(
     questions. Broken down by qtype, Single/Multiple, answer type and time granularity (official labels
     where the question is in labeled_500/3000, otherwise derived from the text: see the meta_source
     rows), with tool calls per question, step-cap hits and, with --compare, AT2QA's published answers
-    scored the same way. With --slice: the questions the slice was cut for, on the slice.
+    scored the same way. With --slice: the questions the slice was cut for, on the slice. With
+    --retrieval: GenTKGQA's subgraph retrieval instead (recall of an answer-bearing fact at n = 1, 3, 6, 10).
     """
     from tkgqa.agent import write_trajectories
     from tkgqa.evaluate import evaluate
@@ -277,6 +300,13 @@ def eval_cmd(
 
     started = time.perf_counter()
     set_threads(threads)
+    if retrieval or given(ctx, "backend"):
+        if not retrieval:
+            raise ConfigError("--backend applies to --retrieval", hint="add --retrieval, or drop --backend")
+        eval_retrieval(
+            ctx, started, lambda c: _questions(ctx, split, limit, labelled_only, seed, c.slice_spec, data_dir)
+        )
+        return
     _check_policy(ctx, policy, max_steps=max_steps, base_url=base_url, llm=llm, timeout=timeout)
     check_choice(mode, MODES, "--mode")
     if given(ctx, "per_question") and (out is None or out.suffix.lower() != ".json"):
@@ -291,7 +321,7 @@ def eval_cmd(
     if rt.kg_slice is not None:
         questions = rt.kg_slice.questions
     reference = load_reference(data_dir) if compare else None
-    make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key)
+    make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key, abstain)
     try:
         with progress_bar() as bar:
             task = bar.add_task(f"{policy} on {len(questions)} questions", total=len(questions))
@@ -300,6 +330,8 @@ def eval_cmd(
     finally:
         close()
     cols = ["group", "value", "n", "strict", "lenient", "tool_calls", "step_cap_hits", "repairs"]
+    if policy == "planner":  # Hits@1 counting flagged questions wrong, withheld answers, flagged questions
+        cols[5:5] = ["strict_abstaining", "abstained", "flagged"]
     console.print(render_table(f"tkgqa {policy} ({mode}) on {label}", report.table, columns=cols))
     overall = report.table[0]
     if overall["step_cap_hits"]:
