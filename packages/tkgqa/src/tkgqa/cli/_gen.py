@@ -16,6 +16,7 @@ from effcore.assets import portable_path
 from effcore.cli import (
     DataDirOpt,
     DeviceOpt,
+    JsonOutOpt,
     OutOpt,
     SeedOpt,
     console,
@@ -28,7 +29,7 @@ from effcore.errors import ConfigError
 from tkgqa.cli._shared import KgOpt, ThreadsOpt, check_kg, command_line, set_threads
 from tkgqa.store import TemporalKG
 
-__all__ = ["gen_pretrain"]
+__all__ = ["gen_pretrain", "gen_questions"]
 
 CheckpointOpt = Annotated[
     Path | None, out_option("Save the trained temporal GNN here (.pt; records the KG's fingerprint).",
@@ -136,3 +137,65 @@ def gen_pretrain(
         console.print(f"encoder saved to {checkpoint}")
     payload["meta"] = gen_meta(ctx, store, started, threads=threads, device=str(dev))
     write_out(out, payload, rows=rows)
+
+
+def gen_questions(
+    ctx: typer.Context,
+    kg: KgOpt = "multitq",
+    n: Annotated[
+        int, typer.Option("-n", help="Questions to generate (the six qtypes in turn) before the leak filter.")
+    ] = 6000,
+    against: Annotated[
+        str,
+        typer.Option("--against", help="Held-out MultiTQ questions they must not repeat: dev, test or all."),
+    ] = "all",
+    max_answers: Annotated[int, typer.Option("--max-answers", help="Skip questions with more answers.")] = 10,
+    questions_out: Annotated[
+        Path | None,
+        out_option(
+            "Write the kept questions (with their supporting rows and the KG's digest) as JSONL: "
+            "the training file of `tkgqa gen-train --questions`.",
+            suffixes=(".jsonl",),
+            flag="--questions-out",
+            short=None,
+        ),
+    ] = None,
+    seed: SeedOpt = 0,
+    data_dir: DataDirOpt = None,
+    out: JsonOutOpt = None,
+) -> None:
+    """Generate training questions from the KG with MultiTQ's six templates, then drop any that leak.
+
+    A question leaks when its normalised text, or its (entity, relation, time) key, matches a held-out
+    MultiTQ question (see the README). `--out` records the leak report and how it was made.
+    """
+    from tkgqa.questions import SPLITS
+
+    if n < 1:
+        raise ConfigError(f"-n must be >= 1, got {n}")
+    if max_answers < 1:
+        raise ConfigError(f"--max-answers must be >= 1, got {max_answers}")
+    if against not in SPLITS:
+        raise ConfigError(f"--against {against!r} is not one of {', '.join(SPLITS)}")
+    check_kg(ctx, kg, None)
+    started = time.perf_counter()
+    from tkgqa.gen.leaks import LeakFilter
+    from tkgqa.gen.questions import generate_questions, write_questions
+    from tkgqa.loaders import load_kg
+    from tkgqa.questions import load_questions
+
+    store = load_kg(kg, data_dir)
+    made = generate_questions(store, n, seed=seed, max_answers=max_answers)
+    kept, report = LeakFilter(store, load_questions(data_dir, split=against)).apply(made)
+    by_type: dict[str, int] = {}
+    for g in kept:
+        by_type[g.question.qtype] = by_type.get(g.question.qtype, 0) + 1
+    rows = [{"item": k, "value": v} for k, v in asdict(report).items() if k != "examples"]
+    rows += [{"item": f"kept {k}", "value": v} for k, v in sorted(by_type.items())]
+    console.print(render_table(f"tkgqa gen-questions {kg}: generated, leak-filtered against {against}", rows))
+    payload = {"meta": {**gen_meta(ctx, store, started, threads=1, device="cpu"), "against": against},
+               "leaks": asdict(report), "kept_by_qtype": by_type}  # fmt: skip
+    if questions_out is not None:
+        write_questions(questions_out, kept, store)
+        console.print(f"wrote {len(kept)} questions to {questions_out}")
+    write_out(out, payload)
