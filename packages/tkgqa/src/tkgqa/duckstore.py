@@ -278,6 +278,14 @@ class DuckDBStore:
         pos, got = self._gather(rows, "day")
         return got["day"][pos].astype(np.int32)
 
+    def columns(self, rows: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
+        """The id columns ``head, rel, tail, day, line`` of the facts at ``rows`` (in the given order)."""
+        pos, got = self._gather(rows, "line, head, rel, tail, day")
+        return {
+            c: got[c][pos].astype(np.int64 if c == "line" else np.int32)
+            for c in ("head", "rel", "tail", "day", "line")
+        }
+
     def texts(self) -> list[str]:
         """One embedding text per fact, in row order (the whole KG: used once, to build the index)."""
         got = self.con.execute(

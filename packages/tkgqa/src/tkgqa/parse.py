@@ -6,9 +6,11 @@ import calendar
 import re
 from dataclasses import dataclass, field
 
-from tkgqa.store import iso_to_day
+import numpy as np
 
-__all__ = ["DateExpr", "ParsedQuestion", "parse_dates", "parse_question"]
+from tkgqa.store import day_to_iso, iso_to_day
+
+__all__ = ["DateExpr", "ParsedQuestion", "date_window", "parse_dates", "parse_question", "period_of"]
 
 _MONTH_NUM = {m.lower(): i for i, m in enumerate(calendar.month_name) if m}
 _MONTH_NUM.update({m.lower(): i for i, m in enumerate(calendar.month_abbr) if m})
@@ -138,3 +140,27 @@ def parse_question(text: str) -> ParsedQuestion:
         granularity=_granularity(q) if is_time else "day", order=order, dates=dates,
         same=same.group(1) if same else None,
     )  # fmt: skip
+
+
+def date_window(p: ParsedQuestion) -> tuple[int | None, int | None]:
+    """The days ``[start, end]`` (None: open) the question's first date allows: on, before or after it."""
+    if not p.dates:
+        return None, None
+    d = p.dates[0]
+    if d.relation == "before":
+        return None, d.start - 1
+    if d.relation == "after":
+        return d.end + 1, None
+    return d.start, d.end
+
+
+def period_of(day: int, level: str) -> tuple[int, int]:
+    """The day, month or year (``level``) holding ``day``, as inclusive days."""
+    iso = day_to_iso(day)
+    if level == "year":
+        return iso_to_day(iso[:4] + "-01-01"), iso_to_day(iso[:4] + "-12-31")
+    if level == "month":
+        start = iso_to_day(iso[:7] + "-01")
+        nxt = np.datetime64(iso[:7], "M") + 1
+        return start, int(np.datetime64(nxt, "D").astype(np.int64)) - 1
+    return day, day

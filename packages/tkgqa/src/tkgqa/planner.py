@@ -10,7 +10,7 @@ import numpy as np
 
 from tkgqa.linking import EntityLinker, Mention, words_of
 from tkgqa.names import kg_to_answer
-from tkgqa.parse import ParsedQuestion, parse_question
+from tkgqa.parse import ParsedQuestion, date_window, parse_question, period_of
 from tkgqa.relations import RelationScorer
 from tkgqa.store import day_to_iso, iso_to_day
 
@@ -88,17 +88,6 @@ def _fmt_time(day: int, level: str) -> str:
     return iso[: {"year": 4, "month": 7}.get(level, 10)]
 
 
-def _period_of(day: int, level: str) -> tuple[int, int]:
-    iso = day_to_iso(day)
-    if level == "year":
-        return iso_to_day(iso[:4] + "-01-01"), iso_to_day(iso[:4] + "-12-31")
-    if level == "month":
-        start = iso_to_day(iso[:7] + "-01")
-        nxt = np.datetime64(iso[:7], "M") + 1
-        return start, int(np.datetime64(nxt, "D").astype(np.int64)) - 1
-    return day, day
-
-
 def link_mentions(linker: EntityLinker, parsed: ParsedQuestion, cfg: PlannerConfig) -> list[Mention]:
     """A parsed question's entity mentions in text order: every entity the planner's calls can filter on."""
     mentions = linker.link(parsed.clean)
@@ -158,7 +147,7 @@ class Planner:
             form = "equal"
         return p, mentions, ref, cue, form
 
-    def _is_head(self, words: list[str], m: Mention) -> bool:
+    def is_subject(self, words: list[str], m: Mention) -> bool:
         """Is the mention the subject: after "did"/"by", or directly before a verb ("China condemned")?"""
         before = [w for w in words[max(0, m.start - 2) : m.start] if w != "the"]
         if before and before[-1] in _HEAD_CUES:
@@ -182,8 +171,8 @@ class Planner:
         if main is None:
             return PlanOutcome(answers=[], qtype=form, notes=[*notes, "only a reference entity found"])
         M = self.names[main.entity]
-        voice_head = self._is_head(words, main)
-        window = self._window(p)
+        voice_head = self.is_subject(words, main)
+        window = date_window(p)
         if form.startswith("time_"):
             second = [m for m in mentions if m is not main]
             B = self.names[second[0].entity] if second else None
@@ -194,16 +183,6 @@ class Planner:
         else:
             answers = yield from self._plain_answer(p, form, M, voice_head, rel_sims, window, notes)
         return PlanOutcome(answers=answers, qtype=form, notes=notes)
-
-    def _window(self, p: ParsedQuestion) -> tuple[int | None, int | None]:
-        if not p.dates:
-            return None, None
-        d = p.dates[0]
-        if d.relation == "before":
-            return None, d.start - 1
-        if d.relation == "after":
-            return d.end + 1, None
-        return d.start, d.end
 
     @staticmethod
     def _call(query: str, *, entity: str | None = None, position: str | None = None, relation: str | None = None,
@@ -313,7 +292,7 @@ class Planner:
             d = ref_days[0] if self.cfg.ref_occurrence == "first" else ref_days[-1]
             pos = "front" if is_head else "back"
             if form == "equal_multi":
-                s, e = _period_of(d, p.same or "day")
+                s, e = period_of(d, p.same or "day")
                 call = self._call(
                     p.text, entity=M, position=pos, relation=rel, start=s, end=e, sort="time_asc", top_k=50
                 )

@@ -137,15 +137,18 @@ class OpenAIChatPolicy:
     def start(self, question: str) -> list[dict[str, Any]]:
         return [{"role": "system", "content": self.prompt}, {"role": "user", "content": question}]
 
-    def _complete(self, messages: list[dict[str, Any]]):
-        """One chat completion (the library's retries included); transport and HTTP errors -> PolicyError."""
+    def complete(self, messages: list[dict[str, Any]], *, use_tools: bool = True):
+        """One chat completion (the library's retries included); transport and HTTP errors -> PolicyError.
+
+        ``use_tools=False`` sends no tool schema (GenTKGQA's relation and time mining asks for plain JSON).
+        """
         import openai
 
         url = f"{self.base_url}/chat/completions"
+        tools = {"tools": self.tools, "tool_choice": "auto"} if use_tools else {}
         try:
-            return self.client.chat.completions.create(model=self.model, messages=messages, tools=self.tools,
-                                                       tool_choice="auto", temperature=self.temperature,
-                                                       extra_headers=self._headers)  # fmt: skip
+            return self.client.chat.completions.create(model=self.model, messages=messages, **tools,
+                                                       temperature=self.temperature, extra_headers=self._headers)  # fmt: skip
         except openai.APIStatusError as err:
             body = err.response.text[:300]
             raise PolicyError(f"LLM server at {url} answered HTTP {err.status_code}: {body}",
@@ -168,7 +171,7 @@ class OpenAIChatPolicy:
         repairs = 0
         for _ in range(self.retries + 1):
             try:
-                reply = self._complete(messages)
+                reply = self.complete(messages)
             except (openai.APIResponseValidationError, json.JSONDecodeError):
                 repairs += 1  # a 200 answer that is no chat completion: ask again
                 continue

@@ -16,7 +16,7 @@ from tkgqa.search import SearchTool
 from tkgqa.slices import KGSlice, SliceSpec, load_slice
 from tkgqa.store import FactStore
 
-__all__ = ["ANN_CHOICES", "POLICIES", "STORES", "Runtime", "open_runtime", "policy_factory"]
+__all__ = ["ANN_CHOICES", "POLICIES", "STORES", "Runtime", "open_runtime", "open_store", "policy_factory"]
 
 POLICIES = ("planner", "openai", "local")
 ANN_CHOICES = ("auto", "on", "off")
@@ -74,11 +74,30 @@ def open_runtime(
     ``ann`` (:data:`ANN_CHOICES`) adds the approximate index, kept in the index's folder (built when
     missing, reporting to ``ann_progress``); ``auto`` uses it from :data:`~tkgqa.ann.ANN_MIN_FACTS` facts up.
     """
+    if ann not in ANN_CHOICES:
+        raise ConfigError(f"unknown ann setting {ann!r}", hint=f"use one of {', '.join(ANN_CHOICES)}")
+    facts, kg_slice = open_store(kg, slice_spec=slice_spec, data_dir=data_dir, store=store, db=db)
+    enc = get_encoder(encoder, device=device)
+    index = load_or_build_index(facts, enc, rebuild=rebuild, progress=progress)
+    graph = None
+    if ann == "on" or (ann == "auto" and len(facts) >= ANN_MIN_FACTS):
+        graph = load_or_build_ann(index, progress=ann_progress)
+    return Runtime(store=facts, encoder=enc, index=index, tool=SearchTool(facts, index, enc, mode=mode, ann=graph),
+                   kg_slice=kg_slice, ann=graph)  # fmt: skip
+
+
+def open_store(
+    kg: str | Path = "multitq",
+    *,
+    slice_spec: SliceSpec | None = None,
+    data_dir: str | Path | None = None,
+    store: str = "numpy",
+    db: str | Path | None = None,
+) -> tuple[FactStore, KGSlice | None]:
+    """The facts alone (no encoder, no index): ``kg`` in memory, a slice of MultiTQ's, or a DuckDB file."""
     kg_slice = None
     if store not in STORES:
         raise ConfigError(f"unknown store {store!r}", hint=f"use one of {', '.join(STORES)}")
-    if ann not in ANN_CHOICES:
-        raise ConfigError(f"unknown ann setting {ann!r}", hint=f"use one of {', '.join(ANN_CHOICES)}")
     if (store == "duckdb") != (db is not None):
         raise ConfigError("a database path goes with store='duckdb', and only with it",
                           hint="pass both store='duckdb' and db=PATH, or neither")  # fmt: skip
@@ -97,13 +116,7 @@ def open_runtime(
         facts = kg_slice.store
     else:
         facts = load_kg(kg, data_dir)
-    enc = get_encoder(encoder, device=device)
-    index = load_or_build_index(facts, enc, rebuild=rebuild, progress=progress)
-    graph = None
-    if ann == "on" or (ann == "auto" and len(facts) >= ANN_MIN_FACTS):
-        graph = load_or_build_ann(index, progress=ann_progress)
-    return Runtime(store=facts, encoder=enc, index=index, tool=SearchTool(facts, index, enc, mode=mode, ann=graph),
-                   kg_slice=kg_slice, ann=graph)  # fmt: skip
+    return facts, kg_slice
 
 
 def policy_factory(

@@ -91,6 +91,8 @@ class FactStore(Protocol):
 
     def days(self, rows: np.ndarray | Sequence[int]) -> np.ndarray: ...
 
+    def columns(self, rows: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]: ...
+
     def texts(self) -> list[str]: ...
 
 
@@ -246,6 +248,12 @@ class TemporalKG:
     def days(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """Days since 1970-01-01 of the facts at ``rows``."""
         return self.day[np.asarray(rows, dtype=np.int64)]
+
+    def columns(self, rows: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]:
+        """The id columns ``head, rel, tail, day, line`` of the facts at ``rows`` (in the given order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return {"head": self.head[rows], "rel": self.rel[rows], "tail": self.tail[rows], "day": self.day[rows],
+                "line": self.line[rows]}  # fmt: skip
 
     def texts(self) -> list[str]:
         """One embedding text per fact: ``head relation tail date`` with underscores as spaces."""

@@ -55,6 +55,8 @@ def test_duckdb_masks_and_rows_equal_the_numpy_store_over_random_filters(stores,
     order = data.draw(st.permutations(rows.tolist())) if len(rows) < 50 else rows[::-1]
     assert duck.facts(order) == kg.facts(order)
     assert duck.days(order).tolist() == kg.days(order).tolist()
+    want_cols, got_cols = kg.columns(order), duck.columns(order)
+    assert {c: v.tolist() for c, v in got_cols.items()} == {c: v.tolist() for c, v in want_cols.items()}
 
 
 def test_duckdb_store_keeps_names_texts_and_identity(stores):
@@ -65,6 +67,9 @@ def test_duckdb_store_keeps_names_texts_and_identity(stores):
     assert duck.texts() == kg.texts()
     every = np.arange(len(kg))
     assert duck.facts(every) == kg.facts(every) and duck.days(every).tolist() == kg.days(every).tolist()
+    assert {c: v.tolist() for c, v in duck.columns(every).items()} == {
+        c: v.tolist() for c, v in kg.columns(every).items()
+    }
 
 
 def test_search_tool_gives_the_same_hits_on_both_stores(stores, hash_index, bench):

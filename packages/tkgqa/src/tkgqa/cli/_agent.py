@@ -24,6 +24,7 @@ from effcore.cli import (
     write_out,
 )
 from effcore.errors import ConfigError
+from tkgqa.cli._retrieval import BackendOpt, RetrievalOpt, eval_retrieval
 from tkgqa.cli._shared import (
     AnnOpt,
     DbOpt,
@@ -261,6 +262,8 @@ def eval_cmd(
     threads: ThreadsOpt = 1,
     log: LogOpt = None,
     out: OutOpt = None,
+    retrieval: RetrievalOpt = False,
+    backend: BackendOpt = "rules",
 ) -> None:
     """Hits@1 on MultiTQ questions, strict (first answer exact) and lenient (AT2QA's substring rule).
 
@@ -269,7 +272,8 @@ def eval_cmd(
     questions. Broken down by qtype, Single/Multiple, answer type and time granularity (official labels
     where the question is in labeled_500/3000, otherwise derived from the text: see the meta_source
     rows), with tool calls per question, step-cap hits and, with --compare, AT2QA's published answers
-    scored the same way. With --slice: the questions the slice was cut for, on the slice.
+    scored the same way. With --slice: the questions the slice was cut for, on the slice. With
+    --retrieval: GenTKGQA's subgraph retrieval instead (recall of an answer-bearing fact at n = 1, 3, 6, 10).
     """
     from tkgqa.agent import write_trajectories
     from tkgqa.evaluate import evaluate
@@ -277,6 +281,13 @@ def eval_cmd(
 
     started = time.perf_counter()
     set_threads(threads)
+    if retrieval or given(ctx, "backend"):
+        if not retrieval:
+            raise ConfigError("--backend applies to --retrieval", hint="add --retrieval, or drop --backend")
+        eval_retrieval(
+            ctx, started, lambda c: _questions(ctx, split, limit, labelled_only, seed, c.slice_spec, data_dir)
+        )
+        return
     _check_policy(ctx, policy, max_steps=max_steps, base_url=base_url, llm=llm, timeout=timeout)
     check_choice(mode, MODES, "--mode")
     if given(ctx, "per_question") and (out is None or out.suffix.lower() != ".json"):

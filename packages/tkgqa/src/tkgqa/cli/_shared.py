@@ -21,6 +21,7 @@ from tkgqa.embed import ENCODERS
 from tkgqa.runtime import ANN_CHOICES, STORES, Runtime, open_runtime
 from tkgqa.search import MODES
 from tkgqa.slices import SliceSpec
+from tkgqa.store import FactStore
 
 __all__ = [
     "AnnOpt",
@@ -229,13 +230,18 @@ def command_line(ctx: typer.Context) -> str:
     return " ".join(words)
 
 
-def run_meta(ctx: typer.Context, rt: Runtime, started: float, *, threads: int) -> dict[str, Any]:
-    """What a result file needs to be trusted: the command, the machine, the KG and index, the wall time."""
+def run_meta(ctx: typer.Context, rt: Runtime | FactStore, started: float, *, threads: int) -> dict[str, Any]:
+    """What a result file needs to be trusted: the command, the machine, the KG and index, the wall time.
+
+    ``rt`` is a :class:`Runtime`, or a bare store for commands that use no fact index (``index`` is then None).
+    """
     from importlib.metadata import version
 
     import torch
 
     from effcore.device import cpu_model
+
+    store, index = (rt.store, rt.index) if isinstance(rt, Runtime) else (rt, None)
 
     return {
         "command": command_line(ctx),
@@ -250,10 +256,12 @@ def run_meta(ctx: typer.Context, rt: Runtime, started: float, *, threads: int) -
             "torch": torch.__version__,
             "tkgqa": version("tkgqa"),
         },
-        "kg": {"source": portable_path(rt.store.source), "facts": len(rt.store), "digest": rt.store.digest},
-        "index": {
-            "encoder": rt.index.encoder_name,
-            "path": portable_path(rt.index.path),
+        "kg": {"source": portable_path(store.source), "facts": len(store), "digest": store.digest},
+        "index": None
+        if index is None
+        else {
+            "encoder": index.encoder_name,
+            "path": portable_path(index.path),
             "ann": portable_path(rt.ann.path) if rt.ann is not None else None,
         },
     }
