@@ -5,6 +5,7 @@ from __future__ import annotations
 from effcore.cli import make_app
 from tkgqa.cli._agent import ask, eval_cmd, replay
 from tkgqa.cli._gen import gen_pretrain, gen_questions
+from tkgqa.cli._gen_lm import gen_ask, gen_train
 from tkgqa.cli._import import import_cmd
 from tkgqa.cli._kg import index, search
 from tkgqa.cli._serve import serve_llm
@@ -36,3 +37,5 @@ app.command("import")(import_cmd)
 app.command("serve-llm")(serve_llm)
 app.command("gen-pretrain")(gen_pretrain)
 app.command("gen-questions")(gen_questions)
+app.command("gen-train")(gen_train)
+app.command("gen-ask")(gen_ask)
