@@ -106,3 +106,13 @@ def test_cli_gen_pretrain_writes_metrics_and_checkpoint(tmp_path):
 )
 def test_cli_gen_pretrain_bad_options_fail_before_loading(args, match):
     cli_fails(app, ["gen-pretrain", *args], match)
+
+
+def test_cli_gen_pretrain_on_a_kg_without_timestamps_is_a_clear_error(tmp_path):
+    tsv = tmp_path / "static.tsv"
+    tsv.write_text("A\tr\tB\nB\tr\tC\n")
+    cli_fails(
+        app,
+        ["gen-pretrain", "--kg", str(tsv)],
+        "expected 4 tab-separated fields (head, relation, tail, date)",
+    )

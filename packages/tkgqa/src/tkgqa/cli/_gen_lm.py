@@ -87,7 +87,7 @@ def gen_train(
     ] = "smollm2",
     steps: Annotated[
         int, typer.Option("--steps", help="Optimiser steps (the default recipe: ~1 h on 2 CPU cores).")
-    ] = 1200,
+    ] = 400,
     batch: Annotated[int, typer.Option("--batch", help="Questions per step.")] = 4,
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", help="Use only the first N questions.")

@@ -33,7 +33,7 @@ class GenTrainConfig:
     """The instruction-tuning recipe (the default fits about an hour on 2 CPU cores with SmolLM2-135M)."""
 
     llm: str = "smollm2"
-    steps: int = 1200
+    steps: int = 400
     batch: int = 4
     lr: float = 3e-4
     proj_lr: float = 1e-3
