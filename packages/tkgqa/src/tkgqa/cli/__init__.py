@@ -26,6 +26,11 @@ app = make_app(
     "  tkgqa serve-llm --llm smollm2                   # an OpenAI-compatible server on 127.0.0.1:8765\n\n"
     "  tkgqa eval -p openai --base-url http://127.0.0.1:8765/v1 -n 20 --log run.jsonl\n\n"
     "  tkgqa replay run.jsonl                          # re-run the logged tool calls, compare the hits\n\n"
+    "  tkgqa gen-pretrain --kg icews14 --checkpoint gnn.pt   # GenTKGQA: the temporal GNN (link prediction)\n\n"
+    "  tkgqa gen-questions --kg multitq --questions-out q.jsonl   # leak-filtered training questions\n\n"
+    "  tkgqa gen-train --gnn gnn.pt --questions q.jsonl --checkpoint gen.pt   # LoRA + knowledge tokens\n\n"
+    '  tkgqa gen-ask "Who visited China on 8 May 2013?" --gnn gnn.pt --generator gen.pt\n\n'
+    "  tkgqa eval --method gentkgqa --gnn gnn.pt --generator gen.pt -n 20\n\n"
     "Data: --data-dir, $EFFML_DATA or ../shared/data (multitq/, icews14/). Caches: $EFFML_CACHE/tkgqa.",
 )
 app.command()(index)
