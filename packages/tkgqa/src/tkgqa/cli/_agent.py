@@ -286,6 +286,7 @@ def eval_cmd(
     rows), with tool calls per question, step-cap hits and, with --compare, AT2QA's published answers
     scored the same way. With --slice: the questions the slice was cut for, on the slice. With
     --retrieval: GenTKGQA's subgraph retrieval instead (recall of an answer-bearing fact at n = 1, 3, 6, 10).
+    --method gentkgqa: GenTKGQA's generator answers instead of the agent (--gnn, --generator, --variant).
     """
     from tkgqa.agent import write_trajectories
     from tkgqa.evaluate import evaluate
