@@ -31,3 +31,10 @@ if [[ $step == all || $step == eval ]]; then
       --split dev -n 20 --variant $v --out $R/gen_eval_multitq_dev20_${v}.json
   done
 fi
+if [[ $step == all || $step == eval60 ]]; then  # a larger sample, and the planner (with AT2QA's published answers) on it
+  uv run tkgqa eval --split dev -n 60 --no-rows --out $R/gen_eval_multitq_dev60_planner.json
+  for v in full no_retrieval random_subgraph no_gnn no_time; do
+    uv run tkgqa eval --method gentkgqa --gnn "$RUNS/multitq_tgnn.pt" --generator "$RUNS/multitq_gen.pt" \
+      --split dev -n 60 --variant $v --out $R/gen_eval_multitq_dev60_${v}.json
+  done
+fi
