@@ -116,3 +116,9 @@ def test_cli_gen_pretrain_on_a_kg_without_timestamps_is_a_clear_error(tmp_path):
         ["gen-pretrain", "--kg", str(tsv)],
         "expected 4 tab-separated fields (head, relation, tail, date)",
     )
+
+
+@pytest.mark.parametrize("encoder,layers", [("tgnn", 0), ("tgnn", 4), ("distmult", 1)])
+def test_gnn_config_rejects_layers_that_do_not_fit_the_encoder(encoder, layers):
+    with pytest.raises(ConfigError, match=f"layers must be in .* for {encoder}"):
+        GnnConfig(encoder=encoder, layers=layers)

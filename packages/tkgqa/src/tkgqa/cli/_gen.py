@@ -1,4 +1,4 @@
-"""``tkgqa gen-*``: GenTKGQA's commands (pre-train the temporal encoder, ...)."""
+"""``tkgqa gen-pretrain`` and ``tkgqa gen-questions``: GenTKGQA's temporal GNN and its training questions."""
 
 from __future__ import annotations
 

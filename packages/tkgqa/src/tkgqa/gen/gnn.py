@@ -41,8 +41,11 @@ class GnnConfig:
                 raise ConfigError(f"{name} must be >= {lo}, got {getattr(self, name)}")
         if self.dim % 2:
             raise ConfigError(f"dim must be even (sine and cosine halves), got {self.dim}")
-        if not 0 <= self.layers <= 3 or (self.encoder == "distmult" and self.layers):
-            raise ConfigError(f"layers must be 0..3 (0 for distmult), got {self.layers}")
+        allowed = range(0, 1) if self.encoder == "distmult" else range(1, 4)
+        if self.layers not in allowed:
+            raise ConfigError(
+                f"layers must be in {allowed.start}..{allowed.stop - 1} for {self.encoder}, got {self.layers}"
+            )
         if not 0.0 < self.holdout < 0.5:
             raise ConfigError(f"holdout must be in (0, 0.5), got {self.holdout}")
         if self.lr <= 0:
