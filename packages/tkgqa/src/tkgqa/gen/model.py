@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -82,7 +83,9 @@ def add_lora(lm: nn.Module, *, rank: int = 8, alpha: int = 16, dropout: float = 
 
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=["q_proj", "v_proj"],
                      task_type="CAUSAL_LM")  # fmt: skip
-    return get_peft_model(lm, cfg)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing`
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        return get_peft_model(lm, cfg)
 
 
 class GenTKGQA(nn.Module):
