@@ -1,63 +1,64 @@
-"""GenTKGQA stage 2 on real data and the real LM: SmolLM2 with knowledge tokens, a GNN bound to its KG.
+"""GenTKGQA stage 1 and abstention on real MultiTQ (kg_partial, MiniLM relation scorer; no fact index needed).
 
-Only a missing data directory skips; an environment without the SmolLM2 wheel (effcore[models]) fails.
+Only a missing data directory skips. Measured on the whole dev split (README, results/): answer recall
+0.934 at n = 6; these tests check a seeded sample with margins for the sample's noise.
 """
 
 from __future__ import annotations
 
+import random
+
 import pytest
-import torch
 
 from effcore.assets import data_dir
 from effcore.errors import DataNotFoundError
-from effcore.testing.cli import cli_fails, cli_ok
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def root():
+def multitq():
     try:
-        return data_dir()
+        root = data_dir()
     except DataNotFoundError as err:
         pytest.skip(str(err))
+    from tkgqa.embed import get_encoder
+    from tkgqa.loaders import load_multitq_kg
+    from tkgqa.questions import load_questions
+    from tkgqa.relations import RelationScorer
+
+    kg = load_multitq_kg(root)
+    dev = load_questions(root, split="dev")
+    return kg, RelationScorer(kg.relations.names, get_encoder("minilm")), random.Random(0).sample(dev, 200)
 
 
-def test_smollm2_zero_projection_is_the_plain_lm_and_a_nonzero_one_changes_it():
-    from effcore.assets import load_causal_lm
-    from tkgqa.gen.model import GenTKGQA, add_lora, instruction
+def test_retrieval_on_real_dev_questions_keeps_to_range_and_relations_and_finds_answers(multitq):
+    from tkgqa.abstain import AbstentionConfig
+    from tkgqa.recall import answer_fact
+    from tkgqa.retrieval import SubgraphRetriever
 
-    lm, tok = load_causal_lm("smollm2")
-    model = GenTKGQA(add_lora(lm), tok, 64).eval()
-    prompt = instruction(
-        "Who visited China on 8 May 2013?", "1. Barack Obama | Make a visit | China | 2013-05-08"
-    )
-    batch = model.encode([prompt])
-    feats = torch.randn(1, 5, 64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        plain = model.lm(input_ids=batch.ids, attention_mask=batch.mask).logits
-        torch.nn.init.zeros_(model.proj.weight)
-        torch.nn.init.zeros_(model.proj.bias)
-        assert torch.equal(model.logits(batch, feats), plain)
-        torch.nn.init.normal_(model.proj.weight, std=0.05)
-        assert (model.logits(batch, feats) - plain).abs().max() > 1e-2
+    kg, scorer, sample = multitq
+    retriever = SubgraphRetriever(kg, scorer, abstention=AbstentionConfig(enabled=False))
+    found = 0
+    for q in sample:
+        sub = retriever.retrieve(q.question, top_n=6)
+        chosen = {r for r, _ in sub.relations}
+        for f, day in zip(sub.facts, kg.days(sub.rows), strict=True):
+            assert f.relation in chosen and (sub.start is None or day >= sub.start)
+            assert sub.end is None or day <= sub.end
+        found += any(answer_fact(f, q, sub.seeds) for f in sub.facts)
+    assert found / len(sample) >= 0.88, found  # 0.934 on all 5,554 dev questions
 
 
-def test_icews14_questions_are_supported_and_a_gnn_refuses_another_kg(root, tmp_path):
-    from tkgqa.cli import app
-    from tkgqa.gen.questions import generate_questions
-    from tkgqa.loaders import load_icews14
-    from tkgqa.names import kg_to_answer
+def test_abstention_flags_out_of_scope_questions_and_few_dev_questions(multitq):
+    from tkgqa.planner import Planner
+    from tkgqa.scope import load_scope_questions
+    from tkgqa.store import kg_days
 
-    kg = load_icews14(root)
-    for g in generate_questions(kg, 60, seed=3):
-        facts = kg.facts(g.rows)
-        named = {kg_to_answer(x) for f in facts for x in (f.head, f.tail)} | {f.date[:4] for f in facts}
-        assert set(g.question.answers) <= named, g.question.question
-    ckpt = tmp_path / "gnn.pt"
-    cli_ok(app, ["gen-pretrain", "--kg", "icews14", "--data-dir", str(root), "--max-minutes", "0.2", "--epochs", "1",
-                 "--no-baseline", "--eval-facts", "50", "--checkpoint", str(ckpt)])  # fmt: skip
-    gen = tmp_path / "gen.pt"
-    gen.write_bytes(b"x")
-    cli_fails(app, ["gen-ask", "Who visited China?", "--kg", "multitq", "--data-dir", str(root), "--gnn", str(ckpt),
-                    "--generator", str(gen)], "was trained on another KG")  # fmt: skip
+    kg, scorer, sample = multitq
+    planner = Planner(kg.entities.names, scorer, kg_days=kg_days(kg))
+    oos = load_scope_questions()
+    flagged_oos = sum(planner.judge(q.question).abstention is not None for q in oos)
+    flagged_dev = sum(planner.judge(q.question).abstention is not None for q in sample)
+    # Measured: 64 of 64 out-of-scope questions; 33 of the 5,554 dev questions (0.6%).
+    assert flagged_oos / len(oos) >= 0.95 and flagged_dev / len(sample) <= 0.02, (flagged_oos, flagged_dev)

@@ -32,6 +32,9 @@ class EvalReport:
 def score_result(q: Question, res: AgentResult) -> dict[str, Any]:
     """One row: both Hits@1 metrics, counters and the question's metadata.
 
+    :func:`evaluate` adds the planner's ``abstained``, ``flagged`` (the abstention kind, or None),
+    ``confidence`` and ``strict_abstaining`` (strict, and counted wrong when flagged: Hits@1 with abstention).
+
     A run that hit the step cap has no answer and scores 0, as in AT2QA; ``best_effort_strict`` says
     whether the last observation's guess would have been right (reported, never scored).
     """
@@ -59,7 +62,11 @@ def _counters(sel: list[dict]) -> dict[str, Any]:
 
 def _our_counters(sel: list[dict]) -> dict[str, Any]:
     # Step-cap runs score 0 (AT2QA's rule); how many of them the best-effort guess would get right.
-    return {**_counters(sel), "best_effort_right": sum(bool(r["best_effort_strict"]) for r in sel)}
+    # The planner's abstentions: withheld answers, and questions flagged before any search (entity,
+    # relation or time; "empty", no fact found, is not counted here).
+    return {**_counters(sel), "best_effort_right": sum(bool(r["best_effort_strict"]) for r in sel),
+            "abstained": sum(bool(r.get("abstained")) for r in sel),
+            "flagged": sum(r.get("flagged") not in (None, "empty") for r in sel)}  # fmt: skip
 
 
 def reference_rows(questions: Sequence[Question], reference: dict[int, dict]) -> list[dict[str, Any]]:
@@ -108,14 +115,20 @@ def evaluate(
     for i, q in enumerate(questions):
         res = run_agent(q.question, policy, tool, quid=q.quid, max_steps=max_steps)
         extra = getattr(policy, "last", None)
-        if extra is not None:
-            res.extra = {"form": extra.qtype, "notes": extra.notes}
-        rows.append(score_result(q, res))
+        row = score_result(q, res)
+        if extra is not None:  # the planner: its form, notes, abstention and confidence
+            why = extra.abstention
+            res.extra = {"form": extra.qtype, "notes": extra.notes, "abstained": extra.abstained,
+                         "abstention": None if why is None else {"kind": why.kind, "reason": why.reason},
+                         "confidence": extra.confidence}  # fmt: skip
+            row.update(abstained=extra.abstained, flagged=None if why is None else why.kind,
+                       confidence=extra.confidence, strict_abstaining=row["strict"] and why is None)  # fmt: skip
+        rows.append(row)
         if keep_results:
             results.append(res)
         if progress:
             progress(i + 1, len(questions))
-    table = breakdown(rows, BREAKDOWN_KEYS, ("strict", "lenient"), extra=_our_counters)
+    table = breakdown(rows, BREAKDOWN_KEYS, ("strict", "lenient", "strict_abstaining"), extra=_our_counters)
     comparison: dict[str, Any] = {}
     if reference:
         ref = reference_rows(questions, reference)

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["DEMONYMS", "EntityLinker", "Mention", "tokenize", "words_of"]
+__all__ = ["DEMONYMS", "STOP_WORDS", "TEMPLATE_WORDS", "EntityLinker", "Mention", "tokenize", "words_of"]
 
 # Adjectives and nationality nouns as MultiTQ questions write them, mapped to the KG's country names.
 DEMONYMS = {
@@ -60,7 +60,7 @@ _SYNONYMS = {
     "defence": "defense", "ministery": "ministry", "organisation": "organization", "labour": "labor",
     "govt": "government", "programme": "program", "centre": "center", "minister": "ministry",
 }  # fmt: skip
-_STOP = frozenset(
+STOP_WORDS = frozenset(
     [
         "the",
         "of",
@@ -84,7 +84,7 @@ _STOP = frozenset(
     ]
 )
 # Words of the question templates: an entity made only of these is never linked.
-_TEMPLATE = frozenset(
+TEMPLATE_WORDS = frozenset(
     [
         "who",
         "whom",
@@ -178,11 +178,11 @@ def tokenize(text: str) -> list[tuple[str, int]]:
             k += 2
             continue
         k += 1
-        if w in _STOP:
+        if w in STOP_WORDS:
             continue
         mapped = DEMONYMS.get(w) or DEMONYMS.get(w[:-1] if w.endswith("s") else "")  # "Iraqis"
         if mapped:
-            out += [(t, i) for t in mapped.split() if t not in _STOP]
+            out += [(t, i) for t in mapped.split() if t not in STOP_WORDS]
         else:
             w = _singular(_SYNONYMS.get(w, w))
             out.append((_SYNONYMS.get(w, w), i))
@@ -210,7 +210,7 @@ class EntityLinker:
         df: dict[str, int] = defaultdict(int)
         for i, name in enumerate(self.names):
             bag = frozenset(t for t, _ in tokenize(name.replace("/", " ")))
-            if bag <= _TEMPLATE:
+            if bag <= TEMPLATE_WORDS:
                 bag = frozenset()
             self.bags.append(bag)
             inner = re.search(r"\(([^()]*)\)\W*$", name.replace("_", " "))
@@ -283,16 +283,14 @@ class EntityLinker:
                 break
         return sorted(chosen, key=lambda m: m.start)
 
-    def fuzzy(self, text: str, taken: Sequence[Mention], *, cutoff: float = 0.8) -> list[Mention]:
-        """Capitalised word runs no mention covers, matched to a name by spelling (``Mohammed VI`` ->
-        ``Muhammad_VI``); difflib ratio on accent-free forms, at least ``cutoff``."""
-        import difflib
-
+    def unlinked_runs(self, text: str, taken: Sequence[Mention]) -> list[tuple[list[int], str]]:
+        """Capitalised word runs no mention covers, as ``(word indexes, phrase)``: names that
+        the token bags missed (template and stop words never start or join a run)."""
         words = re.findall(r"[A-Za-z0-9]+", _fold_keep_case(text).replace("_", " "))
         covered = {i for m in taken for i in range(m.start, m.end)}
         runs, cur = [], []
         for i, w in enumerate(words):
-            if w[:1].isupper() and i not in covered and w.lower() not in _STOP | _TEMPLATE:
+            if w[:1].isupper() and i not in covered and w.lower() not in STOP_WORDS | TEMPLATE_WORDS:
                 cur.append(i)
             else:
                 if cur:
@@ -300,13 +298,24 @@ class EntityLinker:
                 cur = []
         if cur:
             runs.append(cur)
+        return [(run, " ".join(words[i] for i in run)) for run in runs]
+
+    def knows(self, phrase: str) -> bool:
+        """Does any entity name hold one of ``phrase``'s content tokens (after demonyms and synonyms)?"""
+        return any(t in self._by_token for t, _ in tokenize(phrase))
+
+    def fuzzy(self, text: str, taken: Sequence[Mention], *, cutoff: float = 0.8) -> list[Mention]:
+        """Capitalised word runs no mention covers, matched to a name by spelling (``Mohammed VI`` ->
+        ``Muhammad_VI``); difflib ratio on accent-free forms, at least ``cutoff``."""
+        import difflib
+
         if not hasattr(self, "_folded"):
             self._folded = [
                 " ".join(re.findall(r"[a-z0-9]+", _fold(n).replace("_", " "))) for n in self.names
             ]
         out = []
-        for run in runs:
-            phrase = " ".join(words[i] for i in run).lower()
+        for run, phrase in self.unlinked_runs(text, taken):
+            phrase = phrase.lower()
             if len(phrase) < 4:
                 continue
             best = difflib.get_close_matches(phrase, self._folded, n=1, cutoff=cutoff)

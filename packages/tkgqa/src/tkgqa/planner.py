@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from tkgqa.abstain import Abstention, AbstentionConfig, Assessment, assess
 from tkgqa.linking import EntityLinker, Mention, words_of
-from tkgqa.names import kg_to_answer
+from tkgqa.names import NameIndex, kg_to_answer
 from tkgqa.parse import ParsedQuestion, date_window, parse_question, period_of
 from tkgqa.relations import RelationScorer
 from tkgqa.store import day_to_iso, iso_to_day
 
-__all__ = ["PlanOutcome", "Planner", "PlannerConfig", "link_mentions"]
+__all__ = ["PlanOutcome", "Planner", "PlannerConfig", "link_mentions", "residual_of"]
 
 ToolCall = dict[str, Any]
 Plan = Generator[ToolCall, list[dict], "PlanOutcome"]
@@ -49,11 +50,19 @@ class PlannerConfig:
 
 @dataclass(kw_only=True, slots=True)
 class PlanOutcome:
-    """The planner's answers (best first), the question form it recognised and its working notes."""
+    """The planner's answers (best first), the question form it recognised and its working notes.
+
+    ``abstention``: why the question should not be answered (None: answerable); ``abstained``: whether
+    the answer was withheld for it (with abstention off, a flagged question is still answered);
+    ``confidence``: 0..1, 0 without an answer (see :meth:`tkgqa.abstain.Assessment.confidence`).
+    """
 
     answers: list[str]
     qtype: str
     notes: list[str] = field(default_factory=list)
+    abstention: Abstention | None = None
+    abstained: bool = False
+    confidence: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +97,12 @@ def _fmt_time(day: int, level: str) -> str:
     return iso[: {"year": 4, "month": 7}.get(level, 10)]
 
 
+def residual_of(p: ParsedQuestion, mentions: list[Mention]) -> str:
+    """The question's words outside its entity mentions (dates are the placeholder ``zzdate``)."""
+    words = words_of(p.clean)
+    return " ".join(w for i, w in enumerate(words) if not any(m.start <= i < m.end for m in mentions))
+
+
 def link_mentions(linker: EntityLinker, parsed: ParsedQuestion, cfg: PlannerConfig) -> list[Mention]:
     """A parsed question's entity mentions in text order: every entity the planner's calls can filter on."""
     mentions = linker.link(parsed.clean)
@@ -106,11 +121,15 @@ class Planner:
     (the tool's public JSON: ``line_no``, ``score``, ``text``) and returns a :class:`PlanOutcome`.
     """
 
-    def __init__(self, entity_names: list[str], scorer: RelationScorer, config: PlannerConfig | None = None):
+    def __init__(self, entity_names: list[str], scorer: RelationScorer, config: PlannerConfig | None = None, *,
+                 kg_days: tuple[int, int] | None = None, abstention: AbstentionConfig | None = None) -> None:  # fmt: skip
         self.names = entity_names
         self.linker = EntityLinker(entity_names)
+        self.entities = NameIndex(entity_names, kind="entity")
         self.scorer = scorer
         self.cfg = config or PlannerConfig()
+        self.kg_days = kg_days  # the KG's first and last day: questions outside it are abstained on
+        self.abstention = (abstention or AbstentionConfig()).for_encoder(scorer.encoder.name)
 
     # ---------------------------------------------------------------- analysis
     def analyse(self, question: str) -> tuple[ParsedQuestion, list[Mention], Mention | None, str, str]:
@@ -161,15 +180,17 @@ class Planner:
     def run(self, question: str) -> Plan:
         p, mentions, ref, cue, form = self.analyse(question)
         notes = [f"form={form}", "entities=" + ", ".join(self.names[m.entity] for m in mentions)]
-        if not mentions:
-            return PlanOutcome(answers=[], qtype=form, notes=[*notes, "no entity found"])
         words = words_of(p.clean)
-        residual = " ".join(w for i, w in enumerate(words) if not any(m.start <= i < m.end for m in mentions))
+        residual = residual_of(p, mentions)
         rel_sims = self.scorer.scores(residual.replace("zzdate", ""))
+        judged = self.assess_parsed(p, mentions, residual, rel_sims)
+        if judged.abstention is not None and self.abstention.enabled:
+            return self._outcome([], form, notes, judged)
         others = [m for m in mentions if m is not ref]
         main = max(others, key=lambda m: m.score) if others else None
         if main is None:
-            return PlanOutcome(answers=[], qtype=form, notes=[*notes, "only a reference entity found"])
+            notes.append("no entity found" if not mentions else "only a reference entity found")
+            return self._outcome([], form, notes, judged)
         M = self.names[main.entity]
         voice_head = self.is_subject(words, main)
         window = date_window(p)
@@ -182,7 +203,31 @@ class Planner:
             answers = yield from self._ref_answer(p, form, cue, M, X, voice_head, rel_sims, notes)
         else:
             answers = yield from self._plain_answer(p, form, M, voice_head, rel_sims, window, notes)
-        return PlanOutcome(answers=answers, qtype=form, notes=notes)
+        return self._outcome(answers, form, notes, judged)
+
+    def judge(self, question: str) -> Assessment:
+        """Whether (and why not) ``question`` can be answered, before any search (the checks of :func:`assess`)."""
+        p, mentions, *_ = self.analyse(question)
+        residual = residual_of(p, mentions)
+        return self.assess_parsed(p, mentions, residual, self.scorer.scores(residual.replace("zzdate", "")))
+
+    def assess_parsed(
+        self, p: ParsedQuestion, mentions: list[Mention], residual: str, rel_sims: dict[str, float]
+    ) -> Assessment:
+        """:func:`assess` on an analysed question (its parse, mentions, residual words and relation scores)."""
+        return assess(p, mentions, residual, linker=self.linker, entities=self.entities, relation_scores=rel_sims,
+                      kg_days=self.kg_days, config=self.abstention)  # fmt: skip
+
+    def _outcome(self, answers: list[str], form: str, notes: list[str], judged: Assessment) -> PlanOutcome:
+        """Answers, or the abstention: a flagged question (when abstention is on) or one no fact answered."""
+        why = judged.abstention
+        if why is None and not answers:
+            why = Abstention(f"no fact in this KG answers it ({notes[-1]})", "empty")
+        withheld = why is not None and (self.abstention.enabled or not answers)
+        if why is not None:
+            notes.append(f"abstain ({why.kind}): {why.reason}")
+        return PlanOutcome(answers=[] if withheld else answers, qtype=form, notes=notes, abstention=why,
+                           abstained=withheld, confidence=judged.confidence(bool(answers) and not withheld))  # fmt: skip
 
     @staticmethod
     def _call(query: str, *, entity: str | None = None, position: str | None = None, relation: str | None = None,

@@ -47,6 +47,7 @@ def _row(q: Question, sub: Subgraph, ns: Sequence[int]) -> dict[str, Any]:
         "facts": len(sub.facts), "candidates": sub.candidates, "relations": [r for r, _ in sub.relations],
         "time_range": list(sub.time_range), "time_source": sub.time_source.split(" ")[0],
         "empty": not sub.facts, "notes": sub.notes,
+        "flagged": sub.abstention.kind if sub.abstention is not None and sub.abstention.kind != "empty" else None,
         "qtype": q.qtype, "qlabel": q.qlabel, "answer_type": q.answer_type, "time_level": q.time_level,
         "meta_source": q.meta_source,
     }  # fmt: skip
@@ -59,6 +60,7 @@ def _counters(sel: list[dict]) -> dict[str, Any]:
     n = max(len(sel), 1)
     return {
         "empty": sum(r["empty"] for r in sel),
+        "flagged": sum(r["flagged"] is not None for r in sel),
         "facts": sum(r["facts"] for r in sel) / n,
         "candidates": sum(r["candidates"] for r in sel) / n,
     }
@@ -67,7 +69,11 @@ def _counters(sel: list[dict]) -> dict[str, Any]:
 def evaluate_retrieval(questions: Sequence[Question], retriever: SubgraphRetriever, *,
                        ns: Sequence[int] = RECALL_AT,
                        progress: Callable[[int, int], None] | None = None) -> RecallReport:  # fmt: skip
-    """Retrieve each question's top ``max(ns)`` facts once and score recall at every ``n`` of ``ns``."""
+    """Retrieve each question's top ``max(ns)`` facts once and score recall at every ``n`` of ``ns``.
+
+    Build ``retriever`` with abstention off to measure retrieval itself: ``flagged`` then counts the
+    questions it would abstain on (entity, relation or time), which are retrieved and scored anyway.
+    """
     top = max(ns)
     rows = []
     for i, q in enumerate(questions):

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from effcore.errors import ConfigError
+from tkgqa.abstain import Abstention, AbstentionConfig
 from tkgqa.linking import words_of
 from tkgqa.mining import BACKENDS, LLMMiner, Mined, Miner, QuestionView, RuleMiner
 from tkgqa.parse import period_of
-from tkgqa.planner import Planner
+from tkgqa.planner import Planner, residual_of
 from tkgqa.relations import RelationScorer
-from tkgqa.store import Fact, FactStore, day_to_iso
+from tkgqa.store import Fact, FactStore, day_to_iso, kg_days
 
 __all__ = ["RetrievalConfig", "Subgraph", "SubgraphRetriever", "make_miner", "retrieve_subgraph"]
 
@@ -48,7 +49,9 @@ class Subgraph:
     """The retrieved facts (best first) and how they were chosen.
 
     ``start``/``end``: the mined range in days (inclusive; None is open); ``time_source`` says where it
-    came from. ``candidates``: facts that passed the filters before the top ``n`` were kept.
+    came from. ``candidates``: facts that passed the filters before the top ``n`` were kept. With abstention on
+    (the default), a question whose entity, relation or time is not in the KG gets no facts and ``abstention``
+    says why; an empty subgraph always carries an ``empty`` abstention.
     """
 
     question: str
@@ -62,6 +65,8 @@ class Subgraph:
     facts: list[Fact]
     candidates: int
     notes: list[str] = field(default_factory=list)
+    abstention: Abstention | None = None  # why not to answer from it (set even when abstention is off)
+    confidence: float = 0.0  # of an answer read from it: 0 when abstaining or empty (tkgqa.abstain)
 
     @property
     def rows(self) -> list[int]:
@@ -85,13 +90,12 @@ class SubgraphRetriever:
     """Builds subgraphs over one store with one back end; build once, call :meth:`retrieve` per question."""
 
     def __init__(self, store: FactStore, scorer: RelationScorer, miner: Miner | None = None,
-                 config: RetrievalConfig | None = None) -> None:  # fmt: skip
+                 config: RetrievalConfig | None = None, abstention: AbstentionConfig | None = None) -> None:  # fmt: skip
         self.store = store
-        self.planner = Planner(store.entities.names, scorer)
+        self.planner = Planner(store.entities.names, scorer, kg_days=kg_days(store), abstention=abstention)
         self.miner = miner or RuleMiner(scorer)
         self.cfg = config or RetrievalConfig()
-        days = store.days(np.arange(len(store))) if len(store) else np.zeros(0, np.int32)
-        self.kg_days = (int(days.min()), int(days.max())) if len(days) else None
+        self.kg_days = kg_days(store)
 
     def view(self, question: str) -> tuple[QuestionView, list[int]]:
         """The miner's request for ``question`` and the seed entity ids (linked entities but the reference)."""
@@ -99,8 +103,7 @@ class SubgraphRetriever:
         names = self.store.entities.names
         seeds = [m.entity for m in mentions if m is not ref] or [m.entity for m in mentions]
         seeds = list(dict.fromkeys(seeds))
-        words = words_of(p.clean)
-        residual = " ".join(w for i, w in enumerate(words) if not any(m.start <= i < m.end for m in mentions))
+        residual = residual_of(p, mentions)
         candidates: list[str] = []
         if seeds:
             rels = self.store.columns(np.flatnonzero(self.store.mask(entities=seeds)))["rel"]
@@ -123,25 +126,39 @@ class SubgraphRetriever:
         sub = Subgraph(question=question, backend=self.miner.name, entities=view.entities,
                        seeds=[names[s] for s in seeds], relations=[], start=None, end=None, time_source="none",
                        facts=[], candidates=0)  # fmt: skip
+        judged = self.planner.assess_parsed(view.parsed, view.mentions, view.residual,
+                                            self.planner.scorer.scores(view.residual))  # fmt: skip
+        sub.abstention = judged.abstention
+        if judged.abstention is not None and self.planner.abstention.enabled:
+            sub.notes.append(f"abstain ({judged.abstention.kind}): {judged.abstention.reason}")
+            return sub
+        self._fill(sub, view, seeds, n)
+        if not sub.facts and sub.abstention is None:
+            why = sub.notes[-1] if sub.notes else "no fact passed the filters"
+            sub.abstention = Abstention(f"the subgraph is empty: {why}", "empty")
+        sub.confidence = judged.confidence(bool(sub.facts))
+        return sub
+
+    def _fill(self, sub: Subgraph, view: QuestionView, seeds: list[int], n: int) -> None:
+        """Mine relations and time, resolve the range, keep the top ``n`` facts (notes say what went missing)."""
         if not seeds:
             sub.notes.append("no entity linked")
-            return sub
+            return
         mined = self.miner.mine(view, self.cfg.relations)
         sub.relations, sub.notes = mined.relations, list(mined.notes)
         if not mined.relations:
             sub.notes.append("no relation chosen")
-            return sub
+            return
         rel_ids = [self.store.relation_id(r) for r, _ in mined.relations]
         sub.start, sub.end, sub.time_source = self._time(mined, seeds, rel_ids, sub.notes)
         if sub.start is not None and sub.end is not None and sub.start > sub.end:
             sub.notes.append("the mined range is empty")
-            return sub
+            return
         rows = np.flatnonzero(
             self.store.mask(entities=seeds, relations=rel_ids, start=sub.start, end=sub.end)
         )
         sub.candidates = len(rows)
         sub.facts = self.store.facts(rows[self._rank(rows, mined, view, seeds)[:n]])
-        return sub
 
     def _time(self, mined: Mined, seeds: list[int], rel_ids: list[int], notes: list[str]):
         """The explicit range intersected with the one implied by the reference entity's event."""
@@ -244,11 +261,12 @@ def make_miner(backend: str, store: FactStore, scorer: RelationScorer, *, base_u
 
 
 def retrieve_subgraph(store: FactStore, question_text: str, *, backend: str = "rules", top_n: int = 6,
-                      relations: int = 3, encoder=None, **llm_options: Any) -> Subgraph:  # fmt: skip
+                      relations: int = 3, abstain: bool = True, encoder=None, **llm_options: Any) -> Subgraph:  # fmt: skip
     """One question's subgraph (builds a :class:`SubgraphRetriever`; for many questions build one yourself).
 
     ``top_n`` facts, ``relations`` chosen relations at most (:class:`RetrievalConfig` checks both before any
-    work); ``encoder`` embeds relation names for the relation scorer (default MiniLM); ``llm_options`` go to
+    work); ``abstain=False`` retrieves for questions it would abstain on (``Subgraph.abstention`` still
+    says why); ``encoder`` embeds relation names for the relation scorer (default MiniLM); ``llm_options`` go to
     :func:`make_miner` (``base_url``, ``model``, ``api_key``, ``timeout``, ``llm``).
     """
     if not question_text.strip():
@@ -261,6 +279,8 @@ def retrieve_subgraph(store: FactStore, question_text: str, *, backend: str = "r
     scorer = RelationScorer(store.relations.names, encoder)
     miner, close = make_miner(backend, store, scorer, **llm_options)
     try:
-        return SubgraphRetriever(store, scorer, miner, cfg).retrieve(question_text)
+        return SubgraphRetriever(store, scorer, miner, cfg, AbstentionConfig(enabled=abstain)).retrieve(
+            question_text
+        )
     finally:
         close()

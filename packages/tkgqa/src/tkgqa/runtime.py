@@ -14,9 +14,18 @@ from tkgqa.index import FactIndex, load_or_build_index
 from tkgqa.loaders import load_kg
 from tkgqa.search import SearchTool
 from tkgqa.slices import KGSlice, SliceSpec, load_slice
-from tkgqa.store import FactStore
+from tkgqa.store import FactStore, kg_days
 
-__all__ = ["ANN_CHOICES", "POLICIES", "STORES", "Runtime", "open_runtime", "open_store", "policy_factory"]
+__all__ = [
+    "ANN_CHOICES",
+    "POLICIES",
+    "STORES",
+    "Runtime",
+    "kg_days",
+    "open_runtime",
+    "open_store",
+    "policy_factory",
+]
 
 POLICIES = ("planner", "openai", "local")
 ANN_CHOICES = ("auto", "on", "off")
@@ -40,14 +49,20 @@ class Runtime:
     ann: AnnIndex | None = None
     _planner: object = None
 
-    def planner(self, **config):
-        """The deterministic planner over this KG (built once; ``config`` -> :class:`PlannerConfig`)."""
+    def planner(self, *, abstain: bool = True, **config):
+        """The deterministic planner over this KG (built once; ``config`` -> :class:`PlannerConfig`).
+
+        ``abstain=False`` answers questions it would abstain on, still recording why (to measure the cost).
+        """
+        from tkgqa.abstain import AbstentionConfig
         from tkgqa.planner import Planner, PlannerConfig
         from tkgqa.relations import RelationScorer
 
-        if self._planner is None or config:
+        p = self._planner
+        if p is None or config or p.abstention.enabled != abstain:
             scorer = RelationScorer(self.store.relations.names, self.encoder)
-            self._planner = Planner(self.store.entities.names, scorer, PlannerConfig(**config))
+            self._planner = Planner(self.store.entities.names, scorer, PlannerConfig(**config),
+                                    kg_days=kg_days(self.store), abstention=AbstentionConfig(enabled=abstain))  # fmt: skip
         return self._planner
 
 
@@ -129,6 +144,7 @@ def policy_factory(
     timeout: float = 60.0,
     llm: str = "smollm2",
     fewshot: bool = True,
+    abstain: bool = True,
 ) -> tuple[Callable[[], Policy], Callable[[], None]]:
     """``(make_policy, close)`` for ``planner``, ``openai`` (any OpenAI-compatible server) or ``local``.
 
@@ -138,7 +154,7 @@ def policy_factory(
     from tkgqa.policies import OpenAIChatPolicy, PlannerPolicy
 
     if name == "planner":
-        planner = runtime.planner()
+        planner = runtime.planner(abstain=abstain)
         return (lambda: PlannerPolicy(planner)), (lambda: None)
     if name == "openai":
         return (lambda: OpenAIChatPolicy(base_url=base_url, model=model, api_key=api_key, timeout=timeout,

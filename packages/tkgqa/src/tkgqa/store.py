@@ -18,6 +18,7 @@ __all__ = [
     "day_to_iso",
     "fact_texts",
     "iso_to_day",
+    "kg_days",
 ]
 
 
@@ -94,6 +95,14 @@ class FactStore(Protocol):
     def columns(self, rows: np.ndarray | Sequence[int]) -> dict[str, np.ndarray]: ...
 
     def texts(self) -> list[str]: ...
+
+
+def kg_days(store: FactStore) -> tuple[int, int] | None:
+    """The first and last day of the store's facts (None when it holds none)."""
+    if not len(store):
+        return None
+    days = store.days(np.arange(len(store)))
+    return int(days.min()), int(days.max())
 
 
 def fact_texts(

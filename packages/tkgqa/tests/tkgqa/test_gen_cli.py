@@ -57,6 +57,7 @@ def test_gen_ask_bad_input(tmp_path):
         (["--method", "gentkgqa", "--variant", "no_llm"], "--variant 'no_llm' is not one of full"),
         (["--method", "gentkgqa"], "--gnn is missing"),
         (["--method", "gentkgqa", "--retrieval"], "--retrieval does not apply to --method gentkgqa"),
+        (["--method", "gentkgqa", "--no-abstain"], "--abstain does not apply to --method gentkgqa"),
     ],
 )
 def test_eval_method_options(args, match):

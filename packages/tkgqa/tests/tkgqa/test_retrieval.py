@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from effcore.errors import ConfigError
+from tkgqa.abstain import AbstentionConfig
 from tkgqa.embed import HashEncoder
 from tkgqa.metrics import strict_correct
 from tkgqa.mining import LLMMiner
@@ -125,7 +126,11 @@ def test_reference_without_a_matching_event_leaves_the_range_open_and_says_so(ti
 def test_no_linked_entity_gives_an_empty_subgraph_with_a_note(tiny):
     _, r = tiny
     sub = r.retrieve("What is the capital of France?")
-    assert sub.facts == [] and sub.seeds == [] and "no entity linked" in sub.notes
+    assert sub.facts == [] and sub.seeds == [] and sub.confidence == 0.0
+    assert sub.abstention.kind == "entity" and sub.abstention.reason.startswith("no entity matches 'France'")
+    off = SubgraphRetriever(r.store, r.planner.scorer, abstention=AbstentionConfig(enabled=False))
+    sub = off.retrieve("What is the capital of France?")
+    assert sub.facts == [] and "no entity linked" in sub.notes and sub.abstention.kind == "entity"
 
 
 def test_rule_retrieval_finds_an_answer_fact_for_most_synthetic_questions(bench, retriever):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from effcore.cli import make_app
+from tkgqa.cli._abstain import abstention, retrieve
 from tkgqa.cli._agent import ask, eval_cmd, replay
 from tkgqa.cli._gen import gen_pretrain, gen_questions
 from tkgqa.cli._gen_lm import gen_ask, gen_train
@@ -26,6 +27,9 @@ app = make_app(
     "  tkgqa serve-llm --llm smollm2                   # an OpenAI-compatible server on 127.0.0.1:8765\n\n"
     "  tkgqa eval -p openai --base-url http://127.0.0.1:8765/v1 -n 20 --log run.jsonl\n\n"
     "  tkgqa replay run.jsonl                          # re-run the logged tool calls, compare the hits\n\n"
+    '  tkgqa retrieve "After Japan, who was the first to visit China?"   # GenTKGQA stage 1: the subgraph\n\n'
+    "  tkgqa eval --retrieval --split dev              # its recall at n = 1, 3, 6, 10 by question type\n\n"
+    "  tkgqa abstention                                # the planner on 64 out-of-scope questions\n\n"
     "  tkgqa gen-pretrain --kg icews14 --checkpoint gnn.pt   # GenTKGQA: the temporal GNN (link prediction)\n\n"
     "  tkgqa gen-questions --kg multitq --questions-out q.jsonl   # leak-filtered training questions\n\n"
     "  tkgqa gen-train --gnn gnn.pt --questions q.jsonl --checkpoint gen.pt   # LoRA + knowledge tokens\n\n"
@@ -40,6 +44,8 @@ app.command("eval")(eval_cmd)
 app.command()(replay)
 app.command("import")(import_cmd)
 app.command("serve-llm")(serve_llm)
+app.command()(retrieve)
+app.command()(abstention)
 app.command("gen-pretrain")(gen_pretrain)
 app.command("gen-questions")(gen_questions)
 app.command("gen-train")(gen_train)

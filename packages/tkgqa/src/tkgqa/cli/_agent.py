@@ -87,8 +87,15 @@ TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="-p openai/local: seconds per LLM request before giving up.")
 ]
 
-_LLM_OPTIONS = ("base_url", "model", "api_key", "llm", "timeout", "fewshot")
-_APPLIES = {"planner": (), "openai": ("base_url", "model", "api_key", "timeout", "fewshot"),
+AbstainOpt = Annotated[
+    bool,
+    typer.Option("--abstain/--no-abstain", help="-p planner: withhold the answer, with a reason, when the question's "
+                 "entity, relation or time is not in the KG (--no-abstain answers anyway and records the reason)."),
+]  # fmt: skip
+
+# Options that only some policies take.
+_LLM_OPTIONS = ("base_url", "model", "api_key", "llm", "timeout", "fewshot", "abstain")
+_APPLIES = {"planner": ("abstain",), "openai": ("base_url", "model", "api_key", "timeout", "fewshot"),
             "local": ("llm", "timeout", "fewshot")}  # fmt: skip
 
 
@@ -113,12 +120,11 @@ def _check_policy(ctx: typer.Context, policy: str, *, max_steps: int, base_url: 
         check_choice(llm, LOCAL_LLMS, "--llm")
 
 
-def _policy(policy, rt, base_url, model, timeout, llm, fewshot=True, api_key=None):
+def _policy(policy, rt, base_url, model, timeout, llm, fewshot=True, api_key=None, abstain=True):
     from tkgqa.runtime import policy_factory
 
-    return policy_factory(
-        policy, rt, base_url=base_url, model=model, api_key=api_key, timeout=timeout, llm=llm, fewshot=fewshot
-    )
+    return policy_factory(policy, rt, base_url=base_url, model=model, api_key=api_key, timeout=timeout, llm=llm,
+                          fewshot=fewshot, abstain=abstain)  # fmt: skip
 
 
 def ask(
@@ -133,6 +139,7 @@ def ask(
     llm: LlmOpt = "smollm2",
     timeout: TimeoutOpt = 60.0,
     fewshot: FewshotOpt = True,
+    abstain: AbstainOpt = True,
     show: Annotated[
         bool, typer.Option("--show/--quiet", help="Print each tool call and its first hits.")
     ] = True,
@@ -158,11 +165,13 @@ def ask(
     check_choice(mode, MODES, "--mode")
     choice = check_kg(ctx, kg, slice_text, store, db)
     rt = load_runtime(choice, data_dir, encoder, mode, ann=ann)
-    make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key)
+    make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key, abstain)
     try:
-        res = run_agent(question, make(), rt.tool, max_steps=max_steps)
+        agent = make()
+        res = run_agent(question, agent, rt.tool, max_steps=max_steps)
     finally:
         close()
+    outcome = getattr(agent, "last", None)
     if show:
         for m in res.messages:
             if m.get("tool_calls"):
@@ -178,8 +187,17 @@ def ask(
     if res.hit_step_cap:
         guess = ", ".join(res.best_effort_answers) or "nothing"
         answer = f"(none: all {max_steps} turns used; the last observation suggests {guess})"
+    elif outcome is not None and outcome.abstained:
+        answer = f"(abstains: {outcome.abstention.reason})"
     else:
         answer = ", ".join(res.answers) or "(none)"
+    if outcome is not None:
+        res.extra = {"abstained": outcome.abstained, "confidence": outcome.confidence,
+                     "abstention": None if outcome.abstention is None else
+                     {"kind": outcome.abstention.kind, "reason": outcome.abstention.reason}}  # fmt: skip
+        answer += f"  [bold]confidence:[/] {outcome.confidence:.2f}"
+        if outcome.abstention is not None and not outcome.abstained:
+            answer += f"  [yellow](would abstain: {outcome.abstention.reason})[/]"
     console.print(f"[bold]answer:[/] {answer}  [dim]({res.tool_calls} tool calls, {res.seconds:.1f}s)[/]",
                   highlight=False)  # fmt: skip
     if log:
@@ -240,6 +258,7 @@ def eval_cmd(
     llm: LlmOpt = "smollm2",
     timeout: TimeoutOpt = 60.0,
     fewshot: FewshotOpt = True,
+    abstain: AbstainOpt = True,
     compare: Annotated[
         bool,
         typer.Option("--compare/--no-compare", help="Score AT2QA's published answers on the same questions."),
@@ -321,7 +340,7 @@ def eval_cmd(
     if rt.kg_slice is not None:
         questions = rt.kg_slice.questions
     reference = load_reference(data_dir) if compare else None
-    make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key)
+    make, close = _policy(policy, rt, base_url, model, timeout, llm, fewshot, api_key, abstain)
     try:
         with progress_bar() as bar:
             task = bar.add_task(f"{policy} on {len(questions)} questions", total=len(questions))
@@ -330,6 +349,8 @@ def eval_cmd(
     finally:
         close()
     cols = ["group", "value", "n", "strict", "lenient", "tool_calls", "step_cap_hits", "repairs"]
+    if policy == "planner":  # Hits@1 counting flagged questions wrong, withheld answers, flagged questions
+        cols[5:5] = ["strict_abstaining", "abstained", "flagged"]
     console.print(render_table(f"tkgqa {policy} ({mode}) on {label}", report.table, columns=cols))
     overall = report.table[0]
     if overall["step_cap_hits"]:

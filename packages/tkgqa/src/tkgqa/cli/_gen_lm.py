@@ -228,7 +228,7 @@ def gen_ask(
 
 _GEN_ONLY = ("generator", "gnn", "variant")
 _AGENT_ONLY = ("policy", "mode", "max_steps", "fewshot", "compare", "log", "ann", "base_url", "model", "api_key",
-               "llm", "timeout", "store", "db", "slice_text", "retrieval", "backend")  # fmt: skip
+               "llm", "timeout", "store", "db", "slice_text", "retrieval", "backend", "abstain")  # fmt: skip
 
 
 def check_method(ctx: typer.Context, method: str) -> None:

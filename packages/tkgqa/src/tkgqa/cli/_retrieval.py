@@ -27,7 +27,7 @@ BackendOpt = Annotated[
 ]  # fmt: skip
 
 # Options of `tkgqa eval` that only the agent uses, and the LLM options each retrieval back end takes.
-_AGENT_ONLY = ("policy", "mode", "max_steps", "fewshot", "compare", "log", "ann")
+_AGENT_ONLY = ("policy", "mode", "max_steps", "fewshot", "abstain", "compare", "log", "ann")
 _LLM = ("base_url", "model", "api_key", "llm", "timeout")
 _BACKEND_APPLIES = {
     "rules": (),
@@ -36,10 +36,15 @@ _BACKEND_APPLIES = {
 }
 
 
-def check_retrieval(ctx: typer.Context, backend: str) -> None:
-    """Options that do not apply to ``--retrieval`` (or to its back end) are errors, before anything loads."""
+def check_retrieval(
+    ctx: typer.Context, backend: str, *, agent_only: tuple[str, ...] = _AGENT_ONLY
+) -> tuple[str, ...]:
+    """Options that do not apply to ``--retrieval`` (or to its back end) are errors, before anything loads.
+
+    Returns the LLM options the back end takes (for :func:`tkgqa.retrieval.make_miner`).
+    """
     check_choice(backend, BACKENDS, "--backend")
-    stray = given(ctx, *_AGENT_ONLY)
+    stray = given(ctx, *agent_only)
     if stray:
         raise ConfigError(f"{', '.join(stray)} {'does' if len(stray) == 1 else 'do'} not apply to --retrieval "
                           "(it scores the retrieved subgraphs; no agent runs)", hint="drop them")  # fmt: skip
@@ -52,10 +57,12 @@ def check_retrieval(ctx: typer.Context, backend: str) -> None:
         check_base_url(p["base_url"])
     if backend == "local":
         check_choice(p["llm"], LOCAL_LLMS, "--llm")
+    return _BACKEND_APPLIES[backend]
 
 
 def eval_retrieval(ctx: typer.Context, started: float, questions_of) -> None:
     """Run ``tkgqa eval --retrieval`` from the parsed options of ``tkgqa eval`` (checked here first)."""
+    from tkgqa.abstain import AbstentionConfig
     from tkgqa.embed import get_encoder
     from tkgqa.recall import RECALL_AT, evaluate_retrieval
     from tkgqa.relations import RelationScorer
@@ -81,7 +88,7 @@ def eval_retrieval(ctx: typer.Context, started: float, questions_of) -> None:
     scorer = RelationScorer(store.relations.names, get_encoder(p["encoder"]))
     llm_opts = {k: p[k] for k in _BACKEND_APPLIES[backend]}
     miner, close = make_miner(backend, store, scorer, **llm_opts)
-    retriever = SubgraphRetriever(store, scorer, miner)
+    retriever = SubgraphRetriever(store, scorer, miner, abstention=AbstentionConfig(enabled=False))
     try:
         with progress_bar() as bar:
             task = bar.add_task(f"retrieval ({backend}) on {len(questions)} questions", total=len(questions))
@@ -90,7 +97,16 @@ def eval_retrieval(ctx: typer.Context, started: float, questions_of) -> None:
             )
     finally:
         close()
-    cols = ["group", "value", "n", *(f"recall@{n}" for n in RECALL_AT), "empty", "facts", "candidates"]
+    cols = [
+        "group",
+        "value",
+        "n",
+        *(f"recall@{n}" for n in RECALL_AT),
+        "empty",
+        "flagged",
+        "facts",
+        "candidates",
+    ]
     console.print(render_table(f"tkgqa retrieval ({backend}) on {label}: an answer-bearing fact in the top n",
                                report.table, columns=cols))  # fmt: skip
     payload = {"meta": {}, "retrieval_backend": backend, "questions": label, "n": len(questions),
