@@ -5,6 +5,8 @@ from __future__ import annotations
 from effcore.cli import make_app
 from tkgqa.cli._abstain import abstention, retrieve
 from tkgqa.cli._agent import ask, eval_cmd, replay
+from tkgqa.cli._gen import gen_pretrain, gen_questions
+from tkgqa.cli._gen_lm import gen_ask, gen_train
 from tkgqa.cli._import import import_cmd
 from tkgqa.cli._kg import index, search
 from tkgqa.cli._serve import serve_llm
@@ -28,6 +30,11 @@ app = make_app(
     '  tkgqa retrieve "After Japan, who was the first to visit China?"   # GenTKGQA stage 1: the subgraph\n\n'
     "  tkgqa eval --retrieval --split dev              # its recall at n = 1, 3, 6, 10 by question type\n\n"
     "  tkgqa abstention                                # the planner on 64 out-of-scope questions\n\n"
+    "  tkgqa gen-pretrain --kg icews14 --checkpoint gnn.pt   # GenTKGQA: the temporal GNN (link prediction)\n\n"
+    "  tkgqa gen-questions --kg multitq --questions-out q.jsonl   # leak-filtered training questions\n\n"
+    "  tkgqa gen-train --gnn gnn.pt --questions q.jsonl --checkpoint gen.pt   # LoRA + knowledge tokens\n\n"
+    '  tkgqa gen-ask "Who visited China on 8 May 2013?" --gnn gnn.pt --generator gen.pt\n\n'
+    "  tkgqa eval --method gentkgqa --gnn gnn.pt --generator gen.pt -n 20\n\n"
     "Data: --data-dir, $EFFML_DATA or ../shared/data (multitq/, icews14/). Caches: $EFFML_CACHE/tkgqa.",
 )
 app.command()(index)
@@ -39,3 +46,7 @@ app.command("import")(import_cmd)
 app.command("serve-llm")(serve_llm)
 app.command()(retrieve)
 app.command()(abstention)
+app.command("gen-pretrain")(gen_pretrain)
+app.command("gen-questions")(gen_questions)
+app.command("gen-train")(gen_train)
+app.command("gen-ask")(gen_ask)

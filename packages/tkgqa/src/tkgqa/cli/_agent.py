@@ -24,6 +24,7 @@ from effcore.cli import (
     write_out,
 )
 from effcore.errors import ConfigError
+from tkgqa.cli._gen_lm import GeneratorOpt, GnnOpt, VariantOpt, check_method, eval_gentkgqa
 from tkgqa.cli._retrieval import BackendOpt, RetrievalOpt, eval_retrieval
 from tkgqa.cli._shared import (
     AnnOpt,
@@ -283,6 +284,17 @@ def eval_cmd(
     out: OutOpt = None,
     retrieval: RetrievalOpt = False,
     backend: BackendOpt = "rules",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="'agent' (--policy answers through the search tool) or 'gentkgqa' "
+            "(stage-1 subgraph + the trained generator: --gnn, --generator, --variant).",
+        ),
+    ] = "agent",
+    generator: GeneratorOpt = None,
+    gnn: GnnOpt = None,
+    variant: VariantOpt = "full",
 ) -> None:
     """Hits@1 on MultiTQ questions, strict (first answer exact) and lenient (AT2QA's substring rule).
 
@@ -293,6 +305,7 @@ def eval_cmd(
     rows), with tool calls per question, step-cap hits and, with --compare, AT2QA's published answers
     scored the same way. With --slice: the questions the slice was cut for, on the slice. With
     --retrieval: GenTKGQA's subgraph retrieval instead (recall of an answer-bearing fact at n = 1, 3, 6, 10).
+    --method gentkgqa: GenTKGQA's generator answers instead of the agent (--gnn, --generator, --variant).
     """
     from tkgqa.agent import write_trajectories
     from tkgqa.evaluate import evaluate
@@ -300,6 +313,12 @@ def eval_cmd(
 
     started = time.perf_counter()
     set_threads(threads)
+    check_method(ctx, method)
+    if method == "gentkgqa":
+        eval_gentkgqa(
+            ctx, started, lambda: _questions(ctx, split, limit, labelled_only, seed, None, data_dir)
+        )
+        return
     if retrieval or given(ctx, "backend"):
         if not retrieval:
             raise ConfigError("--backend applies to --retrieval", hint="add --retrieval, or drop --backend")
