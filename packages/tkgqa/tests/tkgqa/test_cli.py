@@ -213,9 +213,13 @@ def test_eval_out_carries_its_own_metadata(data_dir, tmp_path):
     out = tmp_path / "e.json"
     _ok(["eval", "-n", "6", "--seed", "2", *_common(data_dir), "--out", str(out)])
     meta = json.loads(out.read_text())["meta"]
-    assert (
-        meta["command"] == f"tkgqa eval --limit 6 --encoder hash --data-dir {data_dir} --seed 2 --out {out}"
-    )
+    from shlex import quote
+
+    from effcore.assets import portable_path
+
+    d, o = quote(portable_path(data_dir)), quote(portable_path(out))  # '$TMPDIR/...': no machine's folders
+    assert d.startswith("'$") and o.startswith("'$")
+    assert meta["command"] == f"tkgqa eval --limit 6 --encoder hash --data-dir {d} --seed 2 --out {o}"
     assert meta["kg"]["digest"] == sha256_file(data_dir / "multitq" / "kg_partial.tsv.gz")
     assert meta["kg"]["facts"] == 1500 and meta["index"]["encoder"] == "hash-512"
     assert meta["wall_seconds"] > 0 and meta["machine"]["threads"] == 1 and meta["machine"]["cpu"]

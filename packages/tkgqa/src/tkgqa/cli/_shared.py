@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import platform
 import shlex
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -215,18 +212,19 @@ _SECRET = {"api_key"}
 
 
 def command_line(ctx: typer.Context) -> str:
-    """The command as typed: ``tkgqa <command>`` plus every option given on the command line."""
+    """The command as typed: ``tkgqa <command>`` plus every option given on the command line; paths under
+    the cache, data or temporary folder written with their named root (``portable_path``), secrets masked."""
     words = ["tkgqa", ctx.info_name or ""]
     for p in ctx.command.params:
         if not _typed(ctx, p.name):
             continue
         value = ctx.params[p.name]
         if p.param_type_name == "argument":
-            words.append(shlex.quote(str(value)))
+            words.append(shlex.quote(portable_path(str(value))))
         elif getattr(p, "is_flag", False):
             words.append(p.opts[0] if value else (p.secondary_opts or p.opts)[0])
         else:
-            words += [p.opts[0], "***" if p.name in _SECRET else shlex.quote(str(value))]
+            words += [p.opts[0], "***" if p.name in _SECRET else shlex.quote(portable_path(str(value)))]
     return " ".join(words)
 
 
@@ -235,27 +233,16 @@ def run_meta(ctx: typer.Context, rt: Runtime | FactStore, started: float, *, thr
 
     ``rt`` is a :class:`Runtime`, or a bare store for commands that use no fact index (``index`` is then None).
     """
-    from importlib.metadata import version
-
     import torch
 
-    from effcore.device import cpu_model
+    from effcore.provenance import run_meta as effcore_meta
 
     store, index = (rt.store, rt.index) if isinstance(rt, Runtime) else (rt, None)
-
+    meta = effcore_meta(started=started, command=command_line(ctx), packages=("tkgqa",))
+    meta["machine"]["threads"] = threads  # the threads the run was given (torch may report another)
+    meta["machine"]["torch"] = torch.__version__
     return {
-        "command": command_line(ctx),
-        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "machine": {
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "threads": threads,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "tkgqa": version("tkgqa"),
-        },
+        **meta,
         "kg": {"source": portable_path(store.source), "facts": len(store), "digest": store.digest},
         "index": None
         if index is None
