@@ -70,6 +70,22 @@ KBaseOpt = Annotated[
         "--k-base", help="Alloc-T per-token floor K_base (paper default 1); every layer keeps >= it."
     ),
 ]
+ExactOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exact-budget",
+        help="Alloc-L spends exactly B (sum K_l = B). Default: at most B, the paper's constraint "
+        "(the DP spends less when the profile says fewer experts score better).",
+    ),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Routed experts under a budget: 'allocmoe' (our path: dropped slots cost nothing; Triton on "
+        "CUDA) or 'hf' (transformers' own experts forward).",
+    ),
+]
 BlocksOpt = Annotated[int, typer.Option("--blocks", help="Number of token blocks (>= 1).")]
 BlockSizeOpt = Annotated[int, typer.Option("--block-size", help="Tokens per block (>= 2).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Blocks per forward pass (>= 1).")]
@@ -79,6 +95,28 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Blocks per forward 
 def _at_least(flag: str, value: int, low: int = 1) -> None:
     if value < low:
         raise ConfigError(f"{flag} must be >= {low}, got {value}")
+
+
+def _k_bases(text: str) -> list[int]:
+    """``--k-base`` of eval: one value or a comma-separated sweep of integers >= 0."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 0:
+        raise ConfigError(f"--k-base must be integers >= 0 (comma-separated), got {text!r}")
+    return sorted(set(vals))
+
+
+def _engine(engine: str) -> str:
+    """``--engine`` checked before any model is loaded."""
+    from typing import get_args
+
+    from allocmoe.runtime import Engine
+
+    if engine not in get_args(Engine):
+        raise ConfigError(f"--engine {engine!r} is not one of: {', '.join(get_args(Engine))}")
+    return engine
 
 
 def _device(device: str):
@@ -200,6 +238,7 @@ def profile(
         ),
     ] = True,
     restart: Annotated[bool, typer.Option(help="Discard an existing profile at --out.")] = False,
+    engine: EngineOpt = "allocmoe",
     device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -216,6 +255,7 @@ def profile(
     _at_least("--blocks", blocks)
     _at_least("--block-size", block_size, 2)
     _at_least("--batch-size", batch_size)
+    _engine(engine)
     lm = load_model(model, device=_device(device))
     calib = eval_blocks(
         lm.model, lm.tokenizer, "calib", blocks=blocks, block_size=block_size, data_dir=data_dir
@@ -228,6 +268,7 @@ def profile(
             batch_size=batch_size,
             prefix_cache=prefix_cache,
             restart=restart,
+            engine=engine,
             progress=_bar_callback(bar, f"profile {lm.name}"),
             meta={"model": lm.name, "calibration": f"wikitext2 valid 2nd half, {blocks}x{block_size}"},
         )
@@ -251,10 +292,15 @@ def allocate(
         ),
     ] = None,
     k_base: KBaseOpt = 1,
+    exact_budget: ExactOpt = False,
     lexi: Annotated[bool, typer.Option(help="Also show LExI's data-free allocation at the same B.")] = False,
     out: OutOpt = None,
 ) -> None:
-    """Alloc-L: the per-layer budgets K_l (grouped-knapsack DP over sum K_l <= B) from a profile."""
+    """Alloc-L: the per-layer budgets K_l (grouped-knapsack DP over sum K_l <= B) from a profile.
+
+    The title states the activations the allocation spends (sum K_l): at most B by default, exactly B
+    with --exact-budget. B = full is every layer at K_orig (the unmodified model), never a DP choice.
+    """
     from allocmoe.alloc_l import SensitivityProfile
     from allocmoe.alloc_l import allocate as dp
     from allocmoe.budget import check_budget_text, parse_budget
@@ -275,17 +321,28 @@ def allocate(
 
         m = load_model(model, device="cpu").model
         prof.check_model(m)
-    b = prof.allocate(total, k_base=k_base)
+    b = prof.allocate(total, k_base=k_base, exact=exact_budget)
     rows = [{"layer": i, "K_l (Alloc-L)": k} for i, k in enumerate(b.k_layers)]
-    payload = {"budget": b.to_dict(), "profile": str(profile), "model": model}
+    payload = {
+        "B": total,
+        "spent": b.total,
+        "exact_budget": exact_budget,
+        "budget": b.to_dict(),
+        "profile": str(profile),
+        "model": model,
+    }
     if lexi:
         from allocmoe.baselines import lexi_sensitivity
 
-        lb = dp(lexi_sensitivity(m), total, prof.k_orig, k_base=None)
+        lb = dp(lexi_sensitivity(m), total, prof.k_orig, k_base=None, exact=exact_budget)
         for r, k in zip(rows, lb.k_layers, strict=True):
             r["K_l (LExI)"] = k
         payload["lexi"] = {**lb.to_dict(), **_allocation(lb, prof.num_layers, prof.k_orig)}
-    console.print(render_table(f"B = {b.total} of {b.full} (K_base = {k_base})", rows))
+    rule = "exactly B" if exact_budget else "at most B"
+    title = f"B = {total} of {b.full} ({rule}); Alloc-L spends {b.total} (K_base = {k_base})"
+    if lexi:
+        title += f"; LExI spends {lb.total}"
+    console.print(render_table(title, rows))
     if lexi and payload["lexi"]["same_as_uniform"]:
         console.print(
             f"LExI's allocation at B = {total} is the Uniform one: the same computation as Uniform."
@@ -315,7 +372,14 @@ def eval_(
         ),
     ] = None,
     batch_size: BatchOpt = 4,
-    k_base: KBaseOpt = 1,
+    k_base: Annotated[
+        str,
+        typer.Option(
+            "--k-base",
+            help="Alloc-T per-token floor K_base of alloc_t/alloc_moe (paper default 1); comma-separated "
+            "values sweep it (0,1,2: every pooled method at every budget for each).",
+        ),
+    ] = "1",
     scope: Annotated[
         str | None,
         typer.Option(
@@ -325,13 +389,17 @@ def eval_(
             show_default=False,
         ),
     ] = None,
+    exact_budget: ExactOpt = False,
+    engine: EngineOpt = "allocmoe",
     device: DeviceOpt = "auto",
     data_dir: DataDirOpt = None,
     out: OutOpt = None,
 ) -> None:
     """Held-out perplexity and next-token accuracy (WikiText-2 test) of every method at every budget.
 
-    Each row also shows the budget actually spent (threshold baselines match it only on average) and,
+    Each row also shows the budget actually spent (threshold baselines match it only on average), the
+    expert-load preservation against the full budget (mean over layers of Spearman's rank correlation,
+    load_spearman, and the Jensen-Shannon divergence in bits, load_js; per-expert loads in --out) and,
     for exact budgets, the per-layer allocation K_l (one digit per MoE layer) and whether it is the
     Uniform one (then the method computes exactly what Uniform computes).
     """
@@ -339,6 +407,7 @@ def eval_(
     from allocmoe.budget import ActivationBudget, check_budget_text, parse_budget
     from allocmoe.data import eval_blocks
     from allocmoe.evaluation import evaluate
+    from allocmoe.load import load_preservation
     from allocmoe.models import load_model, moe_shape
 
     wanted = list(METHODS) if methods == "all" else [x.strip() for x in methods.split(",") if x.strip()]
@@ -367,16 +436,27 @@ def eval_(
         raise ConfigError(
             "--profile applies only to alloc_l and alloc_moe", hint="drop it or add those methods"
         )
+    if exact_budget and not {"alloc_l", "alloc_moe", "lexi"} & set(wanted):
+        raise ConfigError(
+            "--exact-budget applies only to the DP-allocated methods alloc_l, alloc_moe and lexi",
+            hint="drop it or add those methods",
+        )
+    _engine(engine)
+    k_bases = _k_bases(k_base)
+    if len(k_bases) > 1 and not pooled:
+        raise ConfigError(
+            "a --k-base sweep applies only to alloc_t and alloc_moe",
+            hint="give one value or add those methods",
+        )
     calib_blocks = 4 if calib_blocks is None else calib_blocks
     for flag, value, low in (("--blocks", blocks, 1), ("--block-size", block_size, 2),
-                             ("--batch-size", batch_size, 1), ("--calib-blocks", calib_blocks, 1),
-                             ("--k-base", k_base, 0)):  # fmt: skip
+                             ("--batch-size", batch_size, 1), ("--calib-blocks", calib_blocks, 1)):  # fmt: skip
         _at_least(flag, value, low)
     lm = load_model(model, device=_device(device))
     m, name = lm.model, lm.name
     L, K = moe_shape(m)
     prof = _profile(profile, m, required=needs_profile)
-    totals = [parse_budget(t, L, K, k_base=k_base) for t in texts]
+    totals = [parse_budget(t, L, K, k_base=max(k_bases)) for t in texts]
     test = eval_blocks(m, lm.tokenizer, "test", blocks=blocks, block_size=block_size, data_dir=data_dir)
     calib = (
         eval_blocks(m, lm.tokenizer, "calib", blocks=calib_blocks, block_size=block_size, data_dir=data_dir)
@@ -384,35 +464,51 @@ def eval_(
         else None
     )
     lexi_table = lexi_sensitivity(m) if "lexi" in wanted else None
-    rows = []
+    runs = [
+        (t, meth, kb)
+        for t in totals
+        for meth in wanted
+        for kb in (k_bases if meth in pooled else k_bases[:1])
+    ]
+    rows, loads = [], {}
     with progress_bar() as bar:
-        task = bar.add_task("eval", total=(len(totals) * len(wanted) + 1))
+        task = bar.add_task("eval", total=len(runs) + 1)
         full_policy = ActivationBudget.full_budget(L, K)
-        full = evaluate(m, test, full_policy, batch_size=batch_size)
-        rows.append({"method": "full", "B": L * K, **full.to_dict(), **_allocation(full_policy, L, K)})
+        full = evaluate(m, test, full_policy, batch_size=batch_size, engine=engine)
+        reference = full.expert_load
+
+        def row(meth: str, total: int, pol, res) -> dict:
+            lp = load_preservation(reference, res.expert_load)
+            loads[f"{meth}@B={total},k_base={getattr(pol, 'k_base', None)}"] = res.expert_load
+            kb = getattr(pol, "k_base", None)
+            return {"method": meth, "B": total, "k_base": kb, **res.to_dict(), "load_spearman": lp.spearman_mean,
+                    "load_js": lp.js_mean, **_allocation(pol, L, K)}  # fmt: skip
+
+        rows.append(row("full", L * K, full_policy, full))
         bar.advance(task)
-        for total in totals:
-            for meth in wanted:
-                pol = method_policy(
-                    meth,
-                    total,
-                    num_layers=L,
-                    k_orig=K,
-                    profile=prof,
-                    lexi_table=lexi_table,
-                    k_base=k_base,
-                    scope=scope or "forward",
-                    threshold=lambda kind, t: calibrate_threshold(m, calib, kind, t, batch_size=batch_size),
-                )
-                res = evaluate(m, test, pol, batch_size=batch_size)
-                rows.append({"method": meth, "B": total, **res.to_dict(), **_allocation(pol, L, K)})
-                bar.advance(task)
+        for total, meth, kb in runs:
+            pol = method_policy(
+                meth,
+                total,
+                num_layers=L,
+                k_orig=K,
+                profile=prof,
+                lexi_table=lexi_table,
+                k_base=kb,
+                scope=scope or "forward",
+                threshold=lambda kind, t: calibrate_threshold(m, calib, kind, t, batch_size=batch_size),
+                exact=exact_budget,
+            )
+            rows.append(row(meth, total, pol, evaluate(m, test, pol, batch_size=batch_size, engine=engine)))
+            bar.advance(task)
     cols = [
-        "method", "B", "activations_per_token", "perplexity", "accuracy", "unique_experts_per_call", "K_l",
-        "same_as_uniform",
+        "method", "B", "k_base", "activations_per_token", "perplexity", "accuracy", "load_spearman", "load_js",
+        "unique_experts_per_call", "K_l", "same_as_uniform",
     ]  # fmt: skip
     text = "WikiText-2 test" if lm.tokenizer is not None else "random tokens"
-    console.print(render_table(f"{name}: {text}, {blocks}x{block_size} tokens", rows, columns=cols))
+    rule = "exactly B" if exact_budget else "at most B"
+    title = f"{name}: {text}, {blocks}x{block_size} tokens (DP methods spend {rule}; spent = activations_per_token)"
+    console.print(render_table(title, rows, columns=cols))
     same = [
         f"{r['method']} at B={r['B']}"
         for r in rows
@@ -420,7 +516,14 @@ def eval_(
     ]
     if same:
         console.print(f"same allocation as Uniform (so the same computation): {', '.join(same)}")
-    write_out(out, {"model": name, "rows": rows}, rows=rows)
+    payload = {
+        "model": name,
+        "exact_budget": exact_budget,
+        "engine": engine,
+        "rows": rows,
+        "expert_load": loads,
+    }
+    write_out(out, payload, rows=rows)
 
 
 @app.command()
@@ -433,6 +536,8 @@ def bench(
     new_tokens: Annotated[int, typer.Option(help="Decode steps timed per round.")] = 16,
     repeats: Annotated[int, typer.Option(help="Timed rounds (after one warm-up).")] = 5,
     k_base: KBaseOpt = 1,
+    exact_budget: ExactOpt = False,
+    engine: EngineOpt = "allocmoe",
     device: DeviceOpt = "auto",
     out: OutOpt = None,
 ) -> None:
@@ -442,26 +547,38 @@ def bench(
     batch-1 decode a forward pass holds one token, so Alloc-T's pool is that token's own top-K_l:
     'allocmoe-B' and 'uniform-B' are then the same computation when their K_l are the same.
     """
+    from allocmoe.baselines import serving_policy
     from allocmoe.bench import LatencyConfig, measure_latency
     from allocmoe.budget import ActivationBudget, check_budget_text, parse_budget
     from allocmoe.models import load_model, moe_shape
 
     check_budget_text(budget)
+    if budget.strip().lower() == "full":
+        raise ConfigError(
+            "bench compares a budget below full with the full budget", hint="give B < full, e.g. -b 1/2"
+        )
     sizes = int_list(batch, "--batch")
     for flag, value, low in (("--prompt-len", prompt_len, 1), ("--new-tokens", new_tokens, 1),
                              ("--repeats", repeats, 1), ("--k-base", k_base, 0)):  # fmt: skip
         _at_least(flag, value, low)
+    if exact_budget and profile is None:
+        raise ConfigError(
+            "--exact-budget applies only with --profile (Alloc-L)", hint="drop it or add --profile"
+        )
+    _engine(engine)
     lm = load_model(model, device=_device(device))
     m = lm.model
     L, K = moe_shape(m)
     prof = _profile(profile, m, required=False)
     total = parse_budget(budget, L, K, k_base=k_base)
-    pol = prof.allocate(total, k_base=k_base) if prof else ActivationBudget.spread(L, K, total, k_base=k_base)
+    pol = serving_policy(total, num_layers=L, k_orig=K, profile=prof, k_base=k_base, exact=exact_budget)
+    if pol is None:
+        raise ConfigError(f"B={total} is the full budget", hint="bench compares a budget below full with it")
     configs = [
         LatencyConfig("hf-full", None),
-        LatencyConfig("allocmoe-full", ActivationBudget.full_budget(L, K)),
-        LatencyConfig(f"allocmoe-B={total}", pol),
-        LatencyConfig(f"uniform-B={total}", ActivationBudget.spread(L, K, total, k_base=None)),
+        LatencyConfig(f"{engine}-full", ActivationBudget.full_budget(L, K), engine),
+        LatencyConfig(f"{engine}-B={total}", pol, engine),
+        LatencyConfig(f"uniform-B={total}", ActivationBudget.spread(L, K, total, k_base=None), engine),
     ]
     rows = []
     with progress_bar() as bar:
@@ -478,6 +595,7 @@ def bench(
     cols = [
         "config",
         "batch",
+        "activations_per_token",
         "prefill_ms",
         "prefill_speedup",
         "decode_ms_per_token",
@@ -492,7 +610,16 @@ def bench(
         )
     )
     write_out(
-        out, {"model": lm.name, "device": str(lm.device), "budget": pol.to_dict(), "rows": rows}, rows=rows
+        out,
+        {
+            "model": lm.name,
+            "device": str(lm.device),
+            "engine": engine,
+            "exact_budget": exact_budget,
+            "budget": pol.to_dict(),
+            "rows": rows,
+        },
+        rows=rows,
     )
 
 
@@ -504,14 +631,22 @@ def generate(
     model: ModelOpt = "smollm2-moe",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate (>= 1).")] = 48,
     k_base: KBaseOpt = 1,
+    exact_budget: ExactOpt = False,
+    engine: EngineOpt = "allocmoe",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: JsonOutOpt = None,
 ) -> None:
-    """Greedy generation under a budget (Alloc-MoE with --profile, else Alloc-T on a uniform split)."""
+    """Greedy generation under a budget (Alloc-MoE with --profile, else Alloc-T on a uniform split).
+
+    -b full runs the unmodified model (nothing wrapped): full is never a DP choice.
+    """
+    import contextlib
+
     import torch
 
-    from allocmoe.budget import ActivationBudget, check_budget_text, parse_budget
+    from allocmoe.baselines import serving_policy
+    from allocmoe.budget import check_budget_text, parse_budget
     from allocmoe.models import load_model, moe_shape
     from allocmoe.runtime import budgeted
 
@@ -520,6 +655,11 @@ def generate(
     check_budget_text(budget)
     _at_least("--max-new-tokens", max_new_tokens)
     _at_least("--k-base", k_base, 0)
+    if exact_budget and profile is None:
+        raise ConfigError(
+            "--exact-budget applies only with --profile (Alloc-L)", hint="drop it or add --profile"
+        )
+    _engine(engine)
     lm = load_model(model, device=_device(device))
     m, tok = lm.model, lm.tokenizer
     if tok is None:
@@ -529,14 +669,28 @@ def generate(
     L, K = moe_shape(m)
     prof = _profile(profile, m, required=False)
     total = parse_budget(budget, L, K, k_base=k_base)
-    pol = prof.allocate(total, k_base=k_base) if prof else ActivationBudget.spread(L, K, total, k_base=k_base)
+    pol = serving_policy(total, num_layers=L, k_orig=K, profile=prof, k_base=k_base, exact=exact_budget)
     torch.manual_seed(seed)
     ids = tok(prompt, return_tensors="pt").to(lm.device)
-    with torch.inference_mode(), budgeted(m, pol) as stats:
+    ctx = budgeted(m, pol, engine=engine) if pol is not None else contextlib.nullcontext()
+    with torch.inference_mode(), ctx as stats:
         outp = m.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
     text = tok.decode(outp[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     console.print(text)
+    spent = float(L * K) if stats is None else stats.activations_per_token
     err_console.print(
-        f"B = {pol.total}/{pol.full}; spent {stats.activations_per_token:.2f} routed activations per token"
+        f"B = {total}/{L * K}"
+        + (" (full: the unmodified model)" if pol is None else "")
+        + f"; spent {spent:.2f} routed activations per token"
     )
-    write_out(out, {"prompt": prompt, "completion": text, "budget": pol.to_dict(), "device": str(lm.device)})
+    write_out(
+        out,
+        {
+            "prompt": prompt,
+            "completion": text,
+            "B": total,
+            "spent": spent,
+            "budget": None if pol is None else pol.to_dict(),
+            "device": str(lm.device),
+        },
+    )

@@ -68,6 +68,27 @@ def test_profile_allocate_eval(profile, tmp_path):
     assert rows[4]["k_layers"] == [1, 1] and rows[4]["same_as_uniform"]
 
 
+def test_eval_sweeps_k_base_and_reports_load_preservation(top4, tmp_path):
+    model, prof = top4
+    out = tmp_path / "e.json"
+    cli_ok(app, [
+        "eval", "-m", str(model), "-p", str(prof), "-b", "4,6", "--methods", "uniform,alloc_moe",
+        "--k-base", "0,1,2", "--blocks", "2", "--block-size", "16", "-o", str(out),
+    ])  # fmt: skip
+    d = json.loads(out.read_text())
+    rows = d["rows"]
+    pooled = [(r["B"], r["k_base"]) for r in rows if r["method"] == "alloc_moe"]
+    assert pooled == [(4, 0), (4, 1), (4, 2), (6, 0), (6, 1), (6, 2)]  # uniform once per budget
+    assert [r["B"] for r in rows if r["method"] == "uniform"] == [4, 6]
+    for r in rows:
+        if r["method"] == "alloc_moe":
+            assert min(r["k_layers"]) >= max(1, r["k_base"]), r
+    assert rows[0]["method"] == "full" and rows[0]["load_spearman"] == pytest.approx(1.0)
+    assert rows[0]["load_js"] == pytest.approx(0.0, abs=1e-12)
+    assert all(0.0 <= r["load_js"] <= 1.0 and -1.0 <= r["load_spearman"] <= 1.0 for r in rows)
+    assert len(d["expert_load"]) == len(rows) and all(len(v) == 2 for v in d["expert_load"].values())
+
+
 def test_eval_says_when_a_method_is_the_uniform_computation(profile):
     res = cli_ok(app, [
         "eval", *TINY, "-b", "1/2", "--methods", "uniform,lexi", "--blocks", "1", "--block-size", "16",
@@ -101,7 +122,10 @@ def test_allocate_with_lexi_uses_the_profiles_model_and_checks_it(top4, tmp_path
     assert sum(lexi["k_layers"]) <= 5 and "same_as_uniform" in lexi
 
 
-def test_generate_runs_on_the_chosen_device(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def with_tokenizer(tmp_path_factory):
+    """A tiny Qwen2-MoE (2 layers, top-2 of 4) with a word-level tokenizer, and a profile of it that
+    says top-1 scores better than top-2 in both layers (so "at most B" would spend less than full)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -109,15 +133,81 @@ def test_generate_runs_on_the_chosen_device(tmp_path, monkeypatch):
     raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
-    folder = tmp_path / "m"
+    folder = tmp_path_factory.mktemp("tok") / "m"
     tiny_model("qwen2_moe").save_pretrained(folder)
     tok.save_pretrained(folder)
     assert isinstance(AutoTokenizer.from_pretrained(folder), PreTrainedTokenizerFast)
+    model = load_model(str(folder), device="cpu").model
+    prof = {
+        "format": FORMAT, "model_fingerprint": model_fingerprint(model), "calib_fingerprint": "c",
+        "num_layers": 2, "k_orig": 2, "S": [[5.0, 9.0], [5.0, 9.0]], "meta": {},
+    }  # fmt: skip
+    (folder.parent / "prof.json").write_text(json.dumps(prof))
+    return folder, folder.parent / "prof.json"
+
+
+def test_generate_runs_on_the_chosen_device(with_tokenizer, tmp_path):
+    folder, _ = with_tokenizer
     out = tmp_path / "g.json"
     cli_ok(app, ["generate", "w1 w2 w3", "-m", str(folder), "--max-new-tokens", "3", "-b", "1/2",
                  "--device", "cpu", "-o", str(out)])  # fmt: skip
     d = json.loads(out.read_text())
-    assert d["device"] == "cpu" and d["budget"]["total"] == 2
+    assert d["device"] == "cpu" and d["budget"]["total"] == 2 and d["spent"] == pytest.approx(2.0)
+
+
+def test_generate_at_full_budget_is_the_unmodified_model(with_tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    from allocmoe.adapters import find_moe_layers
+    from allocmoe.runtime import budgeted
+
+    folder, prof = with_tokenizer
+    out = tmp_path / "g.json"
+    res = cli_ok(app, ["generate", "w1 w2 w3", "-m", str(folder), "--max-new-tokens", "4", "-b", "full",
+                       "-p", str(prof), "--device", "cpu", "-o", str(out)])  # fmt: skip
+    d = json.loads(out.read_text())
+    assert d["budget"] is None and d["B"] == 4 and d["spent"] == 4.0, d
+    assert "full: the unmodified model" in res.output
+    model = load_model(str(folder), device="cpu").model
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = tok("w1 w2 w3", return_tensors="pt")
+    plain = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert d["completion"] == tok.decode(plain[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    # the library agrees: at B = full no budget is applied, and the profile's DP is not consulted
+    from allocmoe.alloc_l import SensitivityProfile
+    from allocmoe.baselines import serving_policy
+
+    p = SensitivityProfile.load(prof)
+    assert p.allocate(3, k_base=None).k_layers == (1, 1)  # at most B: the noisy profile spends 2 of 3
+    assert serving_policy(4, num_layers=2, k_orig=2, profile=p) is None
+    full = p.allocate(4, k_base=1)
+    with torch.inference_mode():
+        ref = model(**ids).logits
+        with budgeted(model, full) as stats:
+            got = model(**ids).logits
+    assert stats.activations_per_token == pytest.approx(4.0) and len(find_moe_layers(model)) == 2
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_budget_spends_exactly_b_and_every_table_states_the_spent_budget(with_tokenizer, tmp_path):
+    # the fixture's noisy table, for tiny:qwen2_moe (which evaluates on random tokens)
+    d = json.loads(with_tokenizer[1].read_text())
+    d["model_fingerprint"] = model_fingerprint(load_model("tiny:qwen2_moe", device="cpu").model)
+    prof = tmp_path / "prof.json"
+    prof.write_text(json.dumps(d))
+    for exact, spent in ((False, 2), (True, 3)):
+        flag = ["--exact-budget"] if exact else []
+        res = cli_ok(app, ["allocate", "-b", "3", "-p", str(prof), *flag, "-o", str(tmp_path / "a.json")])
+        a = json.loads((tmp_path / "a.json").read_text())
+        assert a["spent"] == spent and a["exact_budget"] is exact, a
+        assert (
+            f"Alloc-L spends {spent}" in res.output and ("exactly B" if exact else "at most B") in res.output
+        )
+        out = tmp_path / "e.json"
+        cli_ok(app, ["eval", *TINY, "-p", str(prof), "-b", "3", "--methods", "alloc_l", *flag,
+                     "--blocks", "1", "--block-size", "16", "-o", str(out)])  # fmt: skip
+        row = json.loads(out.read_text())["rows"][1]
+        assert row["activations_per_token"] == pytest.approx(spent), row
 
 
 @pytest.mark.parametrize(
@@ -159,6 +249,14 @@ def test_generate_runs_on_the_chosen_device(tmp_path, monkeypatch):
         (["generate", "hi", *TINY, "--out", "g.csv"], "unsupported extension '.csv'"),
         (["generate", "hi", *TINY], "has no tokenizer"),
         (["build-model", "--recipe", "nope"], "unknown build recipe 'nope'"),
+        (["eval", *TINY, "--methods", "uniform", "--exact-budget"], "--exact-budget applies only to"),
+        (["eval", *TINY, "--methods", "uniform", "--k-base", "0,1"], "a --k-base sweep applies only"),
+        (["eval", *TINY, "--k-base", "1,-1"], "--k-base must be integers >= 0"),
+        (["eval", *TINY, "--engine", "vllm"], "--engine 'vllm' is not one of: allocmoe, hf"),
+        (["bench", *TINY, "-b", "full"], "bench compares a budget below full"),
+        (["bench", *TINY, "--exact-budget"], "--exact-budget applies only with --profile"),
+        (["generate", "hi", *TINY, "--exact-budget"], "--exact-budget applies only with --profile"),
+        (["profile", *TINY, "--engine", "x"], "--engine 'x' is not one of"),
         (["build-model", "--top-k", "0"], "BuildRecipe.top_k must be >= 1"),
         (["build-model", "--out", "b.csv"], "unsupported extension '.csv'"),
     ],
