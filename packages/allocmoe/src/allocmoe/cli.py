@@ -548,7 +548,7 @@ def bench(
     'allocmoe-B' and 'uniform-B' are then the same computation when their K_l are the same.
     """
     from allocmoe.baselines import serving_policy
-    from allocmoe.bench import LatencyConfig, measure_latency
+    from allocmoe.bench import LatencyConfig, against_ideal, measure_latency
     from allocmoe.budget import ActivationBudget, check_budget_text, parse_budget
     from allocmoe.models import load_model, moe_shape
 
@@ -592,19 +592,16 @@ def bench(
                 repeats=repeats,
                 progress=_bar_callback(bar, f"batch {bs}"),
             )
+    against_ideal(rows, full=configs[1].label, ours=configs[2].label, ideal=configs[3].label)
     cols = [
-        "config",
-        "batch",
-        "activations_per_token",
-        "prefill_ms",
-        "prefill_speedup",
-        "decode_ms_per_token",
-        "decode_speedup",
+        "config", "batch", "activations_per_token", "prefill_ms", "prefill_speedup", "prefill_vs_full",
+        "prefill_of_ideal", "decode_ms_per_token", "decode_speedup", "decode_vs_full", "decode_of_ideal",
         "unique_experts_per_layer",
-    ]
+    ]  # fmt: skip
     console.print(
         render_table(
-            f"{lm.name} on {lm.device}: latency, median of {repeats} (speedup vs hf-full; IQR in --out)",
+            f"{lm.name} on {lm.device}: latency, median of {repeats} (speedup vs hf-full; vs_full: vs our full "
+            "budget; of_ideal: ours as a fraction of the uniform allocation's speed-up; IQR in --out)",
             rows,
             columns=cols,
         )
@@ -633,13 +630,26 @@ def generate(
     k_base: KBaseOpt = 1,
     exact_budget: ExactOpt = False,
     engine: EngineOpt = "allocmoe",
+    sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Sampling temperature (> 0; with --sample) [default: 1.0].", show_default=False),
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            help="Nucleus sampling mass (0 < p <= 1; with --sample) [default: 1.0].", show_default=False
+        ),
+    ] = None,
+    stream: Annotated[bool, typer.Option(help="Print tokens as they are generated.")] = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     out: JsonOutOpt = None,
 ) -> None:
-    """Greedy generation under a budget (Alloc-MoE with --profile, else Alloc-T on a uniform split).
+    """Generation under a budget through transformers' own generate (greedy, or --sample; --stream).
 
-    -b full runs the unmodified model (nothing wrapped): full is never a DP choice.
+    Alloc-MoE with --profile, else Alloc-T on a uniform split. -b full runs the unmodified model
+    (nothing wrapped): full is never a DP choice.
     """
     import contextlib
 
@@ -660,6 +670,14 @@ def generate(
             "--exact-budget applies only with --profile (Alloc-L)", hint="drop it or add --profile"
         )
     _engine(engine)
+    if not sample and (temperature is not None or top_p is not None):
+        raise ConfigError(
+            "--temperature and --top-p apply only with --sample", hint="add --sample or drop them"
+        )
+    if temperature is not None and not temperature > 0:
+        raise ConfigError(f"--temperature must be > 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
     lm = load_model(model, device=_device(device))
     m, tok = lm.model, lm.tokenizer
     if tok is None:
@@ -673,10 +691,18 @@ def generate(
     torch.manual_seed(seed)
     ids = tok(prompt, return_tensors="pt").to(lm.device)
     ctx = budgeted(m, pol, engine=engine) if pol is not None else contextlib.nullcontext()
+    options: dict = {"do_sample": sample}
+    if sample:
+        options |= {"temperature": temperature or 1.0, "top_p": top_p or 1.0, "top_k": None}
+    if stream:
+        from transformers import TextStreamer
+
+        options["streamer"] = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     with torch.inference_mode(), ctx as stats:
-        outp = m.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+        outp = m.generate(**ids, max_new_tokens=max_new_tokens, **options)
     text = tok.decode(outp[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    console.print(text)
+    if not stream:
+        console.print(text)
     spent = float(L * K) if stats is None else stats.activations_per_token
     err_console.print(
         f"B = {total}/{L * K}"

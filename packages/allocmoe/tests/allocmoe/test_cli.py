@@ -110,9 +110,28 @@ def test_allocate_eval_and_bench_honour_a_k_base_floor_above_one(top4, tmp_path)
     row = json.loads(out.read_text())["rows"][1]
     assert row["k_layers"] == [2, 3] and row["activations_per_token"] == pytest.approx(5.0)
     cli_ok(app, [
-        "bench", "-m", str(model), "-p", str(prof), "-b", "5", "--k-base", "2", "--batch", "1",
-        "--prompt-len", "8", "--new-tokens", "1", "--repeats", "1", "--device", "cpu",
+        "bench", "-m", str(model), "-p", str(prof), "-b", "5", "--k-base", "2", "--batch", "1,2",
+        "--prompt-len", "8", "--new-tokens", "1", "--repeats", "1", "--device", "cpu", "-o", str(out),
     ])  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    ours = [r for r in rows if r["config"] == "allocmoe-B=5"]
+    assert [r["batch"] for r in ours] == [1, 2] and all(r["activations_per_token"] == 5.0 for r in ours)
+    assert all(r["prefill_of_ideal"] > 0 and r["decode_of_ideal"] > 0 for r in ours)
+
+
+def test_against_ideal_is_our_speedup_over_the_uniform_ones():
+    from allocmoe.bench import against_ideal
+
+    rows = [
+        {"config": c, "batch": 1, "prefill_ms": p, "decode_ms_per_token": d}
+        for c, p, d in (("full", 100.0, 10.0), ("ours", 80.0, 8.0), ("uni", 50.0, 5.0))
+    ]
+    against_ideal(rows, full="full", ours="ours", ideal="uni")
+    assert rows[1]["prefill_vs_full"] == pytest.approx(1.25) and rows[2]["prefill_vs_full"] == 2.0
+    assert rows[1]["prefill_of_ideal"] == pytest.approx(0.625) and rows[1][
+        "decode_of_ideal"
+    ] == pytest.approx(0.625)
+    assert "prefill_of_ideal" not in rows[2]
 
 
 def test_allocate_with_lexi_uses_the_profiles_model_and_checks_it(top4, tmp_path):
@@ -153,6 +172,20 @@ def test_generate_runs_on_the_chosen_device(with_tokenizer, tmp_path):
                  "--device", "cpu", "-o", str(out)])  # fmt: skip
     d = json.loads(out.read_text())
     assert d["device"] == "cpu" and d["budget"]["total"] == 2 and d["spent"] == pytest.approx(2.0)
+
+
+def test_generate_samples_and_streams_under_a_budget_through_transformers_generate(with_tokenizer, tmp_path):
+    folder, prof = with_tokenizer
+    texts = []
+    for i in range(2):
+        out = tmp_path / f"g{i}.json"
+        res = cli_ok(app, ["generate", "w1 w2 w3", "-m", str(folder), "--max-new-tokens", "6", "-b", "3",
+                           "-p", str(prof), "--sample", "--temperature", "1.5", "--top-p", "0.9", "--stream",
+                           "--seed", "3", "-o", str(out)])  # fmt: skip
+        d = json.loads(out.read_text())
+        assert d["spent"] == pytest.approx(2.0) and d["completion"].strip() in res.output
+        texts.append(d["completion"])
+    assert texts[0] == texts[1] and len(texts[0].split()) == 6  # seeded sampling is reproducible
 
 
 def test_generate_at_full_budget_is_the_unmodified_model(with_tokenizer, tmp_path):
@@ -255,6 +288,12 @@ def test_exact_budget_spends_exactly_b_and_every_table_states_the_spent_budget(w
         (["eval", *TINY, "--engine", "vllm"], "--engine 'vllm' is not one of: allocmoe, hf"),
         (["bench", *TINY, "-b", "full"], "bench compares a budget below full"),
         (["bench", *TINY, "--exact-budget"], "--exact-budget applies only with --profile"),
+        (
+            ["generate", "hi", *TINY, "--temperature", "0.7"],
+            "--temperature and --top-p apply only with --sample",
+        ),
+        (["generate", "hi", *TINY, "--sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["generate", "hi", *TINY, "--sample", "--temperature", "0"], "--temperature must be > 0"),
         (["generate", "hi", *TINY, "--exact-budget"], "--exact-budget applies only with --profile"),
         (["profile", *TINY, "--engine", "x"], "--engine 'x' is not one of"),
         (["build-model", "--top-k", "0"], "BuildRecipe.top_k must be >= 1"),
