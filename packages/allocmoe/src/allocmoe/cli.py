@@ -168,7 +168,11 @@ def _allocation(policy, num_layers: int, k_orig: int) -> dict:
 def build_model(
     recipe: Annotated[
         str,
-        typer.Option("--recipe", help="Named build recipe: 'full' (the README's model) or 'ci' (reduced)."),
+        typer.Option(
+            "--recipe",
+            help="Named build recipe: 'full' (the README's model), 'ci' (reduced), 'experts' / 'ci-experts' "
+            "(the same, then experts trained end to end with a load-balancing loss).",
+        ),
     ] = "full",
     experts: Annotated[int | None, typer.Option(help="Routed experts per layer (E).")] = None,
     top_k: Annotated[
