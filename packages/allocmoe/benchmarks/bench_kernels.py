@@ -7,8 +7,7 @@ The peer is ``transformers.integrations.moe.grouped_mm_experts_forward`` on a re
 module (``_is_expert_parallel = True``: dropped slots are index ``num_experts`` with weight 0). Each
 method runs at full K and with half the slots dropped (the same random half for every method); ours
 marks dropped slots with -1. On CPU both torch paths are also timed alone at full K (one grouped_mm
-call per GEMM, or one matmul per present expert; "ours torch" picks one by rows per expert, see
-``LOOP_MIN_ROWS_PER_EXPERT``). The Triton backend is timed when CUDA is present. All outputs are checked
+call per GEMM, or one matmul per present expert: the fallback for dtypes without a grouped kernel). The Triton backend is timed when CUDA is present. All outputs are checked
 against the HF output first. Repeats alternate the methods; medians, IQR and ratios are reported.
 """
 
@@ -97,7 +96,7 @@ def main() -> None:
             x, gate_up, down, ids_half, weights, backend="torch"
         ),
     }
-    if device.type == "cpu":  # the two torch paths that "ours torch" chooses between by rows per expert
+    if device.type == "cpu":  # "ours torch" runs grouped_mm; the per-expert loop is its dtype fallback
         methods["ours torch grouped_mm path, full K"] = lambda: _fused_experts_torch(
             x, gate_up, down, ids, weights, loop=False
         )

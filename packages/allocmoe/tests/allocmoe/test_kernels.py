@@ -338,25 +338,6 @@ def test_expert_loop_path_equals_the_grouped_path(problem: dict, bf16: bool) -> 
     assert_close(loop, grouped, label=f"loop vs grouped ({dtype})", scale=2.0 if bf16 else 1.0)
 
 
-def test_the_expert_loop_is_chosen_by_rows_per_present_expert(monkeypatch: pytest.MonkeyPatch) -> None:
-    chosen: list[bool] = []
-    real = experts_mod._grouped_mm
-
-    def spy(*args, loop: bool = False):
-        chosen.append(loop)
-        return real(*args, loop=loop)
-
-    monkeypatch.setattr(experts_mod, "_grouped_mm", spy)
-    n = experts_mod.LOOP_MIN_ROWS_PER_EXPERT
-    for T, E, K, expect in ((n, 2, 1, False), (2 * n, 2, 1, True), (1, 4, 2, False)):
-        chosen.clear()
-        x, gate_up, down, ids, weights = make_experts(T, E, K, 16, 8, p_invalid=0.0, seed=8)
-        ids = torch.arange(T * K).reshape(T, K) % E  # every expert present, T*K/E rows each
-        out = fused_experts(x, gate_up, down, ids, weights, backend="torch")
-        assert chosen == [expect, expect], (T, E, K, chosen)
-        assert_close(out, experts_reference(x, gate_up, down, ids, weights), label=f"T={T} E={E}")
-
-
 def test_fused_experts_on_cpu_auto_uses_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("auto must not run the Triton kernels on CPU tensors")

@@ -137,29 +137,14 @@ def _grouped_mm_ok(a: torch.Tensor, w: torch.Tensor) -> bool:
     return all(s % 16 == 0 for s in strides) and a.data_ptr() % 16 == 0 and w.data_ptr() % 16 == 0
 
 
-# On CPU, torch's grouped_mm is faster than one MKL matmul per expert when each expert holds few
-# rows, and slower when each holds many: on the built model's experts (H=576, I=64, E=16, K=6, one
-# thread) grouped 2.4 ms vs loop 6.0 ms at 24 rows per expert, even at 96, and 70.6 vs 58.4 ms at 192,
-# 150 vs 118 ms at 384, 1.59 vs 0.97 s at 3,072 (benchmarks/bench_kernels.py --paths). The loop
-# over present experts takes over from this many rows per present expert (CPU only).
-LOOP_MIN_ROWS_PER_EXPERT = 128
-
-
-def _loop_over_experts(a: torch.Tensor, counts: torch.Tensor) -> bool:
-    """Whether the per-expert loop beats ``grouped_mm`` for these groups (see ``LOOP_MIN_ROWS_PER_EXPERT``)."""
-    rows = a.shape[0]
-    if a.device.type != "cpu" or rows < LOOP_MIN_ROWS_PER_EXPERT:
-        return False
-    return rows >= LOOP_MIN_ROWS_PER_EXPERT * int(counts.count_nonzero())
-
-
 def _grouped_mm(
     a: torch.Tensor, w: torch.Tensor, offs: torch.Tensor, counts: torch.Tensor, *, loop: bool = False
 ) -> torch.Tensor:
     """``a[rows of group e] @ w[e]`` for consecutive row groups ending at ``offs`` (int32, ``counts`` rows each).
 
     One ``grouped_mm`` call, or (``loop``, or a dtype without a grouped kernel) one ``mm`` per present
-    expert.
+    expert. ``loop`` is not chosen automatically: ``bench_kernels.py`` (both paths timed alone, 1 to
+    8,192 tokens on the built model's expert shape) found neither path consistently faster on CPU.
     """
     if not loop and _grouped_mm_ok(a, w):
         if hasattr(F, "grouped_mm"):
@@ -181,9 +166,9 @@ def _fused_experts_torch(
     ids: torch.Tensor,
     weights: torch.Tensor,
     *,
-    loop: bool | None = None,
+    loop: bool = False,
 ) -> torch.Tensor:
-    """The torch path; ``loop=None`` chooses grouped_mm or the per-expert loop by rows per expert."""
+    """The torch path; ``loop=True`` forces one matmul per present expert (see :func:`_grouped_mm`)."""
     K = ids.shape[1]
     E = gate_up_proj.shape[0]
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
@@ -193,8 +178,6 @@ def _fused_experts_torch(
     offs = counts.cumsum(0, dtype=torch.int32)
     tok = pairs // K
     a = x[tok]
-    if loop is None:
-        loop = _loop_over_experts(a, counts)
     # Inputs are cast to the weights' dtype (as transformers does), never the weights to the input's.
     w1 = gate_up_proj.transpose(1, 2)  # [E, H, 2I] view: grouped_mm takes [in, out] operands
     w2 = down_proj.transpose(1, 2)  # [E, I, H]
@@ -466,9 +449,7 @@ def fused_experts(
     """Routed SwiGLU experts: ``x[T, H]``, ``ids[T, K]`` (invalid: ``< 0`` or ``>= E``), ``weights[T, K]``.
 
     ``backend="torch"`` compacts the valid pairs, groups them by expert and runs two ``grouped_mm``
-    calls, or one matmul per present expert where that is faster (CPU, at least
-    ``LOOP_MIN_ROWS_PER_EXPERT`` rows per present expert) or no grouped kernel exists for the dtype;
-    ``"triton"`` runs the
+    calls (one matmul per present expert for dtypes without a grouped kernel); ``"triton"`` runs the
     vLLM-style fused kernels (gate_up + SiLU*up, then down * routing weight); ``"auto"`` picks Triton
     on CUDA tensors and torch otherwise. Accumulates in fp32; returns ``[T, H]`` in ``x.dtype``.
     """
