@@ -92,6 +92,31 @@ def test_half_budget_spends_exactly_half(built, test_blocks, shape, profile):
     assert policy.total <= half and alloc_moe.activations_per_token == pytest.approx(policy.total, abs=1e-9)
 
 
+def test_full_means_the_unmodified_model_and_exact_budget_spends_b(built, test_blocks, shape, profile):
+    from allocmoe import evaluate
+    from allocmoe.baselines import serving_policy
+    from allocmoe.kernels import experts as experts_mod
+
+    model = built[1]
+    L, K = shape
+    assert serving_policy(L * K, num_layers=L, k_orig=K, profile=profile) is None
+    assert profile.allocate(L * K, k_base=1).is_full  # never the DP's "at most B" choice
+    ids = test_blocks[:1, :128]
+    for total in (L * K // 3, L * K // 2):
+        exact = profile.allocate(total, k_base=1, exact=True)
+        assert exact.total == total and min(exact.k_layers) >= 1
+        assert evaluate(model, ids, exact).activations_per_token == pytest.approx(total, abs=1e-9)
+    # the two CPU expert paths agree on the real model's experts (128 tokens x 6 slots)
+    layer = model.model.layers[3].mlp
+    x = torch.randn(128, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    w, idx = torch.randn(128, 16).softmax(-1).topk(K, dim=-1)
+    args = (x, layer.experts.gate_up_proj.detach(), layer.experts.down_proj.detach(), idx, w)
+    grouped = experts_mod._fused_experts_torch(*args, loop=False)
+    torch.testing.assert_close(
+        experts_mod._fused_experts_torch(*args, loop=True), grouped, rtol=1e-4, atol=1e-5
+    )
+
+
 def test_alloc_moe_beats_uniform_at_half_budget_on_wikitext2(built, test_blocks, shape, profile):
     from allocmoe import ActivationBudget, evaluate
 

@@ -6,7 +6,8 @@
 The peer is ``transformers.integrations.moe.grouped_mm_experts_forward`` on a real ``Qwen2MoeExperts``
 module (``_is_expert_parallel = True``: dropped slots are index ``num_experts`` with weight 0). Each
 method runs at full K and with half the slots dropped (the same random half for every method); ours
-marks dropped slots with -1. The Triton backend is timed when CUDA is present. All outputs are checked
+marks dropped slots with -1. On CPU both torch paths are also timed alone at full K (one grouped_mm
+call per GEMM, or one matmul per present expert: the fallback for dtypes without a grouped kernel). The Triton backend is timed when CUDA is present. All outputs are checked
 against the HF output first. Repeats alternate the methods; medians, IQR and ratios are reported.
 """
 
@@ -57,7 +58,7 @@ def main() -> None:
     from transformers.integrations.moe import grouped_mm_experts_forward
     from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeExperts
 
-    from allocmoe.kernels.experts import fused_experts
+    from allocmoe.kernels.experts import _fused_experts_torch, fused_experts
     from effcore.device import infer_device
 
     if args.threads:
@@ -95,6 +96,13 @@ def main() -> None:
             x, gate_up, down, ids_half, weights, backend="torch"
         ),
     }
+    if device.type == "cpu":  # "ours torch" runs grouped_mm; the per-expert loop is its dtype fallback
+        methods["ours torch grouped_mm path, full K"] = lambda: _fused_experts_torch(
+            x, gate_up, down, ids, weights, loop=False
+        )
+        methods["ours torch loop path, full K"] = lambda: _fused_experts_torch(
+            x, gate_up, down, ids, weights, loop=True
+        )
     if device.type == "cuda":
         methods["ours triton, full K"] = lambda: fused_experts(
             x, gate_up, down, ids, weights, backend="triton"

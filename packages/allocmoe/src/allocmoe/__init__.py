@@ -6,7 +6,7 @@ The public API is imported lazily (so ``allocmoe --help`` does not pay for torch
 - running a model under a budget: :func:`budgeted`, :func:`apply_budget`
 - Alloc-L: :func:`profile_sensitivity`, :class:`SensitivityProfile`, :func:`dp_allocate`
 - adapters: :class:`MoEAdapter`, :func:`register_adapter`, :func:`find_moe_layers`
-- evaluation: :func:`evaluate`; the built model: :func:`build_moe`, :func:`load_moe`
+- evaluation: :func:`evaluate`, :func:`load_preservation`; the built model: :func:`build_moe`, :func:`load_moe`
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ _EXPORTS = {
     "register_adapter": "allocmoe.adapters",
     "find_moe_layers": "allocmoe.adapters",
     "evaluate": "allocmoe.evaluation",
+    "load_preservation": "allocmoe.load",
     "build_moe": "allocmoe.build",
     "load_moe": "allocmoe.build",
     "BuildRecipe": "allocmoe.build",

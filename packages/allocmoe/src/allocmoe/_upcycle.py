@@ -28,7 +28,7 @@ __all__ = [
     "convert_layer",
     "evaluate_lm",
     "expert_load",
-    "finetune_routers",
+    "finetune_end_to_end",
     "partition_neurons",
     "train_router",
     "upcycle",
@@ -348,7 +348,7 @@ def upcycle(
 # ------------------------------------------------------------------------------------------ end-to-end
 
 
-def finetune_routers(
+def finetune_end_to_end(
     moe: torch.nn.Module,
     dense: torch.nn.Module,
     blocks: torch.Tensor,
@@ -358,15 +358,25 @@ def finetune_routers(
     lr: float,
     kl_weight: float,
     seed: int,
+    expert_lr: float | None = None,
+    aux_weight: float = 0.0,
     progress: Progress | None = None,
 ) -> list[float]:
-    """Short end-to-end phase: routers only, next-token loss + ``kl_weight`` x KL(dense || moe). Losses back."""
-    routers = [layer.mlp.gate.weight for layer in moe.model.layers]
+    """End-to-end phase: next-token loss + ``kl_weight`` x KL(dense || moe) + ``aux_weight`` x the
+    model's load-balancing loss (Switch/Qwen2-MoE ``aux_loss``), Adam over the routers at ``lr`` and,
+    when ``expert_lr`` is set, the routed and shared experts at ``expert_lr``. Losses back."""
+    layers = [layer.mlp for layer in moe.model.layers]
+    routers = [mlp.gate.weight for mlp in layers]
+    groups = [{"params": routers, "lr": lr}]
+    if expert_lr is not None:
+        experts = [p for mlp in layers for name, p in mlp.named_parameters() if not name.startswith("gate.")]
+        groups.append({"params": experts, "lr": expert_lr})
     for p in moe.parameters():
         p.requires_grad_(False)
-    for p in routers:
+    trained = [p for g in groups for p in g["params"]]
+    for p in trained:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(routers, lr=lr)
+    opt = torch.optim.Adam(groups)
     gen = torch.Generator().manual_seed(seed)
     losses = []
     moe.train()
@@ -375,13 +385,16 @@ def finetune_routers(
             ids = blocks[torch.randint(blocks.shape[0], (batch,), generator=gen)]
             with torch.no_grad():
                 teacher = dense(input_ids=ids).logits.float().log_softmax(-1)
-            logits = moe(input_ids=ids).logits.float()
+            out = moe(input_ids=ids, output_router_logits=aux_weight > 0)
+            logits = out.logits.float()
             lm = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
             kl = (
                 F.kl_div(logits.log_softmax(-1), teacher, log_target=True, reduction="batchmean")
                 / ids.shape[1]
             )
             loss = lm + kl_weight * kl
+            if aux_weight > 0:
+                loss = loss + aux_weight * out.aux_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -390,7 +403,7 @@ def finetune_routers(
                 progress("e2e", step + 1, steps)
     finally:
         moe.eval()
-        for p in routers:
+        for p in trained:
             p.requires_grad_(False)
     return losses
 

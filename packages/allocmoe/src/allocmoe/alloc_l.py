@@ -57,12 +57,17 @@ def _check_table(S: Sequence[Sequence[float]]) -> tuple[int, int]:
     return L, K
 
 
-def dp_allocate(S: Sequence[Sequence[float]], total: int, *, k_min: int = 1) -> tuple[list[int], float]:
+def dp_allocate(
+    S: Sequence[Sequence[float]], total: int, *, k_min: int = 1, exact: bool = False
+) -> tuple[list[int], float]:
     """Grouped knapsack: ``argmin_K sum_i S[i][K_i - 1]`` s.t. ``sum_i K_i <= total``, ``k_min <= K_i <= K``.
 
     ``S[i][k-1]`` is the cost of running layer ``i`` at top-k; ``k_min`` is the floor every layer keeps
-    (Alloc-T's ``K_base``: a layer cannot pool fewer slots than each token's floor). O(L * total * K).
-    Ties go to the smaller budget at each layer (deterministic). Returns ``(K per layer, objective)``.
+    (Alloc-T's ``K_base``: a layer cannot pool fewer slots than each token's floor). ``exact=True``
+    constrains ``sum_i K_i == total`` instead (the paper's constraint is ``<=``: a noisy table may say
+    that fewer experts score better, and then the DP spends less). O(L * total * K). Ties go to the
+    smaller total, then the smaller budget at each layer (deterministic). Returns ``(K per layer,
+    objective)``.
     """
     L, K = _check_table(S)
     if not 1 <= k_min <= K:
@@ -85,7 +90,7 @@ def dp_allocate(S: Sequence[Sequence[float]], total: int, *, k_min: int = 1) -> 
                     new[b], arg[b] = v, k
         best = new
         choice.append(arg)
-    b = min(range(total + 1), key=lambda x: (best[x], x))
+    b = total if exact else min(range(total + 1), key=lambda x: (best[x], x))
     obj = best[b]
     ks = [0] * L
     for i in range(L - 1, -1, -1):
@@ -95,13 +100,13 @@ def dp_allocate(S: Sequence[Sequence[float]], total: int, *, k_min: int = 1) -> 
 
 
 def allocate_brute_force(
-    S: Sequence[Sequence[float]], total: int, *, k_min: int = 1
+    S: Sequence[Sequence[float]], total: int, *, k_min: int = 1, exact: bool = False
 ) -> tuple[list[int], float]:
     """Exhaustive search over ``k_min <= K_i <= K`` (tests only: K**L combinations)."""
     L, K = len(S), len(S[0])
     best: tuple[float, list[int]] | None = None
     for ks in itertools.product(range(k_min, K + 1), repeat=L):
-        if sum(ks) <= total:
+        if sum(ks) == total or (not exact and sum(ks) < total):
             v = sum(float(S[i][k - 1]) for i, k in enumerate(ks))
             if best is None or v < best[0]:
                 best = (v, list(ks))
@@ -219,24 +224,38 @@ class SensitivityProfile:
                 hint="profile the loaded model with `allocmoe profile` (or load the model the profile was made for)",
             )
 
-    def allocate(self, total: int, *, k_base: int | None = 1, **kw) -> ActivationBudget:
-        """The Alloc-L budget for ``B = total`` (with the Alloc-T floor ``k_base``; None: plain top-k)."""
+    def allocate(self, total: int, *, k_base: int | None = 1, exact: bool = False, **kw) -> ActivationBudget:
+        """The Alloc-L budget for ``B = total`` (with the Alloc-T floor ``k_base``; None: plain top-k).
+
+        ``exact``: spend exactly ``total`` (default: at most ``total``, the paper's constraint).
+        """
         if not self.complete:
             raise ConfigError(
                 f"the profile is incomplete ({self.done}/{self.num_layers * self.k_orig} entries)",
                 hint="resume it with `allocmoe profile` (same arguments)",
             )
-        return allocate(self.S, total, self.k_orig, k_base=k_base, **kw)
+        return allocate(self.S, total, self.k_orig, k_base=k_base, exact=exact, **kw)
 
 
 def allocate(
-    S: Sequence[Sequence[float]], total: int, k_orig: int, *, k_base: int | None = None, **kw
+    S: Sequence[Sequence[float]],
+    total: int,
+    k_orig: int,
+    *,
+    k_base: int | None = None,
+    exact: bool = False,
+    **kw,
 ) -> ActivationBudget:
     """The DP allocation of any cost table as a budget (used for Alloc-L and for LExI's table).
 
     Every layer gets at least ``max(1, k_base)`` (the Alloc-T floor); ``k_base=None`` is plain top-k.
+    ``exact``: ``sum K_l == total`` (default ``<= total``). The full budget ``total = L * k_orig`` is
+    never a DP choice: it is every layer at ``k_orig``, plain top-k (the unmodified model's routing).
     """
-    ks, _ = dp_allocate(S, total, k_min=max(1, k_base or 0))
+    L = len(S)
+    if total == L * k_orig:
+        return ActivationBudget.full_budget(L, k_orig)
+    ks, _ = dp_allocate(S, total, k_min=max(1, k_base or 0), exact=exact)
     return ActivationBudget(tuple(ks), k_orig, k_base, **kw)
 
 
@@ -290,12 +309,14 @@ def profile_sensitivity(
     batch_size: int = 4,
     prefix_cache: bool = True,
     restart: bool = False,
+    engine: str = "allocmoe",
     progress: Callable[[int, int], None] | None = None,
     meta: dict | None = None,
 ) -> SensitivityProfile:
     """Profile ``S[i, k]`` on calibration ``blocks[N, T]`` (resumable through ``out``).
 
     ``prefix_cache=False`` runs every entry as a full forward (the naive L x K_orig runs; same numbers).
+    ``engine``: the experts path of the budgeted runs (see :func:`allocmoe.runtime.budgeted`).
     """
     moe = find_moe_layers(model)
     L, K = len(moe), model_k_orig(model, moe)
@@ -327,7 +348,7 @@ def profile_sensitivity(
     if not todo:
         return prof
     device = next(model.parameters()).device
-    handle = BudgetHandle(model, ActivationBudget.full_budget(L, K), layers=moe)
+    handle = BudgetHandle(model, ActivationBudget.full_budget(L, K), layers=moe, engine=engine)
     handle.record = False
     t_start = time.perf_counter()
     try:

@@ -27,6 +27,7 @@ __all__ = [
     "calibrate_threshold",
     "lexi_sensitivity",
     "method_policy",
+    "serving_policy",
 ]
 
 METHODS = ("uniform", "alloc_l", "alloc_t", "alloc_moe", "lexi", "top_p", "naee", "seqtopk")
@@ -164,8 +165,13 @@ def method_policy(
     k_base: int = 1,
     scope: str = "forward",
     threshold: Callable[[str, int], ThresholdPolicy] | None = None,
+    exact: bool = False,
 ):
-    """The policy of a named method at budget ``total`` (see :data:`METHODS`)."""
+    """The policy of a named method at budget ``total`` (see :data:`METHODS`).
+
+    ``exact``: the DP-allocated methods (alloc_l, alloc_moe, lexi) spend exactly ``total`` instead of
+    at most ``total``; the others spend exactly ``total`` (or on average, the thresholds) anyway.
+    """
     from allocmoe.alloc_l import allocate
 
     if method == "uniform":
@@ -177,13 +183,36 @@ def method_policy(
     if method in ("alloc_l", "alloc_moe"):
         if profile is None:
             raise ValueError(f"method {method} needs a sensitivity profile")
-        return profile.allocate(total, k_base=None if method == "alloc_l" else k_base, scope=scope)
+        k = None if method == "alloc_l" else k_base
+        return profile.allocate(total, k_base=k, exact=exact, scope=scope)
     if method == "lexi":
         if lexi_table is None:
             raise ValueError("method lexi needs its sensitivity table")
-        return allocate(lexi_table, total, k_orig, k_base=None)
+        return allocate(lexi_table, total, k_orig, k_base=None, exact=exact)
     if method in ("top_p", "naee"):
         if threshold is None:
             raise ValueError(f"method {method} needs a calibration callback")
         return threshold(method, total)
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def serving_policy(
+    total: int,
+    *,
+    num_layers: int,
+    k_orig: int,
+    profile=None,
+    k_base: int = 1,
+    exact: bool = False,
+) -> ActivationBudget | None:
+    """The budget ``generate`` and ``bench`` serve at ``B = total``; ``None`` at the full budget.
+
+    ``None`` means the unmodified model (nothing wrapped, transformers' own MoE forward): ``full`` is
+    not a DP choice. Below full: Alloc-MoE (Alloc-L + Alloc-T) with a profile, else Alloc-T on a
+    uniform split.
+    """
+    if total == num_layers * k_orig:
+        return None
+    if profile is not None:
+        return profile.allocate(total, k_base=k_base, exact=exact)
+    return ActivationBudget.spread(num_layers, k_orig, total, k_base=k_base)

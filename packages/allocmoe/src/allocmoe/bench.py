@@ -18,7 +18,7 @@ import torch
 from allocmoe.budget import Policy
 from allocmoe.runtime import apply_budget
 
-__all__ = ["LatencyConfig", "measure_latency"]
+__all__ = ["LatencyConfig", "against_ideal", "measure_latency"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,4 +126,26 @@ def measure_latency(
                 "unique_experts_per_layer": unique.get(c.label),
             }
         )
+    return rows
+
+
+def against_ideal(rows: list[dict], *, full: str, ours: str, ideal: str) -> list[dict]:
+    """Add, per batch, each row's speed-up over our full budget on the same path (``*_vs_full``) and,
+    to the ``ours`` row, that speed-up as a fraction of the ``ideal`` row's (``*_of_ideal``).
+
+    The ideal is the Uniform allocation of the same ``B`` (top-k/2 everywhere at half budget): the
+    least routing work for that many activations, so a budgeted method's goal is a fraction near 1.
+    """
+    by_batch: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        by_batch.setdefault(r["batch"], {})[r["config"]] = r
+    for group in by_batch.values():
+        ref = group[full]
+        for r in group.values():
+            r["prefill_vs_full"] = ref["prefill_ms"] / r["prefill_ms"]
+            r["decode_vs_full"] = ref["decode_ms_per_token"] / r["decode_ms_per_token"]
+        for phase in ("prefill", "decode"):
+            group[ours][f"{phase}_of_ideal"] = (
+                group[ours][f"{phase}_vs_full"] / group[ideal][f"{phase}_vs_full"]
+            )
     return rows

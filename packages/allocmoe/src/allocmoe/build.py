@@ -54,6 +54,7 @@ plus an always-on shared expert gated by ``sigmoid(shared_expert_gate(x))``. The
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -74,7 +75,7 @@ from allocmoe._upcycle import (
     convert_layer,
     evaluate_lm,
     expert_load,
-    finetune_routers,
+    finetune_end_to_end,
     partition_neurons,
     train_router,
     upcycle,
@@ -114,6 +115,10 @@ Progress = Callable[[str, int, int], None]
 _FORMAT = 1  # bump when the build algorithm changes in a way the recipe fields do not capture
 _MANIFEST = "effml-manifest.json"
 _BUILD_HINT = "run `allocmoe build-model{}`"
+
+
+_ADDED_FIELDS: dict[str, Any] = {"e2e_expert_lr": None, "e2e_aux_weight": 0.0}
+"""Recipe fields added in 0.2, with the defaults under which a recipe hashes as in 0.1."""
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -156,11 +161,13 @@ class BuildRecipe:
     router_lr: float = 2e-2
     rank_weight: float = 0.5
     fold_scale: bool = True
-    # end-to-end phase (routers only)
+    # end-to-end phase (routers; and the experts when e2e_expert_lr is set)
     e2e_steps: int = 16
     e2e_lr: float = 5e-3
     e2e_batch: int = 4
     e2e_kl_weight: float = 1.0
+    e2e_expert_lr: float | None = None  # None: experts frozen
+    e2e_aux_weight: float = 0.0  # x the load-balancing loss
     # evaluation
     eval_blocks: int = 16
     eval_block_size: int = 512
@@ -180,9 +187,11 @@ class BuildRecipe:
             )
         if self.shared_size < 0:
             raise ConfigError(f"BuildRecipe.shared_size must be >= 0, got {self.shared_size}")
-        for name in ("router_steps", "e2e_steps", "rank_weight"):
+        for name in ("router_steps", "e2e_steps", "rank_weight", "e2e_aux_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"BuildRecipe.{name} must be >= 0, got {getattr(self, name)}")
+        if self.e2e_expert_lr is not None and not self.e2e_expert_lr > 0:
+            raise ConfigError(f"BuildRecipe.e2e_expert_lr must be > 0 or None, got {self.e2e_expert_lr}")
 
     @property
     def scale(self) -> float:
@@ -193,10 +202,13 @@ class BuildRecipe:
         return asdict(self)
 
     def hash(self, source_sha256: str = "") -> str:
-        """A 12-hex-digit hash of every field, the build format and the source weights' sha256."""
-        blob = json.dumps(
-            {"recipe": self.to_dict(), "format": _FORMAT, "source": source_sha256}, sort_keys=True
-        )
+        """A 12-hex-digit hash of every field, the build format and the source weights' sha256.
+
+        Fields added after 0.1 enter the hash only when they differ from their defaults, so the builds
+        of 0.1 recipes keep their names (and caches).
+        """
+        recipe = {k: v for k, v in self.to_dict().items() if _ADDED_FIELDS.get(k, object()) != v}
+        blob = json.dumps({"recipe": recipe, "format": _FORMAT, "source": source_sha256}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -225,7 +237,23 @@ def ci_recipe() -> BuildRecipe:
     )
 
 
-RECIPES: dict[str, Callable[[], BuildRecipe]] = {"full": full_recipe, "ci": ci_recipe}
+def experts_recipe() -> BuildRecipe:
+    """The full upcycling, then an end-to-end phase that trains the experts too (not only the routers),
+    with a load-balancing loss, for longer: 64 steps. Not yet built on the project's machines."""
+    return dataclasses.replace(full_recipe(), e2e_steps=64, e2e_expert_lr=5e-4, e2e_aux_weight=0.01)
+
+
+def ci_experts_recipe() -> BuildRecipe:
+    """:func:`ci_recipe` with the experts trained end to end (16 steps) under a load-balancing loss."""
+    return dataclasses.replace(ci_recipe(), e2e_steps=16, e2e_expert_lr=5e-4, e2e_aux_weight=0.01)
+
+
+RECIPES: dict[str, Callable[[], BuildRecipe]] = {
+    "full": full_recipe,
+    "ci": ci_recipe,
+    "experts": experts_recipe,
+    "ci-experts": ci_experts_recipe,
+}
 """Named build recipes (``allocmoe build-model --recipe NAME``, model spec ``smollm2-moe:NAME``)."""
 
 
@@ -429,7 +457,7 @@ def _build(
     t = stage("convert", t)
     e2e = None
     if recipe.e2e_steps:
-        e2e = finetune_routers(
+        e2e = finetune_end_to_end(
             moe,
             dense,
             blocks,
@@ -438,6 +466,8 @@ def _build(
             lr=recipe.e2e_lr,
             kl_weight=recipe.e2e_kl_weight,
             seed=recipe.seed,
+            expert_lr=recipe.e2e_expert_lr,
+            aux_weight=recipe.e2e_aux_weight,
             progress=progress,
         )
         t = stage("e2e", t)

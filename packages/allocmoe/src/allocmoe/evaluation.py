@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -16,7 +16,11 @@ __all__ = ["QualityResult", "evaluate"]
 
 @dataclass(frozen=True, slots=True)
 class QualityResult:
-    """Perplexity and top-1 next-token accuracy over ``tokens`` predictions, and the spent budget."""
+    """Perplexity and top-1 next-token accuracy over ``tokens`` predictions, and the spent budget.
+
+    ``expert_load[l][e]``: kept (token, expert) pairs per expert of MoE layer ``l`` (None without a
+    policy); left out of :meth:`to_dict` (a table row) as it is per expert.
+    """
 
     perplexity: float
     nll: float
@@ -24,9 +28,10 @@ class QualityResult:
     tokens: int
     activations_per_token: float
     unique_experts_per_call: float
+    expert_load: list[list[int]] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "expert_load"}
 
 
 @torch.inference_mode()
@@ -66,6 +71,7 @@ def evaluate(
             if progress:
                 progress(min(s + batch_size, n), n)
 
+    load = None
     if policy is None:
         run()
         spent, unique = float("nan"), float("nan")
@@ -75,6 +81,7 @@ def evaluate(
         spent = stats.activations_per_token
         rows = stats.rows()
         unique = sum(r["unique_experts_per_call"] for r in rows) / len(rows)
+        load = [s.load.tolist() for s in stats.layers]
     return QualityResult(
         perplexity=math.exp(nll / tokens),
         nll=nll / tokens,
@@ -82,4 +89,5 @@ def evaluate(
         tokens=tokens,
         activations_per_token=spent,
         unique_experts_per_call=unique,
+        expert_load=load,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -251,8 +251,8 @@ class BudgetHandle:
         self.engine = engine
         self.k_orig = model_k_orig(model, self.layers)
         _validate(policy, len(self.layers), self.k_orig)
-        if engine not in ("allocmoe", "hf"):
-            raise ConfigError(f"engine {engine!r} is not one of: allocmoe, hf")
+        if engine not in get_args(Engine):
+            raise ConfigError(f"engine {engine!r} is not one of: {', '.join(get_args(Engine))}")
         self.stats = BudgetStats([LayerStats() for _ in self.layers])
         self.record = True
         self._ctx = _Context()

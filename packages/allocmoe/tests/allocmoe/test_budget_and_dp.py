@@ -51,6 +51,39 @@ def test_dp_with_a_floor_gives_every_layer_at_least_k_base_and_equals_brute_forc
     assert obj == pytest.approx(best, rel=1e-9, abs=1e-9)
 
 
+@given(floored_tables())
+def test_exact_budget_dp_spends_exactly_b_above_the_floor_and_equals_brute_force(case):
+    S, total, k_min = case
+    ks, obj = dp_allocate(S, total, k_min=k_min, exact=True)
+    _, best = allocate_brute_force(S, total, k_min=k_min, exact=True)
+    assert sum(ks) == total, f"spent {sum(ks)} of B={total}: {ks}"
+    assert all(k_min <= k <= len(S[0]) for k in ks), f"a layer below the floor {k_min}: {ks}"
+    assert obj == pytest.approx(best, rel=1e-9, abs=1e-9)
+
+
+@given(floored_tables(), st.booleans())
+def test_profile_allocation_never_gives_a_layer_fewer_than_k_base(case, exact):
+    S, total, k_base = case
+    prof = SensitivityProfile("m", "c", len(S), len(S[0]), [[1.0 + v for v in row] for row in S])
+    b = prof.allocate(total, k_base=k_base, exact=exact)
+    assert min(b.k_layers) >= k_base, f"K_base={k_base} but K_l={b.k_layers}"
+    assert b.total == total if exact else b.total <= total
+
+
+def test_at_most_b_spends_less_where_fewer_experts_score_better_and_exact_spends_b():
+    # a noisy table: top-2 scores better than top-3 and top-4 in both layers
+    prof = SensitivityProfile("m", "c", 2, 4, [[5.0, 1.0, 9.0, 9.0], [5.0, 1.0, 9.0, 9.0]])
+    assert prof.allocate(6, k_base=None).k_layers == (2, 2)
+    assert prof.allocate(6, k_base=None, exact=True).total == 6
+
+
+def test_the_full_budget_is_every_layer_at_k_orig_never_a_dp_choice():
+    prof = SensitivityProfile("m", "c", 2, 4, [[5.0, 1.0, 9.0, 9.0], [5.0, 1.0, 9.0, 9.0]])
+    assert dp_allocate(prof.S, 8)[0] == [2, 2]  # what <= B would spend at B = full
+    b = prof.allocate(8, k_base=1)
+    assert b == ActivationBudget.full_budget(2, 4) and b.is_full and b.k_base is None
+
+
 def test_profile_allocates_with_k_base_above_one():
     # Without the floor the DP cuts the insensitive layer 0 to 1 < K_base = 2, an invalid budget.
     prof = SensitivityProfile("m", "c", 2, 4, [[10.0, 10.0, 10.0, 10.0], [100.0, 50.0, 20.0, 10.0]])

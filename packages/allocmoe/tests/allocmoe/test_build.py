@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import fields, replace
 
@@ -152,6 +153,41 @@ def test_tiny_build_caches_and_reloads_with_identical_logits(tmp_path, monkeypat
         load_moe(path)
     assert build.build_moe(recipe) == path and (path / "build.json").stat().st_mtime_ns != stamp
     assert len(built) == 2
+
+
+def test_a_recipe_that_trains_experts_with_load_balancing_is_deterministic_under_its_seed(
+    tmp_path, monkeypatch
+):
+    gen = torch.Generator().manual_seed(5)
+    build_ids = torch.randint(0, 128, (6, 32), generator=gen)
+    monkeypatch.setattr(build, "_source_sha256", lambda name: "tiny-sha")
+    monkeypatch.setattr(build, "_load_source", lambda name: (tiny_model("llama"), None))
+    monkeypatch.setattr(build, "_build_blocks", lambda tok, r, d: build_ids.clone())
+    monkeypatch.setattr(build, "_eval_blocks", lambda tok, r, d: build_ids[:2].clone())
+    recipe = BuildRecipe(
+        num_experts=4, top_k=2, shared_size=32, router_steps=3, router_batch=64, kmeans_tokens=64, e2e_steps=3,
+        e2e_batch=2, e2e_expert_lr=1e-2, e2e_aux_weight=0.5,
+    )  # fmt: skip
+    frozen = dataclasses.replace(recipe, e2e_expert_lr=None, e2e_aux_weight=0.0)
+    weights = []
+    for i, r in enumerate((recipe, recipe, frozen)):
+        monkeypatch.setenv("EFFML_CACHE", str(tmp_path / str(i)))
+        model, _ = load_moe(build.build_moe(r))
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), f"{k} differs between two builds with one seed"
+    changed = [k for k in weights[0] if not torch.equal(weights[0][k], weights[2][k])]
+    assert any("experts.gate_up_proj" in k for k in changed) and any("shared_expert" in k for k in changed)
+    assert not any("self_attn" in k or "embed" in k for k in changed), changed
+
+
+def test_recipes_added_after_0_1_keep_the_0_1_hashes():
+    ci = build.named_recipe("ci")
+    assert ci.hash("x") == "8de4c36c03ff"  # the 0.1 ci recipe's name: its cached builds stay valid
+    assert build.named_recipe("ci-experts").hash("x") != ci.hash("x")
+    assert build.named_recipe("ci-experts").e2e_expert_lr and build.named_recipe("experts").e2e_aux_weight > 0
+    with pytest.raises(ConfigError, match="e2e_expert_lr must be > 0"):
+        BuildRecipe(e2e_expert_lr=0.0)
 
 
 def test_load_moe_without_a_build_names_the_build_command(tmp_path, monkeypatch):

@@ -68,6 +68,27 @@ def test_profile_allocate_eval(profile, tmp_path):
     assert rows[4]["k_layers"] == [1, 1] and rows[4]["same_as_uniform"]
 
 
+def test_eval_sweeps_k_base_and_reports_load_preservation(top4, tmp_path):
+    model, prof = top4
+    out = tmp_path / "e.json"
+    cli_ok(app, [
+        "eval", "-m", str(model), "-p", str(prof), "-b", "4,6", "--methods", "uniform,alloc_moe",
+        "--k-base", "0,1,2", "--blocks", "2", "--block-size", "16", "-o", str(out),
+    ])  # fmt: skip
+    d = json.loads(out.read_text())
+    rows = d["rows"]
+    pooled = [(r["B"], r["k_base"]) for r in rows if r["method"] == "alloc_moe"]
+    assert pooled == [(4, 0), (4, 1), (4, 2), (6, 0), (6, 1), (6, 2)]  # uniform once per budget
+    assert [r["B"] for r in rows if r["method"] == "uniform"] == [4, 6]
+    for r in rows:
+        if r["method"] == "alloc_moe":
+            assert min(r["k_layers"]) >= max(1, r["k_base"]), r
+    assert rows[0]["method"] == "full" and rows[0]["load_spearman"] == pytest.approx(1.0)
+    assert rows[0]["load_js"] == pytest.approx(0.0, abs=1e-12)
+    assert all(0.0 <= r["load_js"] <= 1.0 and -1.0 <= r["load_spearman"] <= 1.0 for r in rows)
+    assert len(d["expert_load"]) == len(rows) and all(len(v) == 2 for v in d["expert_load"].values())
+
+
 def test_eval_says_when_a_method_is_the_uniform_computation(profile):
     res = cli_ok(app, [
         "eval", *TINY, "-b", "1/2", "--methods", "uniform,lexi", "--blocks", "1", "--block-size", "16",
@@ -89,9 +110,28 @@ def test_allocate_eval_and_bench_honour_a_k_base_floor_above_one(top4, tmp_path)
     row = json.loads(out.read_text())["rows"][1]
     assert row["k_layers"] == [2, 3] and row["activations_per_token"] == pytest.approx(5.0)
     cli_ok(app, [
-        "bench", "-m", str(model), "-p", str(prof), "-b", "5", "--k-base", "2", "--batch", "1",
-        "--prompt-len", "8", "--new-tokens", "1", "--repeats", "1", "--device", "cpu",
+        "bench", "-m", str(model), "-p", str(prof), "-b", "5", "--k-base", "2", "--batch", "1,2",
+        "--prompt-len", "8", "--new-tokens", "1", "--repeats", "1", "--device", "cpu", "-o", str(out),
     ])  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    ours = [r for r in rows if r["config"] == "allocmoe-B=5"]
+    assert [r["batch"] for r in ours] == [1, 2] and all(r["activations_per_token"] == 5.0 for r in ours)
+    assert all(r["prefill_of_ideal"] > 0 and r["decode_of_ideal"] > 0 for r in ours)
+
+
+def test_against_ideal_is_our_speedup_over_the_uniform_ones():
+    from allocmoe.bench import against_ideal
+
+    rows = [
+        {"config": c, "batch": 1, "prefill_ms": p, "decode_ms_per_token": d}
+        for c, p, d in (("full", 100.0, 10.0), ("ours", 80.0, 8.0), ("uni", 50.0, 5.0))
+    ]
+    against_ideal(rows, full="full", ours="ours", ideal="uni")
+    assert rows[1]["prefill_vs_full"] == pytest.approx(1.25) and rows[2]["prefill_vs_full"] == 2.0
+    assert rows[1]["prefill_of_ideal"] == pytest.approx(0.625) and rows[1][
+        "decode_of_ideal"
+    ] == pytest.approx(0.625)
+    assert "prefill_of_ideal" not in rows[2]
 
 
 def test_allocate_with_lexi_uses_the_profiles_model_and_checks_it(top4, tmp_path):
@@ -101,7 +141,10 @@ def test_allocate_with_lexi_uses_the_profiles_model_and_checks_it(top4, tmp_path
     assert sum(lexi["k_layers"]) <= 5 and "same_as_uniform" in lexi
 
 
-def test_generate_runs_on_the_chosen_device(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def with_tokenizer(tmp_path_factory):
+    """A tiny Qwen2-MoE (2 layers, top-2 of 4) with a word-level tokenizer, and a profile of it that
+    says top-1 scores better than top-2 in both layers (so "at most B" would spend less than full)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -109,15 +152,95 @@ def test_generate_runs_on_the_chosen_device(tmp_path, monkeypatch):
     raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]")
-    folder = tmp_path / "m"
+    folder = tmp_path_factory.mktemp("tok") / "m"
     tiny_model("qwen2_moe").save_pretrained(folder)
     tok.save_pretrained(folder)
     assert isinstance(AutoTokenizer.from_pretrained(folder), PreTrainedTokenizerFast)
+    model = load_model(str(folder), device="cpu").model
+    prof = {
+        "format": FORMAT, "model_fingerprint": model_fingerprint(model), "calib_fingerprint": "c",
+        "num_layers": 2, "k_orig": 2, "S": [[5.0, 9.0], [5.0, 9.0]], "meta": {},
+    }  # fmt: skip
+    (folder.parent / "prof.json").write_text(json.dumps(prof))
+    return folder, folder.parent / "prof.json"
+
+
+def test_generate_runs_on_the_chosen_device(with_tokenizer, tmp_path):
+    folder, _ = with_tokenizer
     out = tmp_path / "g.json"
     cli_ok(app, ["generate", "w1 w2 w3", "-m", str(folder), "--max-new-tokens", "3", "-b", "1/2",
                  "--device", "cpu", "-o", str(out)])  # fmt: skip
     d = json.loads(out.read_text())
-    assert d["device"] == "cpu" and d["budget"]["total"] == 2
+    assert d["device"] == "cpu" and d["budget"]["total"] == 2 and d["spent"] == pytest.approx(2.0)
+
+
+def test_generate_samples_and_streams_under_a_budget_through_transformers_generate(with_tokenizer, tmp_path):
+    folder, prof = with_tokenizer
+    texts = []
+    for i in range(2):
+        out = tmp_path / f"g{i}.json"
+        res = cli_ok(app, ["generate", "w1 w2 w3", "-m", str(folder), "--max-new-tokens", "6", "-b", "3",
+                           "-p", str(prof), "--sample", "--temperature", "1.5", "--top-p", "0.9", "--stream",
+                           "--seed", "3", "-o", str(out)])  # fmt: skip
+        d = json.loads(out.read_text())
+        assert d["spent"] == pytest.approx(2.0) and d["completion"].strip() in res.output
+        texts.append(d["completion"])
+    assert texts[0] == texts[1] and len(texts[0].split()) == 6  # seeded sampling is reproducible
+
+
+def test_generate_at_full_budget_is_the_unmodified_model(with_tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    from allocmoe.adapters import find_moe_layers
+    from allocmoe.runtime import budgeted
+
+    folder, prof = with_tokenizer
+    out = tmp_path / "g.json"
+    res = cli_ok(app, ["generate", "w1 w2 w3", "-m", str(folder), "--max-new-tokens", "4", "-b", "full",
+                       "-p", str(prof), "--device", "cpu", "-o", str(out)])  # fmt: skip
+    d = json.loads(out.read_text())
+    assert d["budget"] is None and d["B"] == 4 and d["spent"] == 4.0, d
+    assert "full: the unmodified model" in res.output
+    model = load_model(str(folder), device="cpu").model
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = tok("w1 w2 w3", return_tensors="pt")
+    plain = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert d["completion"] == tok.decode(plain[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    # the library agrees: at B = full no budget is applied, and the profile's DP is not consulted
+    from allocmoe.alloc_l import SensitivityProfile
+    from allocmoe.baselines import serving_policy
+
+    p = SensitivityProfile.load(prof)
+    assert p.allocate(3, k_base=None).k_layers == (1, 1)  # at most B: the noisy profile spends 2 of 3
+    assert serving_policy(4, num_layers=2, k_orig=2, profile=p) is None
+    full = p.allocate(4, k_base=1)
+    with torch.inference_mode():
+        ref = model(**ids).logits
+        with budgeted(model, full) as stats:
+            got = model(**ids).logits
+    assert stats.activations_per_token == pytest.approx(4.0) and len(find_moe_layers(model)) == 2
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_budget_spends_exactly_b_and_every_table_states_the_spent_budget(with_tokenizer, tmp_path):
+    # the fixture's noisy table, for tiny:qwen2_moe (which evaluates on random tokens)
+    d = json.loads(with_tokenizer[1].read_text())
+    d["model_fingerprint"] = model_fingerprint(load_model("tiny:qwen2_moe", device="cpu").model)
+    prof = tmp_path / "prof.json"
+    prof.write_text(json.dumps(d))
+    for exact, spent in ((False, 2), (True, 3)):
+        flag = ["--exact-budget"] if exact else []
+        res = cli_ok(app, ["allocate", "-b", "3", "-p", str(prof), *flag, "-o", str(tmp_path / "a.json")])
+        a = json.loads((tmp_path / "a.json").read_text())
+        assert a["spent"] == spent and a["exact_budget"] is exact, a
+        assert (
+            f"Alloc-L spends {spent}" in res.output and ("exactly B" if exact else "at most B") in res.output
+        )
+        out = tmp_path / "e.json"
+        cli_ok(app, ["eval", *TINY, "-p", str(prof), "-b", "3", "--methods", "alloc_l", *flag,
+                     "--blocks", "1", "--block-size", "16", "-o", str(out)])  # fmt: skip
+        row = json.loads(out.read_text())["rows"][1]
+        assert row["activations_per_token"] == pytest.approx(spent), row
 
 
 @pytest.mark.parametrize(
@@ -159,6 +282,20 @@ def test_generate_runs_on_the_chosen_device(tmp_path, monkeypatch):
         (["generate", "hi", *TINY, "--out", "g.csv"], "unsupported extension '.csv'"),
         (["generate", "hi", *TINY], "has no tokenizer"),
         (["build-model", "--recipe", "nope"], "unknown build recipe 'nope'"),
+        (["eval", *TINY, "--methods", "uniform", "--exact-budget"], "--exact-budget applies only to"),
+        (["eval", *TINY, "--methods", "uniform", "--k-base", "0,1"], "a --k-base sweep applies only"),
+        (["eval", *TINY, "--k-base", "1,-1"], "--k-base must be integers >= 0"),
+        (["eval", *TINY, "--engine", "vllm"], "--engine 'vllm' is not one of: allocmoe, hf"),
+        (["bench", *TINY, "-b", "full"], "bench compares a budget below full"),
+        (["bench", *TINY, "--exact-budget"], "--exact-budget applies only with --profile"),
+        (
+            ["generate", "hi", *TINY, "--temperature", "0.7"],
+            "--temperature and --top-p apply only with --sample",
+        ),
+        (["generate", "hi", *TINY, "--sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["generate", "hi", *TINY, "--sample", "--temperature", "0"], "--temperature must be > 0"),
+        (["generate", "hi", *TINY, "--exact-budget"], "--exact-budget applies only with --profile"),
+        (["profile", *TINY, "--engine", "x"], "--engine 'x' is not one of"),
         (["build-model", "--top-k", "0"], "BuildRecipe.top_k must be >= 1"),
         (["build-model", "--out", "b.csv"], "unsupported extension '.csv'"),
     ],

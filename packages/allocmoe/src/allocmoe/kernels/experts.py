@@ -137,9 +137,16 @@ def _grouped_mm_ok(a: torch.Tensor, w: torch.Tensor) -> bool:
     return all(s % 16 == 0 for s in strides) and a.data_ptr() % 16 == 0 and w.data_ptr() % 16 == 0
 
 
-def _grouped_mm(a: torch.Tensor, w: torch.Tensor, offs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """``a[rows of group e] @ w[e]`` for consecutive row groups ending at ``offs`` (int32, ``counts`` rows each)."""
-    if _grouped_mm_ok(a, w):
+def _grouped_mm(
+    a: torch.Tensor, w: torch.Tensor, offs: torch.Tensor, counts: torch.Tensor, *, loop: bool = False
+) -> torch.Tensor:
+    """``a[rows of group e] @ w[e]`` for consecutive row groups ending at ``offs`` (int32, ``counts`` rows each).
+
+    One ``grouped_mm`` call, or (``loop``, or a dtype without a grouped kernel) one ``mm`` per present
+    expert. ``loop`` is not chosen automatically: ``bench_kernels.py`` (both paths timed alone, 1 to
+    8,192 tokens on the built model's expert shape) found neither path consistently faster on CPU.
+    """
+    if not loop and _grouped_mm_ok(a, w):
         if hasattr(F, "grouped_mm"):
             return F.grouped_mm(a, w, offs=offs)
         if hasattr(torch, "_grouped_mm"):
@@ -158,7 +165,10 @@ def _fused_experts_torch(
     down_proj: torch.Tensor,
     ids: torch.Tensor,
     weights: torch.Tensor,
+    *,
+    loop: bool = False,
 ) -> torch.Tensor:
+    """The torch path; ``loop=True`` forces one matmul per present expert (see :func:`_grouped_mm`)."""
     K = ids.shape[1]
     E = gate_up_proj.shape[0]
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
@@ -167,12 +177,13 @@ def _fused_experts_torch(
         return out.to(x.dtype)
     offs = counts.cumsum(0, dtype=torch.int32)
     tok = pairs // K
+    a = x[tok]
     # Inputs are cast to the weights' dtype (as transformers does), never the weights to the input's.
     w1 = gate_up_proj.transpose(1, 2)  # [E, H, 2I] view: grouped_mm takes [in, out] operands
     w2 = down_proj.transpose(1, 2)  # [E, I, H]
-    gate, up = _grouped_mm(x[tok].to(w1.dtype), w1, offs, counts).chunk(2, dim=-1)
+    gate, up = _grouped_mm(a.to(w1.dtype), w1, offs, counts, loop=loop).chunk(2, dim=-1)
     h = (F.silu(gate.float()) * up.float()).to(w2.dtype)
-    y = _grouped_mm(h, w2, offs, counts)
+    y = _grouped_mm(h, w2, offs, counts, loop=loop)
     y = y.float() * weights.reshape(-1)[pairs].float()[:, None]
     return out.index_add_(0, tok, y).to(x.dtype)
 
@@ -438,7 +449,7 @@ def fused_experts(
     """Routed SwiGLU experts: ``x[T, H]``, ``ids[T, K]`` (invalid: ``< 0`` or ``>= E``), ``weights[T, K]``.
 
     ``backend="torch"`` compacts the valid pairs, groups them by expert and runs two ``grouped_mm``
-    calls (a loop over present experts for dtypes without a grouped kernel); ``"triton"`` runs the
+    calls (one matmul per present expert for dtypes without a grouped kernel); ``"triton"`` runs the
     vLLM-style fused kernels (gate_up + SiLU*up, then down * routing weight); ``"auto"`` picks Triton
     on CUDA tensors and torch otherwise. Accumulates in fp32; returns ``[T, H]`` in ``x.dtype``.
     """
