@@ -11,6 +11,7 @@ import typer
 
 from effcore.cli import (
     DataDirOpt,
+    DeviceOpt,
     OutOpt,
     PlotOpt,
     SeedOpt,
@@ -62,6 +63,10 @@ HysteresisOpt = Annotated[
         "static strategy that fits.",
     ),
 ]
+BackendOpt = Annotated[
+    str,
+    typer.Option("--backend", help="Collectives: auto (nccl on CUDA, gloo on the CPU), nccl or gloo."),
+]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Wall-clock limit of the job (s).")]
 RankTimeoutOpt = Annotated[
     float,
@@ -97,6 +102,8 @@ def profile(
             show_default=False,
         ),
     ] = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = "auto",
     timeout: TimeoutOpt = 3600.0,
     rank_timeout: RankTimeoutOpt = 60.0,
     plot: PlotOpt = None,
@@ -104,14 +111,15 @@ def profile(
         "paradyse-profile.json"
     ),
 ) -> None:
-    """Time every strategy's forward + backward per layer over sequence lengths on a gloo group."""
+    """Time every strategy's forward + backward per layer over sequence lengths (NCCL on GPUs, gloo on CPUs)."""
     from effcore.distributed import run_job
     from paradyse.config import STRATEGIES, check_sequence, get_model
     from paradyse.costmodel import Profile
+    from paradyse.placement import resolve_placement
     from paradyse.plots import plot_profile
 
     cfg = get_model(model)
-    cfg.check_degree(nproc)
+    place = resolve_placement(device, backend, nproc=nproc, cfg=cfg)
     lens = int_list(seq_lens, "--seq-lens")
     if len(set(lens)) < 3:
         raise ConfigError(
@@ -132,9 +140,12 @@ def profile(
     if switch and not can_switch:
         raise ConfigError("--switch needs at least 2 strategies and a model of at least 2 layers")
     job = {"model": cfg.to_dict(), "seq_lens": lens, "strategies": names, "batch": 1, "repeats": repeats,
-           "warmup": 1, "switch": can_switch if switch is None else switch, "out": str(out.resolve())}  # fmt: skip
+           "warmup": 1, "switch": can_switch if switch is None else switch, "out": str(out.resolve()),
+           "device": place.device, "backend": place.backend}  # fmt: skip
     with progress_bar() as bar:
-        task = bar.add_task(f"profiling {cfg.name} on {nproc} ranks", total=len(lens) * len(names))
+        task = bar.add_task(
+            f"profiling {cfg.name} on {nproc} ranks ({place.backend})", total=len(lens) * len(names)
+        )
         run_job("paradyse.worker", "profile", job, nproc=nproc, timeout_s=timeout, rank_timeout_s=rank_timeout,
                 on_event=lambda ev: bar.update(task, advance=1) if ev.get("event") == "point" else None)  # fmt: skip
     prof = Profile.load(out)
@@ -313,6 +324,8 @@ def train(
     log: Annotated[
         Path, out_option("Per-step log (JSON lines).", suffixes=(".jsonl",), flag="--log", short=None)
     ] = Path("paradyse-train.jsonl"),
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = "auto",
     timeout: TimeoutOpt = 3600.0,
     rank_timeout: RankTimeoutOpt = 60.0,
     fail_at: Annotated[
@@ -327,26 +340,29 @@ def train(
     seed: SeedOpt = 0,
     out: OutOpt = None,
 ) -> None:
-    """Train the byte-level LM with per-batch plans (torchrun on gloo); logs plan and time per step."""
+    """Train the byte-level LM with per-batch plans under torchrun; logs plan and time per step."""
     from effcore.distributed import run_job
     from paradyse.config import get_model
     from paradyse.costmodel import Profile, hardware_id
+    from paradyse.placement import resolve_placement
     from paradyse.train import TrainArgs
 
     cfg = get_model(model)
-    cfg.check_degree(nproc)
+    place = resolve_placement(device, backend, nproc=nproc, cfg=cfg)
     cap, kept = _cap_and_margin(memory_cap, margin)
     args = TrainArgs(model=cfg.to_dict(), profile=str(profile_path.resolve()), mode=mode, steps=steps,
                      distribution=distribution, min_len=min_len, max_len=max_len, corpus=corpus,
                      data_dir=str(data_dir) if data_dir else None, memory_cap=cap, margin=kept,
                      hysteresis=hysteresis, seed=seed, measure_memory=measure_memory, any_hardware=any_hardware,
-                     log=str(log.resolve()), fail_at=_fault(fail_at))  # fmt: skip
+                     log=str(log.resolve()), fail_at=_fault(fail_at), device=place.device,
+                     backend=place.backend)  # fmt: skip
     prof = Profile.load(profile_path)
-    prof.check(model=cfg, world_size=nproc, hardware=None if any_hardware else hardware_id("gloo"))
+    hardware = hardware_id(place.backend, place.device_name())
+    prof.check(model=cfg, world_size=nproc, hardware=None if any_hardware else hardware)
     args.stream(nproc)  # the lengths and the corpus, checked before any rank starts
     log.unlink(missing_ok=True)
     with progress_bar() as bar:
-        task = bar.add_task(f"training ({mode}) on {nproc} ranks", total=steps)
+        task = bar.add_task(f"training ({mode}) on {nproc} ranks ({place.backend})", total=steps)
 
         def on_event(ev: dict) -> None:
             if ev.get("event") == "step":

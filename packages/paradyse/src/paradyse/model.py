@@ -98,14 +98,14 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 class ParallelBlock(nn.Module):
     """One pre-norm block holding this rank's weight shards; ``forward(x, strategy)``."""
 
-    def __init__(self, cfg: ModelConfig, layer: int, *, group=None, seed: int = 0) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int, *, group=None, seed: int = 0, device=None) -> None:
         super().__init__()
         self.cfg, self.layer, self.group = cfg, layer, group
         self.rank, self.p = rank_and_size(group)
         cfg.check_degree(self.p)
         shards = shard_weights(full_weights(cfg, layer, seed=seed), self.rank, self.p)
         for name in WEIGHT_NAMES:
-            setattr(self, name, nn.Parameter(shards[name].to(cfg.torch_dtype)))
+            setattr(self, name, nn.Parameter(shards[name].to(device=device, dtype=cfg.torch_dtype)))
 
     def replicated(self) -> list[nn.Parameter]:
         return [self.attn_norm, self.mlp_norm]
@@ -229,11 +229,13 @@ MLP: dict[str, Callable[[ParallelBlock, torch.Tensor], torch.Tensor]] = {
 class ParallelTransformer(nn.Module):
     """``layers`` blocks on this rank; ``forward(x [b, s/p, h], plan)`` with one strategy per layer."""
 
-    def __init__(self, cfg: ModelConfig, *, group=None, seed: int = 0) -> None:
+    def __init__(self, cfg: ModelConfig, *, group=None, seed: int = 0, device=None) -> None:
         super().__init__()
         self.cfg, self.group = cfg, group
         self.rank, self.p = rank_and_size(group)
-        self.blocks = nn.ModuleList(ParallelBlock(cfg, i, group=group, seed=seed) for i in range(cfg.layers))
+        self.blocks = nn.ModuleList(
+            ParallelBlock(cfg, i, group=group, seed=seed, device=device) for i in range(cfg.layers)
+        )
 
     def forward(self, x: torch.Tensor, plan: Sequence[str] | str) -> torch.Tensor:
         names = check_plan(plan, self.cfg.layers)

@@ -6,7 +6,9 @@ import json
 import time
 
 import pytest
+import torch
 
+from effcore.device import cuda_available
 from effcore.testing.cli import cli_fails, cli_ok
 from paradyse.cli import app
 from paradyse.config import MODELS
@@ -214,3 +216,49 @@ def test_profile_under_torchrun_writes_a_loadable_profile(tmp_path):
     prof = Profile.load(out_file)
     assert prof.world_size == 2 and len(prof.points) == 12
     assert all(pt["activation_bytes"] == pt["activation_bytes_analytic"] for pt in prof.points)
+
+
+def test_a_backend_the_device_cannot_run_is_refused(profile_file):
+    _fails(["profile", "-m", "tiny", "--nproc", "2", "--device", "cpu", "--backend", "nccl"],
+           "--backend nccl needs --device cuda")  # fmt: skip
+    _fails(
+        [*TRAIN, "-p", str(profile_file), "--device", "cpu", "--backend", "mpi"], "unknown --backend 'mpi'"
+    )
+    _fails([*TRAIN, "-p", str(profile_file), "--device", "tpu"], "unknown device 'tpu'")
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_on_a_machine_without_gpus_is_refused(profile_file):
+    _fails(["profile", "-m", "tiny", "--nproc", "2", "--device", "cuda"], "no CUDA device is available")
+    _fails([*TRAIN, "-p", str(profile_file), "--device", "cuda", "--backend", "nccl"], "no CUDA device")
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """Pretend the machine has two GPUs: the checks run before any rank (or CUDA call) starts."""
+    import paradyse.placement as placement
+
+    monkeypatch.setattr(placement, "infer_device", lambda requested: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_gpu_counts_and_backends_on_cuda_are_checked_before_any_rank_starts(two_gpus, profile_file):
+    _fails(["profile", "-m", "tiny", "--nproc", "3", "--device", "cuda"], "heads=8, kv_heads=4, ffn=128 not divisible by the parallel degree 3")  # fmt: skip
+    _fails(["profile", "-m", "tiny", "--nproc", "4", "--device", "cuda"], "--nproc 4 needs 4 GPUs (one per rank); this machine has 2")  # fmt: skip
+    _fails([*TRAIN, "-p", str(profile_file), "--device", "cuda", "--backend", "gloo"],
+           "--backend gloo cannot run the strategies on --device cuda")  # fmt: skip
+
+
+def test_auto_picks_nccl_on_cuda_and_gloo_on_the_cpu(two_gpus):
+    from paradyse.placement import resolve_placement
+
+    cfg = MODELS["tiny"]
+    assert resolve_placement("auto", "auto", nproc=2, cfg=cfg).backend == "nccl"
+    assert resolve_placement("cuda", "auto", nproc=2, cfg=cfg).device == "cuda"
+
+
+def test_auto_is_gloo_on_a_cpu():
+    from paradyse.placement import resolve_placement
+
+    place = resolve_placement("cpu", "auto", nproc=2, cfg=MODELS["tiny"])
+    assert (place.device, place.backend) == ("cpu", "gloo")

@@ -33,7 +33,9 @@ PLANS = {
 }
 
 
-def _errors(cfg: ModelConfig, plans, rank: int, p: int, batch: int = 2, per_rank: int = 8) -> dict[str, dict]:
+def _errors(
+    cfg: ModelConfig, plans, rank: int, p: int, batch: int = 2, per_rank: int = 8, device: str = "cpu"
+) -> dict[str, dict]:
     s = per_rank * p
     dt = cfg.torch_dtype
     x = torch.randn(batch, s, cfg.hidden, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(
@@ -49,14 +51,14 @@ def _errors(cfg: ModelConfig, plans, rank: int, p: int, batch: int = 2, per_rank
     sl = slice(rank * per_rank, (rank + 1) * per_rank)
     out = {}
     for plan in plans:
-        model = ParallelTransformer(cfg)
-        xl = x[:, sl].clone().requires_grad_(True)
+        model = ParallelTransformer(cfg, device=device)
+        xl = x[:, sl].to(device).clone().requires_grad_(True)
         y = model(xl, plan)
-        (y * gy[:, sl]).sum().backward()
+        (y * gy[:, sl].to(device)).sum().backward()
         model.finish_grads()
 
         def rel(a, b):
-            a, b = a.detach(), b.detach()
+            a, b = a.detach().cpu(), b.detach()
             return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
         dw = 0.0
@@ -68,9 +70,13 @@ def _errors(cfg: ModelConfig, plans, rank: int, p: int, batch: int = 2, per_rank
     return out
 
 
-def _all_checks(rank: int, p: int) -> dict[str, dict]:
+def _all_checks(rank: int, p: int, device: str = "cpu") -> dict[str, dict]:
+    if device == "cuda":  # one GPU per rank
+        torch.cuda.set_device(rank)
+        device = f"cuda:{rank}"
     return {
-        name: _errors(cfg, PLANS[name], rank, p) for name, cfg in (("gqa", GQA), ("mha", MHA), ("fp64", FP64))
+        name: _errors(cfg, PLANS[name], rank, p, device=device)
+        for name, cfg in (("gqa", GQA), ("mha", MHA), ("fp64", FP64))
     }
 
 
@@ -88,6 +94,12 @@ def _assert(results: list[dict], p: int) -> None:
 @pytest.mark.parametrize("world", [2, 4])
 def test_every_strategy_and_mix_equals_the_single_process_stack(world):
     _assert(launch(_all_checks, world, timeout_s=600), world)
+
+
+@pytest.mark.gpu
+def test_every_strategy_and_mix_equals_the_single_process_stack_on_nccl():
+    world = min(2, torch.cuda.device_count())
+    _assert(launch(_all_checks, world, "cuda", backend="nccl", timeout_s=600), world)
 
 
 def test_single_process_strategies_equal_the_reference():
