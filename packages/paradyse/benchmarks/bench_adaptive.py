@@ -59,7 +59,7 @@ def _bench(rank: int, world: int, opts: dict) -> dict:
     planner = Planner(cap=cap, margin=margin, layers=cfg.layers, switch_cost=prof.switch_cost_s,
                       hysteresis=opts["hysteresis"])  # fmt: skip
     heuristic = HeuristicState()
-    lengths = LengthSampler(min_len=opts["min_len"], max_len=opts["max_len"], multiple=world, seed=opts["seed"],
+    lengths = LengthSampler(min_len=opts["min_len"], max_len=opts["max_len"], multiple=cfg.seq_multiple(world), seed=opts["seed"],
                             median=opts["median"])  # fmt: skip
     stream = TextStream(load_corpus(opts["corpus"]), lengths, steps=opts["steps"])
     rows = []

@@ -127,7 +127,7 @@ def profile(
             hint="e.g. 256,512,1024,2048,4096",
         )
     for s in lens:
-        check_sequence(s, nproc)
+        check_sequence(s, nproc, cfg)
     names = [k.strip() for k in strategies.split(",") if k.strip()]
     unknown = [k for k in names if k not in STRATEGIES]
     if unknown or not names or len(set(names)) != len(names):
@@ -190,7 +190,7 @@ def plan(
     cap, kept = _cap_and_margin(memory_cap, margin)
     prof = Profile.load(profile_path)
     p, cfg = prof.world_size, prof.model
-    check_sequence(seq_len, p)
+    check_sequence(seq_len, p, cfg)
     table = CostTable.build(cfg, p, seq_len, prof.time_models())
     rows = [{"strategy": k, "ms_per_layer": table.time[k] * 1e3, "saved_MiB_per_layer": table.act[k] / 2**20,
              "transient_MiB": table.transient[k] / 2**20,

@@ -7,6 +7,7 @@
 | :func:`zero3_linear` | ZeRO-3: all-gather the weight, multiply | re-gather the weight, reduce-scatter ``dW`` to its owners |
 | :func:`broadcast_from` | METP: rank ``src`` sends its shard to all | reduce the gradient onto ``src`` |
 | :func:`seq_to_heads` / :func:`heads_to_seq` | Ulysses all-to-all | the opposite all-to-all |
+| :func:`to_zigzag` / :func:`from_zigzag` | contiguous <-> zigzag sequence shards (one uneven all-to-all) | the opposite move |
 
 With a group of one rank every function is the identity, so the single-process path is the same code.
 Every collective here is synchronous: the rank waits for it before computing on (no overlap of the
@@ -18,6 +19,7 @@ Gradients of replicated parameters (the norms) are summed with :func:`all_reduce
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from effcore.distributed import (
     all_reduce_grads,
@@ -32,11 +34,13 @@ from effcore.distributed import (
 __all__ = [
     "all_reduce_grads",
     "broadcast_from",
+    "from_zigzag",
     "heads_to_seq",
     "rank_and_size",
     "reduce_scatter_seq",
     "seq_to_heads",
     "sp_column_linear",
+    "to_zigzag",
     "zero3_linear",
 ]
 
@@ -102,3 +106,66 @@ def seq_to_heads(x: torch.Tensor, group=None) -> torch.Tensor:
 def heads_to_seq(x: torch.Tensor, group=None) -> torch.Tensor:
     """Ulysses: ``[b, s, H/p, d]`` -> ``[b, s/p, H, d]``."""
     return all_to_all(x, 1, 2, group)
+
+
+# Zigzag layout: the sequence in 2p chunks; contiguous rank r holds chunks 2r, 2r+1, zigzag rank r
+# holds chunks r and 2p-1-r (paradyse.attention.ring_segments).
+def _contiguous_chunks(rank: int, p: int) -> list[int]:
+    return [2 * rank, 2 * rank + 1]
+
+
+def _zigzag_chunks(rank: int, p: int) -> list[int]:
+    return [rank, 2 * p - 1 - rank]
+
+
+def _owner(chunk: int, p: int, layout: str) -> int:
+    if layout == "contiguous":
+        return chunk // 2
+    return chunk if chunk < p else 2 * p - 1 - chunk
+
+
+def _move_chunks(x: torch.Tensor, dim: int, src: str, dst: str, group) -> torch.Tensor:
+    # one all_to_all_single: chunks go out ordered by (receiver, chunk id) and arrive ordered by
+    # (sender, chunk id), then are put in the receiver's local order
+    rank, p = rank_and_size(group)
+    held = _contiguous_chunks(rank, p) if src == "contiguous" else _zigzag_chunks(rank, p)
+    wanted = _contiguous_chunks(rank, p) if dst == "contiguous" else _zigzag_chunks(rank, p)
+    if x.shape[dim] % 2:
+        raise ValueError(f"a zigzag move needs an even local length, got {x.shape[dim]}")
+    xs = x.movedim(dim, 0)
+    c = xs.shape[0] // 2
+    pieces = dict(zip(held, xs.split(c), strict=True))
+    out_order = sorted(held, key=lambda m: (_owner(m, p, dst), m))
+    in_order = sorted(wanted, key=lambda m: (_owner(m, p, src), m))
+    send = torch.cat([pieces[m] for m in out_order]).contiguous()
+    recv = torch.empty_like(send)
+    splits_out = [c * sum(_owner(m, p, dst) == r for m in held) for r in range(p)]
+    splits_in = [c * sum(_owner(m, p, src) == r for m in wanted) for r in range(p)]
+    dist.all_to_all_single(recv, send, splits_in, splits_out, group=group)
+    got = dict(zip(in_order, recv.split(c), strict=True))
+    return torch.cat([got[m] for m in wanted]).movedim(0, dim)
+
+
+class _Relayout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dim, src, dst, group):
+        ctx.dim, ctx.src, ctx.dst, ctx.group = dim, src, dst, group
+        return _move_chunks(x, dim, src, dst, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _move_chunks(grad.contiguous(), ctx.dim, ctx.dst, ctx.src, ctx.group), None, None, None, None
+
+
+def to_zigzag(x: torch.Tensor, dim: int, group=None) -> torch.Tensor:
+    """Contiguous sequence shards (along ``dim``) -> zigzag shards: rank ``r`` gets chunks ``r, 2p-1-r``."""
+    if rank_and_size(group)[1] == 1:
+        return x
+    return _Relayout.apply(x, dim, "contiguous", "zigzag", group)
+
+
+def from_zigzag(x: torch.Tensor, dim: int, group=None) -> torch.Tensor:
+    """Zigzag sequence shards (along ``dim``) -> contiguous ones (the inverse of :func:`to_zigzag`)."""
+    if rank_and_size(group)[1] == 1:
+        return x
+    return _Relayout.apply(x, dim, "zigzag", "contiguous", group)

@@ -12,6 +12,7 @@ from effcore.errors import ConfigError
 
 __all__ = [
     "MODELS",
+    "RING_LAYOUTS",
     "STRATEGIES",
     "ModelConfig",
     "PlanError",
@@ -24,6 +25,10 @@ __all__ = [
 Strategy = Literal["megatron", "ulysses", "ring", "metp"]
 STRATEGIES: tuple[str, ...] = ("megatron", "ulysses", "ring", "metp")
 """The strategy library: Megatron TP+SP, Ulysses (all-to-all) + ZeRO-3, ring attention + ZeRO-3, METP."""
+
+RING_LAYOUTS: tuple[str, ...] = ("contiguous", "zigzag")
+"""How ring attention lays the sequence over ranks: contiguous shards (rank order is sequence order)
+or zigzag (``2p`` chunks, rank ``r`` holding chunks ``r`` and ``2p-1-r``: equal causal work)."""
 
 _DTYPES = {
     "float32": torch.float32,
@@ -56,6 +61,7 @@ class ModelConfig:
     eps: float = 1e-6
     attn_chunk: int = 1024  # ring attention's query rows per score block
     dtype: str = "float32"
+    ring_layout: str = "contiguous"  # ring attention's sequence layout (RING_LAYOUTS)
 
     def __post_init__(self) -> None:
         kv = self.heads if self.kv_heads is None else self.kv_heads
@@ -73,8 +79,21 @@ class ModelConfig:
             raise ConfigError(
                 f"heads={self.heads} is not a multiple of kv_heads={kv} (grouped-query attention)"
             )
+        if self.ring_layout not in RING_LAYOUTS:
+            raise ConfigError(
+                f"ModelConfig.ring_layout={self.ring_layout!r} is not one of {', '.join(RING_LAYOUTS)}"
+            )
+        if self.ring_layout == "zigzag" and not self.causal:
+            raise ConfigError(
+                "ModelConfig.ring_layout='zigzag' balances causal attention; this model is not causal",
+                hint="use ring_layout='contiguous' (every rank already does equal work without a mask)",
+            )
         if self.dtype not in _DTYPES:
             raise ConfigError(f"ModelConfig.dtype={self.dtype!r} is not one of {', '.join(_DTYPES)}")
+
+    def seq_multiple(self, p: int) -> int:
+        """What a sequence length must divide by on ``p`` ranks (zigzag shards hold two chunks)."""
+        return 2 * p if (self.ring_layout == "zigzag" and p > 1) else p
 
     @property
     def head_dim(self) -> int:
@@ -121,10 +140,17 @@ class ModelConfig:
             raise ConfigError(f"not a paradyse model config: {err}") from None
 
 
-def check_sequence(seq_len: int, p: int) -> None:
-    """Activations are sharded along the sequence between layers: ``seq_len`` must divide by ``p``."""
+def check_sequence(seq_len: int, p: int, cfg: ModelConfig | None = None) -> None:
+    """Activations are sharded along the sequence between layers: ``seq_len`` must divide by ``p``
+    (by ``2p`` for a zigzag ring, ``cfg.ring_layout``)."""
     if seq_len < 1:
         raise PlanError(f"sequence length must be >= 1, got {seq_len}")
+    m = p if cfg is None else cfg.seq_multiple(p)
+    if m != p and seq_len % m:
+        raise PlanError(
+            f"sequence length {seq_len} is not divisible by {m}: a zigzag ring's shards hold two chunks each",
+            hint=f"pad it to {-(-seq_len // m) * m}",
+        )
     if seq_len % p:
         raise PlanError(
             f"sequence length {seq_len} is not divisible by the parallel degree {p}",

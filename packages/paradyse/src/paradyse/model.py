@@ -26,11 +26,13 @@ from paradyse.attention import apply_rope, local_attention, ring_attention, rope
 from paradyse.comm import (
     all_reduce_grads,
     broadcast_from,
+    from_zigzag,
     heads_to_seq,
     rank_and_size,
     reduce_scatter_seq,
     seq_to_heads,
     sp_column_linear,
+    to_zigzag,
     zero3_linear,
 )
 from paradyse.config import ModelConfig, check_plan, check_sequence
@@ -158,10 +160,20 @@ def _attn_ulysses(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
     return zero3_linear(o.flatten(2), blk.wo, 1, blk.group)
 
 
+def _ring(blk: ParallelBlock, q, k, v) -> torch.Tensor:
+    # ring attention on [b, heads, s/p, d] at global positions; a zigzag ring moves q, k, v to zigzag
+    # shards and its output back, so the layer boundary stays contiguous for every strategy
+    cfg, g = blk.cfg, blk.group
+    if cfg.ring_layout == "zigzag" and blk.p > 1:
+        q, k, v = (to_zigzag(t, 2, g) for t in (q, k, v))
+        o = ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, layout="zigzag", group=g)
+        return from_zigzag(o, 2, g)
+    return ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, group=g)
+
+
 def _attn_ring(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
     q, k, v = _qkv_zero3(blk, xn)
-    o = ring_attention(q, k, v, causal=blk.cfg.causal, chunk=blk.cfg.attn_chunk, group=blk.group)
-    return zero3_linear(_merge_heads(o), blk.wo, 1, blk.group)
+    return zero3_linear(_merge_heads(_ring(blk, q, k, v)), blk.wo, 1, blk.group)
 
 
 def _metp_attn_shard(blk: ParallelBlock, i: int, xn, wq, wk, wv, wo) -> torch.Tensor:
@@ -172,8 +184,7 @@ def _metp_attn_shard(blk: ParallelBlock, i: int, xn, wq, wk, wv, wo) -> torch.Te
     q = apply_rope(_heads(xn @ wq.t(), cfg.heads // p), cos, sin)
     k = apply_rope(_heads(xn @ wk.t(), cfg.kv_heads // p), cos, sin)
     v = _heads(xn @ wv.t(), cfg.kv_heads // p)
-    o = ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, group=blk.group)
-    return _merge_heads(o) @ wo.t()
+    return _merge_heads(_ring(blk, q, k, v)) @ wo.t()
 
 
 def _attn_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
@@ -241,7 +252,7 @@ class ParallelTransformer(nn.Module):
         names = check_plan(plan, self.cfg.layers)
         if x.ndim != 3 or x.shape[-1] != self.cfg.hidden:
             raise ValueError(f"expected [b, s/p, {self.cfg.hidden}] activations, got {tuple(x.shape)}")
-        check_sequence(x.shape[1] * self.p, self.p)
+        check_sequence(x.shape[1] * self.p, self.p, self.cfg)
         for block, strategy in zip(self.blocks, names, strict=True):
             x = block(x, strategy)
         return x

@@ -101,7 +101,7 @@ def run_profile(
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     for s in seq_lens:
-        check_sequence(s, p)
+        check_sequence(s, p, cfg)
     model = ParallelTransformer(cfg, group=group, device=device)
     points = []
     for s in seq_lens:

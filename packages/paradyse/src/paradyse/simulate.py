@@ -12,7 +12,9 @@ Work per layer (``u = b s h``, ``e`` bytes per element, ``r = (p-1)/p``), forwar
 
 - FLOPs: 3x the forward (``2bsh(2h + 2h_kv) + 2bs^2h`` causal attention ``+ 4bshf``) split over ``p``
   ranks; METP adds a forward (recomputation); ring-style attention under a causal mask waits for its
-  slowest rank, which does ``2 - 1/p`` times the average attention work.
+  slowest rank, which does ``2 - 1/p`` times the average attention work (contiguous shards), or
+  exactly the average (``ring_layout="zigzag"``, which moves q, k, v and the output: one
+  all-to-all each, per pass).
 - bytes sent: megatron ``10 r u e``; ulysses four all-to-alls each way plus ZeRO-3's gather, re-gather
   and reduce-scatter of the layer's weights; ring ``~3 (p-1)`` KV blocks plus ZeRO-3; METP ``3x`` the
   weights broadcast and five passes of each shard's KV ring.
@@ -68,7 +70,9 @@ def layer_work(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: 
     attn = (2 if cfg.causal else 4) * b * s * s * h
     mlp = 4 * b * s * h * f
     passes = 4 if strategy == "metp" else 3  # METP recomputes each shard's forward
-    imbalance = (2 - 1 / p) if (strategy in ("ring", "metp") and cfg.causal and p > 1) else 1.0
+    ringed = strategy in ("ring", "metp") and cfg.causal and p > 1
+    zigzag = ringed and cfg.ring_layout == "zigzag"
+    imbalance = (2 - 1 / p) if (ringed and not zigzag) else 1.0
     flops = passes * (proj + mlp + attn * imbalance) / p
     weights = (cfg.params_per_layer - 2 * h) * e
     sl = s // p
@@ -86,6 +90,10 @@ def layer_work(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: 
         colls = 3 * 6 * p + 5 * p * (p - 1)
     else:
         raise ConfigError(f"unknown strategy {strategy!r}")
+    if zigzag:  # q, k, v to zigzag shards and the output back, and their gradients (METP: 3 passes)
+        passes_moved = 2 if strategy == "ring" else 3
+        nbytes += passes_moved * r * 2 * b * sl * (h + kvd) * e
+        colls += passes_moved * 4 * (1 if strategy == "ring" else p)
     return LayerWork(flops=flops, bytes=nbytes if p > 1 else 0.0, collectives=colls if p > 1 else 0)
 
 

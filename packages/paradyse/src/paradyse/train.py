@@ -100,7 +100,7 @@ class TrainArgs:
     def stream(self, p: int) -> TextStream:
         """The run's text stream for ``p`` ranks (loading the corpus checks it is long enough)."""
         lengths = LengthSampler(distribution=self.distribution, min_len=self.min_len, max_len=self.max_len,
-                                median=self.median, multiple=p, seed=self.seed)  # fmt: skip
+                                median=self.median, multiple=ModelConfig.from_dict(self.model).seq_multiple(p), seed=self.seed)  # fmt: skip
         corpus = load_corpus(self.corpus, data_dir=self.data_dir)
         return TextStream(corpus, lengths, steps=self.steps, batch=self.batch)
 

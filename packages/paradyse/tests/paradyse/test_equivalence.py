@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from effcore.testing.distributed import launch
+from paradyse.attention import ring_attention
+from paradyse.comm import from_zigzag, to_zigzag
 from paradyse.config import ModelConfig
 from paradyse.model import SHARD_DIM, ParallelTransformer
 from paradyse.reference import reference_forward, reference_weights
@@ -16,6 +18,10 @@ GQA = ModelConfig(name="gqa", hidden=64, heads=8, kv_heads=4, layers=2, ffn=128,
 MHA = ModelConfig(name="mha", hidden=32, heads=4, layers=2, ffn=64, causal=False)
 FP64 = ModelConfig(
     name="fp64", hidden=32, heads=4, kv_heads=4, layers=2, ffn=64, dtype="float64", attn_chunk=3
+)
+
+ZIGZAG = ModelConfig(
+    name="zigzag", hidden=64, heads=8, kv_heads=4, layers=2, ffn=128, attn_chunk=3, ring_layout="zigzag"
 )
 
 PLANS = {
@@ -30,7 +36,9 @@ PLANS = {
     ],
     "mha": ["megatron", "ulysses", "ring", "metp", ("ulysses", "megatron")],
     "fp64": ["megatron", "ulysses", "ring", "metp"],
+    "zigzag": ["ring", "metp", ("ring", "megatron")],
 }
+CONFIGS = (("gqa", GQA), ("mha", MHA), ("fp64", FP64), ("zigzag", ZIGZAG))
 
 
 def _errors(
@@ -74,15 +82,44 @@ def _all_checks(rank: int, p: int, device: str = "cpu") -> dict[str, dict]:
     if device == "cuda":  # one GPU per rank
         torch.cuda.set_device(rank)
         device = f"cuda:{rank}"
+    out = {name: _errors(cfg, PLANS[name], rank, p, device=device) for name, cfg in CONFIGS}
+    out["ring_vs_zigzag"] = _zigzag_vs_plain_ring(rank, p, device)
+    return out
+
+
+def _zigzag_vs_plain_ring(rank: int, p: int, device: str, per_rank: int = 10) -> dict[str, float]:
+    # the same global q, k, v through the plain ring (contiguous shards) and the zigzag ring (moved
+    # to zigzag shards and back): outputs and q/k/v gradients must agree
+    s = per_rank * p
+    g = torch.Generator().manual_seed(3)
+    q, k, v, gy = (torch.randn(2, h, s, 16, generator=g, dtype=torch.float64).float() for h in (8, 4, 4, 8))
+    sl = slice(rank * per_rank, (rank + 1) * per_rank)
+    outs = {}
+    for layout in ("contiguous", "zigzag"):
+        ql, kl, vl = (t[:, :, sl].to(device).clone().requires_grad_(True) for t in (q, k, v))
+        if layout == "zigzag" and p > 1:
+            qz, kz, vz = (to_zigzag(t, 2) for t in (ql, kl, vl))
+            y = from_zigzag(ring_attention(qz, kz, vz, causal=True, chunk=3, layout="zigzag"), 2)
+        else:
+            y = ring_attention(ql, kl, vl, causal=True, chunk=3)
+        (y * gy[:, :, sl].to(device)).sum().backward()
+        outs[layout] = [t.detach().cpu() for t in (y, ql.grad, kl.grad, vl.grad)]
+
+    def rel(a, b):
+        return float((a - b).abs().max() / b.abs().max())
+
     return {
-        name: _errors(cfg, PLANS[name], rank, p, device=device)
-        for name, cfg in (("gqa", GQA), ("mha", MHA), ("fp64", FP64))
+        what: rel(a, b)
+        for what, a, b in zip(("y", "dq", "dk", "dv"), outs["zigzag"], outs["contiguous"], strict=True)
     }
 
 
 def _assert(results: list[dict], p: int) -> None:
-    tol = {"gqa": 2e-6, "mha": 2e-6, "fp64": 1e-12}
-    for name in ("gqa", "mha", "fp64"):
+    tol = {"gqa": 2e-6, "mha": 2e-6, "fp64": 1e-12, "zigzag": 2e-6}
+    for what in ("y", "dq", "dk", "dv"):
+        worst = max(r["ring_vs_zigzag"][what] for r in results)
+        assert worst < 2e-6, f"zigzag ring vs plain ring at world {p}: relative error of {what} = {worst:.2e}"
+    for name in tol:
         for plan in PLANS[name]:
             for what in ("y", "dx", "dW"):
                 worst = max(r[name][str(plan)][what] for r in results)
