@@ -57,7 +57,7 @@ def _bench(rank: int, world: int, opts: dict) -> dict:
     nets = {m: ParadyseLM(cfg, seed=0, device=dev) for m in methods}
     opts_ = {m: torch.optim.AdamW(nets[m].parameters(), lr=3e-4) for m in methods}
     planner = Planner(cap=cap, margin=margin, layers=cfg.layers, switch_cost=prof.switch_cost_s,
-                      hysteresis=opts["hysteresis"])  # fmt: skip
+                      hysteresis=opts["hysteresis"], strict=opts["strict"])  # fmt: skip
     heuristic = HeuristicState()
     lengths = LengthSampler(min_len=opts["min_len"], max_len=opts["max_len"], multiple=cfg.seq_multiple(world), seed=opts["seed"],
                             median=opts["median"])  # fmt: skip
@@ -152,6 +152,9 @@ def main() -> None:
     ap.add_argument(
         "--hysteresis", type=float, default=0.0, help="our planner's (the paper's heuristic: 0.05)"
     )
+    ap.add_argument(
+        "--strict", action="store_true", help="our planner's strict hysteresis (needs --hysteresis)"
+    )
     ap.add_argument("--corpus", default="tinyshakespeare")
     ap.add_argument("--no-measure-memory", action="store_true")
     ap.add_argument("--reps", type=int, default=2, help="timed repeats of each step (the fastest counts)")
@@ -187,9 +190,11 @@ def main() -> None:
     else:
         cap = parse_bytes(args.cap)
     margin = parse_bytes(args.margin, flag="--margin", positive=False)
+    if args.strict and not args.hysteresis:
+        ap.error("--strict applies with --hysteresis > 0 only")
     opts = {"profile": str(args.profile), "model": get_model(args.model).to_dict(), "steps": args.steps,
             "min_len": args.min_len, "max_len": args.max_len, "median": args.median, "cap": cap, "margin": margin,
-            "hysteresis": args.hysteresis, "corpus": args.corpus, "measure_memory": not args.no_measure_memory,
+            "hysteresis": args.hysteresis, "strict": args.strict, "corpus": args.corpus, "measure_memory": not args.no_measure_memory,
             "seed": args.seed, "reps": args.reps, "device": place.device, "backend": place.backend}  # fmt: skip
     t0 = time.perf_counter()
     res = launch(_bench, world, opts, backend=place.backend, timeout_s=7200)[0]

@@ -67,6 +67,14 @@ BackendOpt = Annotated[
     str,
     typer.Option("--backend", help="Collectives: auto (nccl on CUDA, gloo on the CPU), nccl or gloo."),
 ]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="With --hysteresis: keep a previous plan only while it is also no slower than every static "
+        "strategy that fits (never slower than a static plan, by the cost model).",
+    ),
+]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Wall-clock limit of the job (s).")]
 RankTimeoutOpt = Annotated[
     float,
@@ -237,6 +245,7 @@ def simulate(
         typer.Option("--margin", help="Memory of the cap kept free by every method (the authors': 512MiB)."),
     ] = "512MiB",
     hysteresis: HysteresisOpt = 0.0,
+    strict: StrictOpt = False,
     seed: SeedOpt = 0,
     plot: PlotOpt = None,
     out: OutOpt = None,
@@ -262,6 +271,10 @@ def simulate(
         raise ConfigError(f"--margin {margin} leaves nothing of the {cap / 2**30:.1f} GiB memory cap")
     if hysteresis < 0:
         raise ConfigError(f"--hysteresis must be >= 0, got {hysteresis}")
+    if strict and not hysteresis:
+        raise ConfigError(
+            "--strict applies with --hysteresis > 0 only (without one every plan is the optimum)"
+        )
     if samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {samples}")
     lens = LengthSampler(distribution=distribution, min_len=min_len, max_len=max_len, median=median,
@@ -277,17 +290,18 @@ def simulate(
     sweep = sorted(
         {int(v) for v in np.geomspace(min_len, max_len, 12) // gpus * gpus} | {max_len // gpus * gpus}
     )
-    curve = run_sim(cfg, gpus, hw, sweep, cap=cap, margin=kept, hysteresis=hysteresis)
+    curve = run_sim(cfg, gpus, hw, sweep, cap=cap, margin=kept, hysteresis=hysteresis, strict=strict)
     console.print(
         render_table(f"{cfg.name} on {gpus} x {hw.name}: seconds per step (blank: OOM)", curve["rows"])
     )
-    dist_run = run_sim(cfg, gpus, hw, lens, cap=cap, margin=kept, hysteresis=hysteresis)
+    dist_run = run_sim(cfg, gpus, hw, lens, cap=cap, margin=kept, hysteresis=hysteresis, strict=strict)
     summary = [{"method": m, **v} for m, v in dist_run["summary"].items()]
     console.print(render_table(f"{samples} sequences, {distribution} in [{min_len}, {max_len}]", summary))
     ad = dist_run["summary"]["adaptive"]
-    console.print(f"adaptive (hysteresis {hysteresis:g}): slower than the fastest static strategy that fits on "
-                  f"{ad['slower_than_best_static']} of {samples} sequences "
-                  f"(worst ratio {ad['worst_ratio_to_best_static']:.3f})")  # fmt: skip
+    console.print(f"adaptive (hysteresis {hysteresis:g}{', strict' if strict else ''}): slower than the fastest "
+                  f"static strategy that fits on {ad['slower_than_best_static']} of {samples} sequences "
+                  f"(worst ratio {ad['worst_ratio_to_best_static']:.3f}, mean {ad['mean_ratio_when_slower']:.3f}; "
+                  f"{ad['seconds_over_best_static']:.3g} s lost of {ad['seconds']:.4g} s)")  # fmt: skip
     if plot:
         err_console.print(f"wrote {plot_simulation(curve, plot)}")
     lengths = {"distribution": distribution, "min_len": min_len, "max_len": max_len, "median": median,
@@ -318,6 +332,7 @@ def train(
     memory_cap: CapOpt = "16GiB",
     margin: MarginOpt = "0",
     hysteresis: HysteresisOpt = 0.0,
+    strict: StrictOpt = False,
     measure_memory: Annotated[
         bool, typer.Option("--measure-memory", help="Track every step's real peak (slower).")
     ] = False,
@@ -353,7 +368,7 @@ def train(
     args = TrainArgs(model=cfg.to_dict(), profile=str(profile_path.resolve()), mode=mode, steps=steps,
                      distribution=distribution, min_len=min_len, max_len=max_len, corpus=corpus,
                      data_dir=str(data_dir) if data_dir else None, memory_cap=cap, margin=kept,
-                     hysteresis=hysteresis, seed=seed, measure_memory=measure_memory, any_hardware=any_hardware,
+                     hysteresis=hysteresis, strict=strict, seed=seed, measure_memory=measure_memory, any_hardware=any_hardware,
                      log=str(log.resolve()), fail_at=_fault(fail_at), device=place.device,
                      backend=place.backend)  # fmt: skip
     prof = Profile.load(profile_path)

@@ -155,18 +155,21 @@ def gpu_hardware(
 
 def simulate(
     cfg: ModelConfig, p: int, hw: Hardware, seq_lens: Sequence[int], *, cap: int | None = None,
-    margin: int = 512 * 2**20, hysteresis: float = 0.0, batch: int = 1,
+    margin: int = 512 * 2**20, hysteresis: float = 0.0, strict: bool = False, batch: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """Every sequence under every static strategy, the paper's heuristic and our planner.
 
     Every method plans against ``cap - margin`` (``cap``: the hardware's memory unless given;
-    ``margin``: kept free, the authors' 512 MiB by default); ``hysteresis`` is our planner's.
+    ``margin``: kept free, the authors' 512 MiB by default); ``hysteresis`` and ``strict`` are our
+    planner's (:class:`Planner`).
     Returns per-length rows and a summary per method: how many sequences it cannot fit (OOM), the
     longest it fits, its seconds over the sequences it fits and the adaptive plan's seconds over the
     same sequences (``speedup`` = method / adaptive on that common set). The adaptive summary also
     counts the sequences on which the adaptive plan is slower than the fastest static strategy that
-    fits (``slower_than_best_static``) and the largest such ratio (``worst_ratio_to_best_static``):
-    with ``hysteresis=0`` never, since every static plan is one of the planner's candidates.
+    fits (``slower_than_best_static``), the largest and the mean such ratio
+    (``worst_ratio_to_best_static``, ``mean_ratio_when_slower``) and the seconds lost on them
+    (``seconds_over_best_static``): with ``hysteresis=0`` or ``strict`` never, since every static plan
+    is one of the planner's candidates and a strict hysteresis keeps no plan slower than one.
     """
     cap = hw.memory_bytes if cap is None else cap
     if cap <= 0:
@@ -175,14 +178,15 @@ def simulate(
         raise ConfigError(f"the memory margin ({margin} bytes) must be >= 0 and below the cap ({cap} bytes)")
     limit = cap - margin
     models = time_models(cfg, p, hw, batch=batch)
-    planner = Planner(cap=cap, margin=margin, layers=cfg.layers, hysteresis=hysteresis)
+    planner = Planner(cap=cap, margin=margin, layers=cfg.layers, hysteresis=hysteresis, strict=strict)
     heuristic = HeuristicState()
     rows: list[dict[str, Any]] = []
     methods = [*STRATEGIES, "paradyse", "adaptive"]
     summary = {
         m: {"seconds": 0.0, "adaptive_seconds": 0.0, "tokens": 0, "oom": 0, "longest": 0} for m in methods
     }
-    slower, worst = 0, 0.0
+    slower: list[float] = []  # adaptive / best static, where above 1
+    lost, worst = 0.0, 0.0
     for s in seq_lens:
         table = CostTable.build(cfg, p, int(s), models, batch=batch)
         tokens = int(s) * batch
@@ -211,7 +215,9 @@ def simulate(
         if statics and row["adaptive_s"] is not None:
             ratio = row["adaptive_s"] / min(statics)
             worst = max(worst, ratio)
-            slower += ratio > 1 + 1e-12
+            if ratio > 1 + 1e-12:
+                slower.append(ratio)
+                lost += row["adaptive_s"] - min(statics)
         rows.append(row)
     for m in methods:
         sm = summary[m]
@@ -219,8 +225,11 @@ def simulate(
         if m != "adaptive":
             sm["speedup"] = sm["seconds"] / sm["adaptive_seconds"] if sm["adaptive_seconds"] else None
     summary["adaptive"].pop("adaptive_seconds")
-    summary["adaptive"] |= {"slower_than_best_static": int(slower), "worst_ratio_to_best_static": worst}
-    return {"rows": rows, "summary": summary, "cap": cap, "margin": margin, "hysteresis": hysteresis,
+    summary["adaptive"] |= {
+        "slower_than_best_static": len(slower), "worst_ratio_to_best_static": worst,
+        "mean_ratio_when_slower": sum(slower) / len(slower) if slower else 1.0, "seconds_over_best_static": lost,
+    }  # fmt: skip
+    return {"rows": rows, "summary": summary, "cap": cap, "margin": margin, "hysteresis": hysteresis, "strict": strict,
             "hardware": hw.name, "hardware_source": hw.source, "p": p, "model": cfg.name}  # fmt: skip
 
 

@@ -61,6 +61,7 @@ class TrainArgs:
     memory_cap: int = 2**34
     margin: int = 0  # bytes of the cap kept free by every planner and static fit
     hysteresis: float = 0.0  # our planner's (mode "adaptive" only)
+    strict: bool = False  # our planner's strict hysteresis (never slower than a static plan)
     lr: float = 3e-4
     seed: int = 0
     measure_memory: bool = False
@@ -93,6 +94,10 @@ class TrainArgs:
         if (self.device, self.backend) not in (("cpu", "gloo"), ("cuda", "nccl")):
             raise ConfigError(
                 f"device {self.device!r} with backend {self.backend!r}: use cpu with gloo or cuda with nccl"
+            )
+        if self.strict and not self.hysteresis:
+            raise ConfigError(
+                "--strict applies with --hysteresis > 0 only (without one every plan is the optimum)"
             )
         if self.fail_at is not None and (len(self.fail_at) != 3 or self.fail_at[2] not in FAULTS):
             raise ConfigError(f"fail_at must be (rank, step, one of {', '.join(FAULTS)}), got {self.fail_at}")
@@ -159,7 +164,7 @@ def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str,
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     stream = args.stream(p)
     planner = Planner(cap=args.memory_cap, margin=args.margin, layers=cfg.layers,
-                      switch_cost=profile.switch_cost_s, hysteresis=args.hysteresis)  # fmt: skip
+                      switch_cost=profile.switch_cost_s, hysteresis=args.hysteresis, strict=args.strict)  # fmt: skip
     heuristic = HeuristicState()
     records: list[dict[str, Any]] = []
     log = open(args.log, "a", encoding="utf-8") if (args.log and rank == 0) else None  # noqa: SIM115

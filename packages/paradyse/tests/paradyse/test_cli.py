@@ -107,6 +107,8 @@ TRAIN = ["train", "-m", "tiny", "--nproc", "2", "--min-len", "16", "--max-len", 
         ([*TRAIN, "--mode", "megatron", "--hysteresis", "0.05"], "applies to --mode adaptive only"),
         ([*TRAIN, "--memory-cap", "1GiB", "--margin", "1GiB"], "leaves nothing of --memory-cap"),
         ([*TRAIN, "--mode", "zigzag"], "unknown mode 'zigzag'"),
+        (["simulate", "--strict"], "--strict applies with --hysteresis > 0 only"),
+        ([*TRAIN, "--strict"], "--strict applies with --hysteresis > 0 only"),
     ],
 )
 def test_degenerate_and_inapplicable_options_are_refused_before_any_work(profile_file, args, match):
@@ -262,3 +264,16 @@ def test_auto_is_gloo_on_a_cpu():
 
     place = resolve_placement("cpu", "auto", nproc=2, cfg=MODELS["tiny"])
     assert (place.device, place.backend) == ("cpu", "gloo")
+
+
+def test_simulate_reports_how_often_the_hysteresis_is_slower_and_strict_mode_never_is(tmp_path):
+    base = ["simulate", "-m", "paper-7b", "--gpus", "32", "--distribution", "bimodal", "--median", "16384",
+            "--samples", "60", "--hysteresis", "0.05"]  # fmt: skip
+    _ok([*base, "-o", str(tmp_path / "loose.json")])
+    _ok([*base, "--strict", "-o", str(tmp_path / "strict.json")])
+    loose = json.loads((tmp_path / "loose.json").read_text())["distribution"]
+    strict = json.loads((tmp_path / "strict.json").read_text())["distribution"]
+    assert loose["summary"]["adaptive"]["slower_than_best_static"] > 0  # the paper's 5 % does lose time
+    assert loose["summary"]["adaptive"]["mean_ratio_when_slower"] > 1
+    assert strict["strict"] and strict["summary"]["adaptive"]["slower_than_best_static"] == 0
+    assert strict["summary"]["adaptive"]["seconds_over_best_static"] == 0
