@@ -11,6 +11,7 @@ import torch
 from effcore.errors import ConfigError
 
 __all__ = [
+    "MLP_KINDS",
     "MODELS",
     "RING_LAYOUTS",
     "STRATEGIES",
@@ -29,6 +30,9 @@ STRATEGIES: tuple[str, ...] = ("megatron", "ulysses", "ring", "metp")
 RING_LAYOUTS: tuple[str, ...] = ("contiguous", "zigzag")
 """How ring attention lays the sequence over ranks: contiguous shards (rank order is sequence order)
 or zigzag (``2p`` chunks, rank ``r`` holding chunks ``r`` and ``2p-1-r``: equal causal work)."""
+
+MLP_KINDS: tuple[str, ...] = ("gelu", "swiglu")
+"""The block's MLP: ``gelu`` (two matrices) or ``swiglu`` (Llama's gate, up and down projections)."""
 
 _DTYPES = {
     "float32": torch.float32,
@@ -62,6 +66,7 @@ class ModelConfig:
     attn_chunk: int = 1024  # ring attention's query rows per score block
     dtype: str = "float32"
     ring_layout: str = "contiguous"  # ring attention's sequence layout (RING_LAYOUTS)
+    mlp: str = "gelu"  # "gelu": w2 gelu(w1 x); "swiglu" (Llama): w2 (silu(w1 x) * w3 x)
 
     def __post_init__(self) -> None:
         kv = self.heads if self.kv_heads is None else self.kv_heads
@@ -88,6 +93,8 @@ class ModelConfig:
                 "ModelConfig.ring_layout='zigzag' balances causal attention; this model is not causal",
                 hint="use ring_layout='contiguous' (every rank already does equal work without a mask)",
             )
+        if self.mlp not in MLP_KINDS:
+            raise ConfigError(f"ModelConfig.mlp={self.mlp!r} is not one of {', '.join(MLP_KINDS)}")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"ModelConfig.dtype={self.dtype!r} is not one of {', '.join(_DTYPES)}")
 
@@ -109,9 +116,10 @@ class ModelConfig:
 
     @property
     def params_per_layer(self) -> int:
-        """Weights of one block: Q, K, V, O, W1, W2 and the two norm vectors."""
+        """Weights of one block: Q, K, V, O, the MLP's matrices (W1, W2; W3 for swiglu) and the two norms."""
         h, d = self.hidden, self.head_dim
-        return h * self.heads * d * 2 + h * self.kv_heads * d * 2 + 2 * h * self.ffn + 2 * h
+        mats = 3 if self.mlp == "swiglu" else 2
+        return h * self.heads * d * 2 + h * self.kv_heads * d * 2 + mats * h * self.ffn + 2 * h
 
     def check_degree(self, p: int) -> None:
         """Every strategy shards heads, KV heads and the FFN over ``p`` ranks: they must divide."""

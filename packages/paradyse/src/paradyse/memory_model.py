@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from effcore.errors import ConfigError
 from paradyse.config import ModelConfig, check_plan
 
 __all__ = [
@@ -40,8 +41,17 @@ def _shapes(cfg: ModelConfig, seq_len: int, p: int, batch: int):
     return batch, sl, seq_len, cfg.hidden, cfg.ffn, cfg.head_dim, cfg.heads, cfg.kv_heads
 
 
+def _modelled(cfg: ModelConfig) -> None:
+    if cfg.mlp != "gelu":
+        raise ConfigError(
+            f"the memory model counts the GELU MLP only; {cfg.name!r} has a {cfg.mlp} MLP (not measured yet)",
+            hint="run swiglu (HF Llama) models under a fixed plan; planning needs their memory model",
+        )
+
+
 def activation_bytes(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: int = 1) -> int:
     """Bytes one layer saves for backward on one rank (exact for this implementation)."""
+    _modelled(cfg)
     b, sl, s, h, f, d, hq, hk = _shapes(cfg, seq_len, p, batch)
     e = cfg.dtype_bytes
     acc = max(e, _FP32)  # ring attention keeps its operands in fp32
@@ -65,6 +75,7 @@ def activation_bytes(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, b
 
 def transient_bytes(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: int = 1) -> int:
     """The largest extra a layer allocates while it runs (beyond what stays saved), on one rank."""
+    _modelled(cfg)
     b, sl, s, h, f, d, hq, hk = _shapes(cfg, seq_len, p, batch)
     e = cfg.dtype_bytes
     if strategy == "megatron":

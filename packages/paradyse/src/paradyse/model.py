@@ -36,49 +36,15 @@ from paradyse.comm import (
     zero3_linear,
 )
 from paradyse.config import ModelConfig, check_plan, check_sequence
+from paradyse.weights import init_shard, shard_shape, weight_names
 
 __all__ = [
     "ATTENTION",
     "MLP",
     "ParallelBlock",
     "ParallelTransformer",
-    "full_weights",
     "rms_norm",
-    "shard_weights",
 ]
-
-WEIGHT_NAMES = ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w1", "w2")
-# How each weight is split over ranks: the dim (None: replicated).
-SHARD_DIM = {"attn_norm": None, "wq": 0, "wk": 0, "wv": 0, "wo": 1, "mlp_norm": None, "w1": 0, "w2": 1}
-
-
-def full_weights(cfg: ModelConfig, layer: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The full (unsharded) weights of one layer, deterministic in ``(seed, layer)``, in fp32."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + layer)
-    h, d, f = cfg.hidden, cfg.head_dim, cfg.ffn
-
-    def lin(out: int, inp: int) -> torch.Tensor:
-        return torch.randn(out, inp, generator=g) / inp**0.5
-
-    return {
-        "attn_norm": 1 + 0.1 * torch.randn(h, generator=g),
-        "wq": lin(cfg.heads * d, h),
-        "wk": lin(cfg.kv_heads * d, h),
-        "wv": lin(cfg.kv_heads * d, h),
-        "wo": lin(h, cfg.heads * d) / cfg.layers**0.5,
-        "mlp_norm": 1 + 0.1 * torch.randn(h, generator=g),
-        "w1": lin(f, h),
-        "w2": lin(h, f) / cfg.layers**0.5,
-    }
-
-
-def shard_weights(weights: dict[str, torch.Tensor], rank: int, p: int) -> dict[str, torch.Tensor]:
-    """This rank's shard of every weight (norms replicated)."""
-    out = {}
-    for name, w in weights.items():
-        dim = SHARD_DIM[name]
-        out[name] = w.clone() if dim is None else w.chunk(p, dim=dim)[rank].clone()
-    return out
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -105,9 +71,22 @@ class ParallelBlock(nn.Module):
         self.cfg, self.layer, self.group = cfg, layer, group
         self.rank, self.p = rank_and_size(group)
         cfg.check_degree(self.p)
-        shards = shard_weights(full_weights(cfg, layer, seed=seed), self.rank, self.p)
-        for name in WEIGHT_NAMES:
-            setattr(self, name, nn.Parameter(shards[name].to(device=device, dtype=cfg.torch_dtype)))
+        with torch.device("meta"):  # shapes only: no rank ever allocates a full weight
+            for name in weight_names(cfg):
+                setattr(
+                    self,
+                    name,
+                    nn.Parameter(torch.empty(shard_shape(cfg, name, self.p), dtype=cfg.torch_dtype)),
+                )
+        self.to_empty(device=torch.device("cpu") if device is None else device)
+        self.reset_parameters(seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int = 0) -> None:
+        """Fill this rank's shards (``paradyse.weights.init_shard``): equal, concatenated over ranks, to
+        the single-process weights of the same seed."""
+        for name in weight_names(self.cfg):
+            getattr(self, name).copy_(init_shard(self.cfg, self.layer, name, self.rank, self.p, seed=seed))
 
     def replicated(self) -> list[nn.Parameter]:
         return [self.attn_norm, self.mlp_norm]
@@ -200,25 +179,34 @@ def _attn_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------- MLP
 
 
+def _act(blk: ParallelBlock, gate: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
+    # gelu: gelu(w1 x); swiglu: silu(w1 x) * w3 x
+    return F.gelu(gate, approximate="tanh") if up is None else F.silu(gate) * up
+
+
+def _mlp_in(blk: ParallelBlock) -> list[torch.Tensor]:
+    return [blk.w1, blk.w3] if blk.cfg.mlp == "swiglu" else [blk.w1]
+
+
 def _mlp_megatron(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
-    (up,) = sp_column_linear(xn, [blk.w1], blk.group)
-    return reduce_scatter_seq(F.gelu(up, approximate="tanh") @ blk.w2.t(), blk.group)
+    gate, *up = sp_column_linear(xn, _mlp_in(blk), blk.group)
+    return reduce_scatter_seq(_act(blk, gate, *up or [None]) @ blk.w2.t(), blk.group)
 
 
 def _mlp_zero3(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
-    up = F.gelu(zero3_linear(xn, blk.w1, 0, blk.group), approximate="tanh")
-    return zero3_linear(up, blk.w2, 1, blk.group)
+    gate, *up = (zero3_linear(xn, w, 0, blk.group) for w in _mlp_in(blk))
+    return zero3_linear(_act(blk, gate, *up or [None]), blk.w2, 1, blk.group)
 
 
-def _metp_mlp_shard(blk: ParallelBlock, i: int, xn, w1, w2) -> torch.Tensor:
-    w1, w2 = broadcast_from(w1, i, blk.group), broadcast_from(w2, i, blk.group)
-    return F.gelu(xn @ w1.t(), approximate="tanh") @ w2.t()
+def _metp_mlp_shard(blk: ParallelBlock, i: int, xn, w2, *w_in) -> torch.Tensor:
+    gate, *up = (xn @ broadcast_from(w, i, blk.group).t() for w in w_in)
+    return _act(blk, gate, *up or [None]) @ broadcast_from(w2, i, blk.group).t()
 
 
 def _mlp_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
     out = None
     for i in range(blk.p):
-        part = checkpoint(_metp_mlp_shard, blk, i, xn, blk.w1, blk.w2, use_reentrant=False)
+        part = checkpoint(_metp_mlp_shard, blk, i, xn, blk.w2, *_mlp_in(blk), use_reentrant=False)
         out = part if out is None else out + part
     return out
 

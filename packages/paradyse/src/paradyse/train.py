@@ -121,25 +121,39 @@ class TrainArgs:
 
 
 class ParadyseLM(nn.Module):
-    """Byte embedding and head (replicated) around the switchable block stack."""
+    """Token embedding, final norm and head (replicated) around the switchable block stack.
 
-    def __init__(self, cfg: ModelConfig, *, group=None, seed: int = 0, device=None) -> None:
+    The byte-level LM by default (``vocab=256``, head tied to the embedding); :func:`paradyse.hf.load_hf`
+    builds one with an HF model's vocabulary and (tied or own) head.
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, *, group=None, seed: int = 0, device=None, vocab: int = 256, tied: bool = True
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed + 7)
-        self.cfg, self.group = cfg, group
-        self.embed = nn.Parameter((torch.randn(256, cfg.hidden, generator=g) * 0.02).to(device))
+        self.cfg, self.group, self.vocab = cfg, group, vocab
+        self.embed = nn.Parameter((torch.randn(vocab, cfg.hidden, generator=g) * 0.02).to(device))
+        self.head = (
+            None if tied else nn.Parameter((torch.randn(vocab, cfg.hidden, generator=g) * 0.02).to(device))
+        )
         self.stack = ParallelTransformer(cfg, group=group, seed=seed, device=device)
         self.norm = nn.Parameter(torch.ones(cfg.hidden, device=device))
 
     def replicated(self) -> list[nn.Parameter]:
-        return [self.embed, self.norm, *self.stack.replicated()]
+        head = [] if self.head is None else [self.head]
+        return [self.embed, *head, self.norm, *self.stack.replicated()]
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, plan, total_tokens: int) -> torch.Tensor:
-        """This rank's share of the mean next-byte loss over the whole sequence (local shard in)."""
+        """This rank's share of the mean next-token loss over the whole sequence (local shard in)."""
         x = F.embedding(tokens, self.embed).to(self.cfg.torch_dtype)
         h = rms_norm(self.stack(x, plan), self.norm, self.cfg.eps)
-        logits = h.float() @ self.embed.float().t()
-        return F.cross_entropy(logits.reshape(-1, 256), targets.reshape(-1), reduction="sum") / total_tokens
+        head = self.embed if self.head is None else self.head
+        logits = h.float() @ head.float().t()
+        return (
+            F.cross_entropy(logits.reshape(-1, self.vocab), targets.reshape(-1), reduction="sum")
+            / total_tokens
+        )
 
     def finish_grads(self) -> None:
         all_reduce_grads(self.replicated(), self.group)

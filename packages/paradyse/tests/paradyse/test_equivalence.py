@@ -9,8 +9,9 @@ from effcore.testing.distributed import launch
 from paradyse.attention import ring_attention
 from paradyse.comm import from_zigzag, to_zigzag
 from paradyse.config import ModelConfig
-from paradyse.model import SHARD_DIM, ParallelTransformer
+from paradyse.model import ParallelTransformer
 from paradyse.reference import reference_forward, reference_weights
+from paradyse.weights import SHARD_DIM
 
 pytestmark = pytest.mark.distributed
 
