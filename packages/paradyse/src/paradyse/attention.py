@@ -2,8 +2,9 @@
 
 Ring attention (:func:`ring_attention`) keeps each rank's queries and passes key/value blocks around
 the ring with batched p2p. The forward overlaps: the next block's transfer runs while the current
-block is computed. The backward does not: each hop of ``(k, v, dk, dv)`` starts after the block's
-gradients are computed and is waited for before the next block. Partial
+block is computed. The backward overlaps with ``overlap=True`` (``ModelConfig.overlap``): ``k, v``
+for the next block go out before this block's gradients are computed, ``dk, dv`` after; without it
+each hop of ``(k, v, dk, dv)`` starts after the block's gradients are computed. Partial
 outputs are merged with their log-sum-exp in fp32, forward and backward (ring-flash-attention #42:
 bf16 partial merges lose accuracy as the ring grows). Under a causal mask a rank skips the blocks of
 later ranks (no zigzag: activations stay in contiguous sequence shards so that strategies can switch
@@ -172,7 +173,7 @@ class _RingAttention(torch.autograd.Function):
     # chunk x (s/p) (the role flash attention's tiling plays on GPUs); under the causal mask a
     # chunk only reads the keys up to its last row.
     @staticmethod
-    def forward(ctx, q, k, v, causal, chunk, layout, group):
+    def forward(ctx, q, k, v, causal, chunk, layout, overlap, group):
         rank, p = rank_and_size(group)
         dtype = q.dtype
         acc = torch.promote_types(dtype, torch.float32)  # fp32 (fp64 stays fp64) for the lse merge
@@ -194,7 +195,7 @@ class _RingAttention(torch.autograd.Function):
                 _finish(pending[0])
                 kk, vv = pending[1]
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.chunk, ctx.layout, ctx.group = causal, chunk, layout, group
+        ctx.causal, ctx.chunk, ctx.layout, ctx.overlap, ctx.group = causal, chunk, layout, overlap, group
         ctx.scale, ctx.dtype = scale, dtype
         return out.to(dtype)
 
@@ -213,6 +214,8 @@ class _RingAttention(torch.autograd.Function):
         kk, vv = k, v
         dk, dv = torch.zeros_like(k), torch.zeros_like(v)
         for t in range(p):
+            # overlap: the next step's k, v travel while this step computes; dk, dv follow after it
+            early = _start_exchange([kk, vv], ctx.group) if (ctx.overlap and t < p - 1) else None
             for blk in ring_blocks(rank, (rank - t) % p, p, sl, causal=causal, layout=ctx.layout):
                 for i0, i1, kend, row0 in _block_chunks(blk, chunk):
                     k0 = blk.k0
@@ -225,7 +228,12 @@ class _RingAttention(torch.autograd.Function):
                     ds = prob * (dp - deltag[:, :, :, i0:i1])
                     dq[:, :, :, i0:i1] += torch.matmul(ds, kc.unsqueeze(2)) * scale
                     dk[:, :, k0:kend] += torch.matmul(ds.transpose(-1, -2), qg[:, :, :, i0:i1]).sum(2) * scale
-            if t < p - 1:
+            if early is not None:
+                reqs, (dk, dv) = _start_exchange([dk, dv], ctx.group)
+                _finish(reqs)
+                _finish(early[0])
+                kk, vv = early[1]
+            elif t < p - 1:
                 reqs, (kk, vv, dk, dv) = _start_exchange([kk, vv, dk, dv], ctx.group)
                 _finish(reqs)
         if p > 1:  # we hold block rank+1's gradients: one more hop returns each to its owner
@@ -233,7 +241,7 @@ class _RingAttention(torch.autograd.Function):
             _finish(reqs)
         b, _, g, sq, d = dq.shape
         dq = dq.reshape(b, hkv * g, sq, d)
-        return dq.to(ctx.dtype), dk.to(ctx.dtype), dv.to(ctx.dtype), None, None, None, None
+        return dq.to(ctx.dtype), dk.to(ctx.dtype), dv.to(ctx.dtype), None, None, None, None, None
 
 
 def _block_rows(q, k, v, i0, i1, k0, kend, masked, row0, scale):
@@ -248,12 +256,14 @@ def _block_rows(q, k, v, i0, i1, k0, kend, masked, row0, scale):
 
 def ring_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, chunk: int = 1024,
-    layout: str = "contiguous", group=None,
+    layout: str = "contiguous", overlap: bool = False, group=None,
 ) -> torch.Tensor:  # fmt: skip
     """Attention of this rank's ``q [b, hq, s/p, d]`` over the whole sequence's keys, passed in a ring.
 
     ``k, v [b, hkv, s/p, d]`` are this rank's sequence shard, laid out as ``layout`` says
     (:func:`ring_segments`: ``contiguous``, rank order is sequence order; ``zigzag``, two chunks).
-    Queries are processed ``chunk`` rows at a time (bounds the scores held at once).
+    Queries are processed ``chunk`` rows at a time (bounds the scores held at once). The forward
+    always sends the next block while computing on this one; ``overlap`` does the same for the
+    backward's ``k, v`` (their gradients travel after the block's compute, as they must).
     """
-    return _RingAttention.apply(q, k, v, causal, chunk, layout, group)
+    return _RingAttention.apply(q, k, v, causal, chunk, layout, overlap, group)

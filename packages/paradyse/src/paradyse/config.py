@@ -67,6 +67,7 @@ class ModelConfig:
     dtype: str = "float32"
     ring_layout: str = "contiguous"  # ring attention's sequence layout (RING_LAYOUTS)
     mlp: str = "gelu"  # "gelu": w2 gelu(w1 x); "swiglu" (Llama): w2 (silu(w1 x) * w3 x)
+    overlap: bool = False  # prefetch ZeRO-3 gathers and METP broadcasts; ring backward sends KV early
 
     def __post_init__(self) -> None:
         kv = self.heads if self.kv_heads is None else self.kv_heads

@@ -26,12 +26,15 @@ from paradyse.attention import apply_rope, local_attention, ring_attention, rope
 from paradyse.comm import (
     all_reduce_grads,
     broadcast_from,
+    broadcast_started,
     from_zigzag,
     heads_to_seq,
     rank_and_size,
     reduce_scatter_seq,
     seq_to_heads,
     sp_column_linear,
+    start_broadcast,
+    start_gather,
     to_zigzag,
     zero3_linear,
 )
@@ -119,14 +122,26 @@ def _attn_megatron(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
     return reduce_scatter_seq(o @ blk.wo.t(), blk.group)  # partial sums over heads -> [b, s/p, h]
 
 
+def _overlapped(blk: ParallelBlock) -> bool:
+    return blk.cfg.overlap and blk.p > 1
+
+
+def _prefetch(blk: ParallelBlock, weights: list[torch.Tensor], dim: int) -> list:
+    # overlap: start every gather now (in order; each waits where its weight is used), else gather at use
+    if not _overlapped(blk):
+        return [None] * len(weights)
+    return [start_gather(w, dim, blk.group) for w in weights]
+
+
 def _qkv_zero3(blk: ParallelBlock, xn: torch.Tensor):
     cfg = blk.cfg
     sl = xn.shape[1]
     cos, sin = blk.rope(blk.rank * sl, sl, xn.device)
     g = blk.group
-    q = apply_rope(_heads(zero3_linear(xn, blk.wq, 0, g), cfg.heads), cos, sin)
-    k = apply_rope(_heads(zero3_linear(xn, blk.wk, 0, g), cfg.kv_heads), cos, sin)
-    v = _heads(zero3_linear(xn, blk.wv, 0, g), cfg.kv_heads)
+    pq, pk, pv = _prefetch(blk, [blk.wq, blk.wk, blk.wv], 0)  # K and V's weights travel while Q computes
+    q = apply_rope(_heads(zero3_linear(xn, blk.wq, 0, g, pq), cfg.heads), cos, sin)
+    k = apply_rope(_heads(zero3_linear(xn, blk.wk, 0, g, pk), cfg.kv_heads), cos, sin)
+    v = _heads(zero3_linear(xn, blk.wv, 0, g, pv), cfg.kv_heads)
     return q, k, v  # [b, heads, s/p, d] at global positions
 
 
@@ -145,9 +160,10 @@ def _ring(blk: ParallelBlock, q, k, v) -> torch.Tensor:
     cfg, g = blk.cfg, blk.group
     if cfg.ring_layout == "zigzag" and blk.p > 1:
         q, k, v = (to_zigzag(t, 2, g) for t in (q, k, v))
-        o = ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, layout="zigzag", group=g)
+        o = ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, layout="zigzag",
+                           overlap=cfg.overlap, group=g)  # fmt: skip
         return from_zigzag(o, 2, g)
-    return ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, group=g)
+    return ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, overlap=cfg.overlap, group=g)
 
 
 def _attn_ring(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
@@ -159,11 +175,19 @@ def _metp_attn_shard(blk: ParallelBlock, i: int, xn, wq, wk, wv, wo) -> torch.Te
     cfg, p = blk.cfg, blk.p
     sl = xn.shape[1]
     cos, sin = blk.rope(blk.rank * sl, sl, xn.device)
-    wq, wk, wv, wo = (broadcast_from(w, i, blk.group) for w in (wq, wk, wv, wo))
-    q = apply_rope(_heads(xn @ wq.t(), cfg.heads // p), cos, sin)
-    k = apply_rope(_heads(xn @ wk.t(), cfg.kv_heads // p), cos, sin)
-    v = _heads(xn @ wv.t(), cfg.kv_heads // p)
-    return _merge_heads(_ring(blk, q, k, v)) @ wo.t()
+    take = _broadcasts(blk, i, [wq, wk, wv, wo])  # overlap: K, V, O's shards travel while Q computes
+    q = apply_rope(_heads(xn @ take(0).t(), cfg.heads // p), cos, sin)
+    k = apply_rope(_heads(xn @ take(1).t(), cfg.kv_heads // p), cos, sin)
+    v = _heads(xn @ take(2).t(), cfg.kv_heads // p)
+    return _merge_heads(_ring(blk, q, k, v)) @ take(3).t()
+
+
+def _broadcasts(blk: ParallelBlock, i: int, shards: list[torch.Tensor]):
+    # take(j): shard i's j-th weight on every rank; with overlap all broadcasts start here, in order
+    if not _overlapped(blk):
+        return lambda j: broadcast_from(shards[j], i, blk.group)
+    pending = [start_broadcast(w, i, blk.group) for w in shards]
+    return lambda j: broadcast_started(shards[j], i, pending[j], blk.group)
 
 
 def _attn_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
@@ -194,13 +218,17 @@ def _mlp_megatron(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
 
 
 def _mlp_zero3(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
-    gate, *up = (zero3_linear(xn, w, 0, blk.group) for w in _mlp_in(blk))
-    return zero3_linear(_act(blk, gate, *up or [None]), blk.w2, 1, blk.group)
+    w_in = _mlp_in(blk)
+    pending = _prefetch(blk, w_in, 0)
+    (p2,) = _prefetch(blk, [blk.w2], 1)  # W2 travels while the up-projection computes
+    gate, *up = (zero3_linear(xn, w, 0, blk.group, pw) for w, pw in zip(w_in, pending, strict=True))
+    return zero3_linear(_act(blk, gate, *up or [None]), blk.w2, 1, blk.group, p2)
 
 
 def _metp_mlp_shard(blk: ParallelBlock, i: int, xn, w2, *w_in) -> torch.Tensor:
-    gate, *up = (xn @ broadcast_from(w, i, blk.group).t() for w in w_in)
-    return _act(blk, gate, *up or [None]) @ broadcast_from(w2, i, blk.group).t()
+    take = _broadcasts(blk, i, [*w_in, w2])
+    gate, *up = (xn @ take(j).t() for j in range(len(w_in)))
+    return _act(blk, gate, *up or [None]) @ take(len(w_in)).t()
 
 
 def _mlp_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:

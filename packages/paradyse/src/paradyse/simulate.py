@@ -15,6 +15,10 @@ Work per layer (``u = b s h``, ``e`` bytes per element, ``r = (p-1)/p``), forwar
   slowest rank, which does ``2 - 1/p`` times the average attention work (contiguous shards), or
   exactly the average (``ring_layout="zigzag"``, which moves q, k, v and the output: one
   all-to-all each, per pass).
+- overlap (``ModelConfig.overlap``): the bytes sent while the layer computes (ZeRO-3's forward
+  gathers after the first of each group, METP's broadcasts after each shard's first, every ring KV
+  hop) cost ``max(compute, their transfer)`` instead of adding to it; without the flag every byte
+  adds (the ring forward's overlap, always on in the code, is then not credited).
 - bytes sent: megatron ``10 r u e``; ulysses four all-to-alls each way plus ZeRO-3's gather, re-gather
   and reduce-scatter of the layer's weights; ring ``~3 (p-1)`` KV blocks plus ZeRO-3; METP ``3x`` the
   weights broadcast and five passes of each shard's KV ring.
@@ -50,7 +54,10 @@ class Hardware:
     source: str = ""
 
     def layer_time(self, work: LayerWork) -> float:
-        return work.flops / self.flops + work.bytes / self.bandwidth + work.collectives * self.latency
+        # overlapped bytes travel while the layer computes: they cost only what compute cannot hide
+        exposed = (work.bytes - work.overlapped) / self.bandwidth
+        busy = max(work.flops / self.flops, work.overlapped / self.bandwidth)
+        return busy + exposed + work.collectives * self.latency
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,6 +65,7 @@ class LayerWork:
     flops: float
     bytes: float
     collectives: int
+    overlapped: float = 0.0  # of ``bytes``, those sent while the layer computes (ModelConfig.overlap)
 
 
 def layer_work(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: int = 1) -> LayerWork:
@@ -90,11 +98,20 @@ def layer_work(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: 
         colls = 3 * 6 * p + 5 * p * (p - 1)
     else:
         raise ConfigError(f"unknown strategy {strategy!r}")
+    hidden = 0.0
+    if cfg.overlap and p > 1:  # what the overlapped path sends while it computes (paradyse.model)
+        if strategy in ("ulysses", "ring"):  # forward gathers of K, V (W3) and W2 behind Q's and W1's
+            hidden = r * (2 * kvd * h + (cfg.ffn * h if cfg.mlp == "swiglu" else 0) + cfg.ffn * h) * e
+        if strategy == "ring":  # every KV hop, forward and backward
+            hidden += 2 * (p - 1) * 2 * b * sl * kvd * e
+        if strategy == "metp":  # broadcasts after each shard's first, forward and recomputation
+            hidden = 2 * r * (weights - (h * cfg.heads * cfg.head_dim + h * cfg.ffn) * e)  # all but Q's, W1's
     if zigzag:  # q, k, v to zigzag shards and the output back, and their gradients (METP: 3 passes)
         passes_moved = 2 if strategy == "ring" else 3
         nbytes += passes_moved * r * 2 * b * sl * (h + kvd) * e
         colls += passes_moved * 4 * (1 if strategy == "ring" else p)
-    return LayerWork(flops=flops, bytes=nbytes if p > 1 else 0.0, collectives=colls if p > 1 else 0)
+    return LayerWork(flops=flops, bytes=nbytes if p > 1 else 0.0, collectives=colls if p > 1 else 0,
+                     overlapped=min(hidden, nbytes) if p > 1 else 0.0)  # fmt: skip
 
 
 class _HardwareTime:

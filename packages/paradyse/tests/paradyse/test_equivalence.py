@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from paradyse.comm import from_zigzag, to_zigzag
 from paradyse.config import ModelConfig
 from paradyse.model import ParallelTransformer
 from paradyse.reference import reference_forward, reference_weights
-from paradyse.weights import SHARD_DIM
+from paradyse.weights import SHARD_DIM, weight_names
 
 pytestmark = pytest.mark.distributed
 
@@ -23,6 +25,10 @@ FP64 = ModelConfig(
 
 ZIGZAG = ModelConfig(
     name="zigzag", hidden=64, heads=8, kv_heads=4, layers=2, ffn=128, attn_chunk=3, ring_layout="zigzag"
+)
+
+SWIGLU = ModelConfig(
+    name="swiglu", hidden=64, heads=8, kv_heads=4, layers=2, ffn=96, attn_chunk=5, mlp="swiglu"
 )
 
 PLANS = {
@@ -38,8 +44,9 @@ PLANS = {
     "mha": ["megatron", "ulysses", "ring", "metp", ("ulysses", "megatron")],
     "fp64": ["megatron", "ulysses", "ring", "metp"],
     "zigzag": ["ring", "metp", ("ring", "megatron")],
+    "swiglu": ["megatron", "ulysses", "ring", "metp", ("metp", "megatron")],
 }
-CONFIGS = (("gqa", GQA), ("mha", MHA), ("fp64", FP64), ("zigzag", ZIGZAG))
+CONFIGS = (("gqa", GQA), ("mha", MHA), ("fp64", FP64), ("zigzag", ZIGZAG), ("swiglu", SWIGLU))
 
 
 def _errors(
@@ -72,7 +79,8 @@ def _errors(
 
         dw = 0.0
         for i, blk in enumerate(model.blocks):
-            for name, dim in SHARD_DIM.items():
+            for name in weight_names(cfg):
+                dim = SHARD_DIM[name]
                 want = ref[i][name].grad if dim is None else ref[i][name].grad.chunk(p, dim)[rank]
                 dw = max(dw, rel(getattr(blk, name).grad, want))
         out[str(plan)] = {"y": rel(y, yr[:, sl]), "dx": rel(xl.grad, xr.grad[:, sl]), "dW": dw}
@@ -85,7 +93,30 @@ def _all_checks(rank: int, p: int, device: str = "cpu") -> dict[str, dict]:
         device = f"cuda:{rank}"
     out = {name: _errors(cfg, PLANS[name], rank, p, device=device) for name, cfg in CONFIGS}
     out["ring_vs_zigzag"] = _zigzag_vs_plain_ring(rank, p, device)
+    out["overlap_vs_sync"] = _overlap_vs_sync(rank, p, device)
     return out
+
+
+def _overlap_vs_sync(rank: int, p: int, device: str, per_rank: int = 8) -> dict[str, float]:
+    # the overlapped path (prefetched gathers and broadcasts, early KV sends in ring backward) runs
+    # the same arithmetic as the synchronous one: outputs and every gradient must be identical
+    worst = {}
+    for base in (GQA, ZIGZAG, SWIGLU):
+        x = torch.randn(2, per_rank * p, base.hidden, generator=torch.Generator().manual_seed(4))
+        sl = slice(rank * per_rank, (rank + 1) * per_rank)
+        for plan in ("ulysses", "ring", "metp", "megatron", ("metp", "ulysses")):
+            runs = []
+            for overlap in (False, True):
+                cfg = dataclasses.replace(base, overlap=overlap)
+                model = ParallelTransformer(cfg, device=device)
+                xl = x[:, sl].to(device).clone().requires_grad_(True)
+                y = model(xl, plan)
+                (y * y).sum().backward()
+                model.finish_grads()
+                runs.append([y.detach(), xl.grad] + [prm.grad for prm in model.parameters()])
+            diff = max(float((a - b).abs().max()) for a, b in zip(*runs, strict=True))
+            worst[f"{base.name} {plan}"] = diff
+    return worst
 
 
 def _zigzag_vs_plain_ring(rank: int, p: int, device: str, per_rank: int = 10) -> dict[str, float]:
@@ -116,7 +147,10 @@ def _zigzag_vs_plain_ring(rank: int, p: int, device: str, per_rank: int = 10) ->
 
 
 def _assert(results: list[dict], p: int) -> None:
-    tol = {"gqa": 2e-6, "mha": 2e-6, "fp64": 1e-12, "zigzag": 2e-6}
+    tol = {"gqa": 2e-6, "mha": 2e-6, "fp64": 1e-12, "zigzag": 2e-6, "swiglu": 2e-6}
+    for what in results[0]["overlap_vs_sync"]:
+        worst = max(r["overlap_vs_sync"][what] for r in results)
+        assert worst == 0, f"overlapped vs synchronous {what} at world {p}: max difference {worst:.2e}"
     for what in ("y", "dq", "dk", "dv"):
         worst = max(r["ring_vs_zigzag"][what] for r in results)
         assert worst < 2e-6, f"zigzag ring vs plain ring at world {p}: relative error of {what} = {worst:.2e}"
