@@ -63,6 +63,22 @@ HysteresisOpt = Annotated[
         "static strategy that fits.",
     ),
 ]
+OverlapOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overlap/--no-overlap",
+        help="Start ZeRO-3 gathers and METP broadcasts before their weights are needed and send ring "
+        "attention's KV early in backward (same results). The profile must be measured the same way.",
+    ),
+]
+RingLayoutOpt = Annotated[
+    str,
+    typer.Option(
+        "--ring-layout",
+        help="Ring attention's sequence layout: contiguous, or zigzag (equal causal work on every rank; "
+        "lengths must divide by 2 x --nproc). The profile must be measured the same way.",
+    ),
+]
 BackendOpt = Annotated[
     str,
     typer.Option("--backend", help="Collectives: auto (nccl on CUDA, gloo on the CPU), nccl or gloo."),
@@ -82,6 +98,14 @@ RankTimeoutOpt = Annotated[
         "--rank-timeout", help="How long a rank waits for another in a collective before it stops (s)."
     ),
 ]
+
+
+def _model(name: str, overlap: bool, ring_layout: str):
+    import dataclasses
+
+    from paradyse.config import get_model
+
+    return dataclasses.replace(get_model(name), overlap=overlap, ring_layout=ring_layout)
 
 
 def _cap_and_margin(memory_cap: str, margin: str) -> tuple[int, int]:
@@ -110,6 +134,8 @@ def profile(
             show_default=False,
         ),
     ] = None,
+    overlap: OverlapOpt = False,
+    ring_layout: RingLayoutOpt = "contiguous",
     device: DeviceOpt = "auto",
     backend: BackendOpt = "auto",
     timeout: TimeoutOpt = 3600.0,
@@ -121,12 +147,12 @@ def profile(
 ) -> None:
     """Time every strategy's forward + backward per layer over sequence lengths (NCCL on GPUs, gloo on CPUs)."""
     from effcore.distributed import run_job
-    from paradyse.config import STRATEGIES, check_sequence, get_model
+    from paradyse.config import STRATEGIES, check_sequence
     from paradyse.costmodel import Profile
     from paradyse.placement import resolve_placement
     from paradyse.plots import plot_profile
 
-    cfg = get_model(model)
+    cfg = _model(model, overlap, ring_layout)
     place = resolve_placement(device, backend, nproc=nproc, cfg=cfg)
     lens = int_list(seq_lens, "--seq-lens")
     if len(set(lens)) < 3:
@@ -339,6 +365,8 @@ def train(
     log: Annotated[
         Path, out_option("Per-step log (JSON lines).", suffixes=(".jsonl",), flag="--log", short=None)
     ] = Path("paradyse-train.jsonl"),
+    overlap: OverlapOpt = False,
+    ring_layout: RingLayoutOpt = "contiguous",
     device: DeviceOpt = "auto",
     backend: BackendOpt = "auto",
     timeout: TimeoutOpt = 3600.0,
@@ -357,12 +385,11 @@ def train(
 ) -> None:
     """Train the byte-level LM with per-batch plans under torchrun; logs plan and time per step."""
     from effcore.distributed import run_job
-    from paradyse.config import get_model
     from paradyse.costmodel import Profile, hardware_id
     from paradyse.placement import resolve_placement
     from paradyse.train import TrainArgs
 
-    cfg = get_model(model)
+    cfg = _model(model, overlap, ring_layout)
     place = resolve_placement(device, backend, nproc=nproc, cfg=cfg)
     cap, kept = _cap_and_margin(memory_cap, margin)
     args = TrainArgs(model=cfg.to_dict(), profile=str(profile_path.resolve()), mode=mode, steps=steps,

@@ -121,6 +121,17 @@ def test_an_empty_corpus_is_refused_before_the_ranks_start(profile_file, tmp_pat
     _fails([*TRAIN, "-p", str(profile_file), "--corpus", "nosuchcorpus"], "unknown corpus")
 
 
+def test_overlap_and_ring_layout_must_match_the_profile_and_be_valid(profile_file):
+    _fails([*TRAIN, "-p", str(profile_file), "--overlap"], "model differs in overlap")
+    _fails([*TRAIN, "-p", str(profile_file), "--ring-layout", "zigzag"], "model differs in ring_layout")
+    _fails(
+        ["profile", "-m", "tiny", "--nproc", "2", "--ring-layout", "spiral"],
+        "ring_layout='spiral' is not one of",
+    )
+    _fails(["profile", "-m", "tiny", "--nproc", "2", "--ring-layout", "zigzag", "--seq-lens", "16,32,34"],
+           "sequence length 34 is not divisible by 4: a zigzag ring's shards hold two chunks")  # fmt: skip
+
+
 def test_train_refuses_a_profile_of_another_model(profile_file):
     # the profile was measured on `tiny`; training `small` with it would plan with the wrong times
     _fails(["train", "-m", "small", "-p", str(profile_file), "--nproc", "2"], "model differs in hidden")
