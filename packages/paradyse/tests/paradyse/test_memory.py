@@ -14,6 +14,7 @@ SHAPES = [
     dict(hidden=64, heads=8, kv_heads=4, layers=2, ffn=256, attn_chunk=64),
     dict(hidden=64, heads=4, kv_heads=4, layers=2, ffn=128, attn_chunk=1024, causal=False),
     dict(hidden=64, heads=8, kv_heads=4, layers=2, ffn=256, attn_chunk=64, ring_layout="zigzag"),
+    dict(hidden=64, heads=8, kv_heads=4, layers=2, ffn=160, attn_chunk=64, mlp="swiglu"),
 ]
 
 
