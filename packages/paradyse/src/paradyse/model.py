@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -69,10 +70,14 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 class ParallelBlock(nn.Module):
     """One pre-norm block holding this rank's weight shards; ``forward(x, strategy)``."""
 
-    def __init__(self, cfg: ModelConfig, layer: int, *, group=None, seed: int = 0, device=None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, layer: int, *, group=None, seed: int = 0, device=None, side_group=None
+    ) -> None:
         super().__init__()
         self.cfg, self.layer, self.group = cfg, layer, group
         self.rank, self.p = rank_and_size(group)
+        self.side_group = side_group  # overlap: prefetches run on it (ParallelTransformer makes it)
+        self.pending_qkv: list | None = None
         cfg.check_degree(self.p)
         with torch.device("meta"):  # shapes only: no rank ever allocates a full weight
             for name in weight_names(cfg):
@@ -101,7 +106,14 @@ class ParallelBlock(nn.Module):
         dt = self.cfg.torch_dtype
         return cos.to(device=device, dtype=dt), sin.to(device=device, dtype=dt)
 
-    def forward(self, x: torch.Tensor, strategy: str) -> torch.Tensor:
+    def prefetch_qkv(self) -> None:
+        """Start gathering this layer's Q, K, V weights now (the previous layer is about to compute)."""
+        self.pending_qkv = _prefetch(self, [self.wq, self.wk, self.wv], 0)
+
+    def forward(self, x: torch.Tensor, strategy: str, nxt: ParallelBlock | None = None) -> torch.Tensor:
+        """``nxt``: the next layer, if it reads ZeRO-3 weights: its Q, K, V gathers start now (overlap)."""
+        if nxt is not None:
+            nxt.prefetch_qkv()
         eps = self.cfg.eps
         x = x + ATTENTION[strategy](self, rms_norm(x, self.attn_norm, eps))
         return x + MLP[strategy](self, rms_norm(x, self.mlp_norm, eps))
@@ -127,10 +139,11 @@ def _overlapped(blk: ParallelBlock) -> bool:
 
 
 def _prefetch(blk: ParallelBlock, weights: list[torch.Tensor], dim: int) -> list:
-    # overlap: start every gather now (in order; each waits where its weight is used), else gather at use
+    # overlap: start every gather now (in order; each waits where its weight is used) on the side
+    # group, so that prefetches never queue behind the layer's own collectives; else gather at use
     if not _overlapped(blk):
         return [None] * len(weights)
-    return [start_gather(w, dim, blk.group) for w in weights]
+    return [start_gather(w, dim, blk.side_group) for w in weights]
 
 
 def _qkv_zero3(blk: ParallelBlock, xn: torch.Tensor):
@@ -138,7 +151,9 @@ def _qkv_zero3(blk: ParallelBlock, xn: torch.Tensor):
     sl = xn.shape[1]
     cos, sin = blk.rope(blk.rank * sl, sl, xn.device)
     g = blk.group
-    pq, pk, pv = _prefetch(blk, [blk.wq, blk.wk, blk.wv], 0)  # K and V's weights travel while Q computes
+    # started by the previous layer (ParallelBlock.prefetch_qkv) or now: K's and V's travel while Q computes
+    pending, blk.pending_qkv = blk.pending_qkv, None
+    pq, pk, pv = pending or _prefetch(blk, [blk.wq, blk.wk, blk.wv], 0)
     q = apply_rope(_heads(zero3_linear(xn, blk.wq, 0, g, pq), cfg.heads), cos, sin)
     k = apply_rope(_heads(zero3_linear(xn, blk.wk, 0, g, pk), cfg.kv_heads), cos, sin)
     v = _heads(zero3_linear(xn, blk.wv, 0, g, pv), cfg.kv_heads)
@@ -260,8 +275,13 @@ class ParallelTransformer(nn.Module):
         super().__init__()
         self.cfg, self.group = cfg, group
         self.rank, self.p = rank_and_size(group)
+        # overlap: a second group of the same ranks carries the prefetches (created by every rank)
+        side = None
+        if cfg.overlap and self.p > 1:
+            side = dist.new_group(ranks=None if group is None else dist.get_process_group_ranks(group))
         self.blocks = nn.ModuleList(
-            ParallelBlock(cfg, i, group=group, seed=seed, device=device) for i in range(cfg.layers)
+            ParallelBlock(cfg, i, group=group, seed=seed, device=device, side_group=side)
+            for i in range(cfg.layers)
         )
 
     def forward(self, x: torch.Tensor, plan: Sequence[str] | str) -> torch.Tensor:
@@ -269,8 +289,9 @@ class ParallelTransformer(nn.Module):
         if x.ndim != 3 or x.shape[-1] != self.cfg.hidden:
             raise ValueError(f"expected [b, s/p, {self.cfg.hidden}] activations, got {tuple(x.shape)}")
         check_sequence(x.shape[1] * self.p, self.p, self.cfg)
-        for block, strategy in zip(self.blocks, names, strict=True):
-            x = block(x, strategy)
+        for i, (block, strategy) in enumerate(zip(self.blocks, names, strict=True)):
+            nxt = self.blocks[i + 1] if i + 1 < len(names) and names[i + 1] in ("ulysses", "ring") else None
+            x = block(x, strategy, nxt if (self.cfg.overlap and self.p > 1) else None)
         return x
 
     def replicated(self) -> list[nn.Parameter]:

@@ -16,7 +16,7 @@ Work per layer (``u = b s h``, ``e`` bytes per element, ``r = (p-1)/p``), forwar
   exactly the average (``ring_layout="zigzag"``, which moves q, k, v and the output: one
   all-to-all each, per pass).
 - overlap (``ModelConfig.overlap``): the bytes sent while the layer computes (ZeRO-3's forward
-  gathers after the first of each group, METP's broadcasts after each shard's first, every ring KV
+  gathers but W1's: Q, K, V are prefetched during the previous layer, as if it were ZeRO-3 too, METP's broadcasts after each shard's first, every ring KV
   hop) cost ``max(compute, their transfer)`` instead of adding to it; without the flag every byte
   adds (the ring forward's overlap, always on in the code, is then not credited).
 - bytes sent: megatron ``10 r u e``; ulysses four all-to-alls each way plus ZeRO-3's gather, re-gather
@@ -100,8 +100,10 @@ def layer_work(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: 
         raise ConfigError(f"unknown strategy {strategy!r}")
     hidden = 0.0
     if cfg.overlap and p > 1:  # what the overlapped path sends while it computes (paradyse.model)
-        if strategy in ("ulysses", "ring"):  # forward gathers of K, V (W3) and W2 behind Q's and W1's
-            hidden = r * (2 * kvd * h + (cfg.ffn * h if cfg.mlp == "swiglu" else 0) + cfg.ffn * h) * e
+        if strategy in ("ulysses", "ring"):  # forward gathers of Q, K, V (the previous layer's
+            # prefetch), W3 and W2 (behind W1's projection)
+            qkv = (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim * h
+            hidden = r * (qkv + (cfg.ffn * h if cfg.mlp == "swiglu" else 0) + cfg.ffn * h) * e
         if strategy == "ring":  # every KV hop, forward and backward
             hidden += 2 * (p - 1) * 2 * b * sl * kvd * e
         if strategy == "metp":  # broadcasts after each shard's first, forward and recomputation

@@ -104,7 +104,7 @@ def _overlap_vs_sync(rank: int, p: int, device: str, per_rank: int = 8) -> dict[
     for base in (GQA, ZIGZAG, SWIGLU):
         x = torch.randn(2, per_rank * p, base.hidden, generator=torch.Generator().manual_seed(4))
         sl = slice(rank * per_rank, (rank + 1) * per_rank)
-        for plan in ("ulysses", "ring", "metp", "megatron", ("metp", "ulysses")):
+        for plan in ("ulysses", "ring", "metp", "megatron", ("metp", "ulysses"), ("ring", "ulysses")):
             runs = []
             for overlap in (False, True):
                 cfg = dataclasses.replace(base, overlap=overlap)
