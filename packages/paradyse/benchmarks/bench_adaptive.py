@@ -1,4 +1,4 @@
-"""Adaptive plans against every static strategy on one dynamic-length stream, side by side, on gloo.
+"""Adaptive plans against every static strategy on one dynamic-length stream, side by side (gloo or NCCL).
 
     uv run paradyse profile -m bench --nproc 4 -o prof.json      # once, on a quiet machine
     uv run python packages/paradyse/benchmarks/bench_adaptive.py --model bench --profile prof.json \\
@@ -33,27 +33,33 @@ import torch
 
 def _bench(rank: int, world: int, opts: dict) -> dict:
     import torch.distributed as dist
-    from torch.distributed._tools.mem_tracker import MemTracker
 
     from paradyse.config import STRATEGIES, ModelConfig, PlanError
     from paradyse.costmodel import Profile
     from paradyse.data import LengthSampler, TextStream, load_corpus
     from paradyse.memory_model import lm_bytes
+    from paradyse.placement import PeakMemory, Placement
     from paradyse.planner import CostTable, HeuristicState, Planner, compress, paradyse_plan
     from paradyse.train import ParadyseLM, train_step
 
+    place = Placement(device=opts["device"], backend=opts["backend"])
+    dev = (
+        torch.device("cuda", rank) if place.device == "cuda" else torch.device("cpu")
+    )  # launch: one GPU a rank
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     prof = Profile.load(opts["profile"])
     cfg = ModelConfig.from_dict(opts["model"])  # checked against the profile before the launch
     models = prof.time_models()
     cap, margin = opts["cap"], opts["margin"]
     limit = cap - margin
     methods = ["adaptive", "paradyse", *STRATEGIES]
-    nets = {m: ParadyseLM(cfg, seed=0) for m in methods}
+    nets = {m: ParadyseLM(cfg, seed=0, device=dev) for m in methods}
     opts_ = {m: torch.optim.AdamW(nets[m].parameters(), lr=3e-4) for m in methods}
     planner = Planner(cap=cap, margin=margin, layers=cfg.layers, switch_cost=prof.switch_cost_s,
-                      hysteresis=opts["hysteresis"])  # fmt: skip
+                      hysteresis=opts["hysteresis"], strict=opts["strict"])  # fmt: skip
     heuristic = HeuristicState()
-    lengths = LengthSampler(min_len=opts["min_len"], max_len=opts["max_len"], multiple=world, seed=opts["seed"],
+    lengths = LengthSampler(min_len=opts["min_len"], max_len=opts["max_len"], multiple=cfg.seq_multiple(world), seed=opts["seed"],
                             median=opts["median"])  # fmt: skip
     stream = TextStream(load_corpus(opts["corpus"]), lengths, steps=opts["steps"])
     rows = []
@@ -61,7 +67,10 @@ def _bench(rank: int, world: int, opts: dict) -> dict:
         s = tokens.shape[1]
         table = CostTable.build(cfg, world, s, models, extra_bytes=lm_bytes(cfg, s, world))
         sl = s // world
-        local = tokens[:, rank * sl : (rank + 1) * sl], targets[:, rank * sl : (rank + 1) * sl]
+        local = (
+            tokens[:, rank * sl : (rank + 1) * sl].to(dev),
+            targets[:, rank * sl : (rank + 1) * sl].to(dev),
+        )
         for m in methods:
             row = {"step": step, "seq_len": s, "method": m}
             try:
@@ -83,7 +92,9 @@ def _bench(rank: int, world: int, opts: dict) -> dict:
                 dist.barrier()
                 t0 = time.perf_counter()
                 train_step(nets[m], opts_[m], *local, plan, s)
-                elapsed = torch.tensor([time.perf_counter() - t0])
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                elapsed = torch.tensor([time.perf_counter() - t0], device=dev)
                 dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
                 best = min(best, float(elapsed))
             elapsed = best
@@ -91,13 +102,9 @@ def _bench(rank: int, world: int, opts: dict) -> dict:
                 oom=False, plan=compress(plan), seconds=float(elapsed), predicted_bytes=table.memory(plan)
             )
             if opts["measure_memory"]:
-                tracker = MemTracker()
-                tracker.track_external(nets[m], opts_[m])
-                with tracker:
+                with PeakMemory(nets[m], dev) as tracker:
                     train_step(nets[m], opts_[m], *local, plan, s)
-                peak = torch.tensor(
-                    [float(tracker.get_tracker_snapshot("peak").get(torch.device("cpu"), {}).get("Total", 0))]
-                )
+                peak = torch.tensor([float(tracker.peak)], device=dev)
                 dist.all_reduce(peak, op=dist.ReduceOp.MAX)
                 row["peak_bytes"] = int(peak)
             rows.append(row)
@@ -145,10 +152,15 @@ def main() -> None:
     ap.add_argument(
         "--hysteresis", type=float, default=0.0, help="our planner's (the paper's heuristic: 0.05)"
     )
+    ap.add_argument(
+        "--strict", action="store_true", help="our planner's strict hysteresis (needs --hysteresis)"
+    )
     ap.add_argument("--corpus", default="tinyshakespeare")
     ap.add_argument("--no-measure-memory", action="store_true")
     ap.add_argument("--reps", type=int, default=2, help="timed repeats of each step (the fastest counts)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    ap.add_argument("--backend", default="auto", help="auto (nccl on CUDA, gloo on the CPU), nccl or gloo")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -160,6 +172,7 @@ def main() -> None:
     from paradyse.config import get_model
     from paradyse.costmodel import Profile
     from paradyse.memory_model import lm_bytes
+    from paradyse.placement import resolve_placement
     from paradyse.planner import CostTable
 
     if args.out is not None:
@@ -167,6 +180,7 @@ def main() -> None:
     prof = Profile.load(args.profile)
     world = prof.world_size
     prof.check(model=get_model(args.model), world_size=world)
+    place = resolve_placement(args.device, args.backend, nproc=world, cfg=prof.model)
     if args.cap == "auto":
         s = args.max_len // world * world
         table = CostTable.build(
@@ -176,15 +190,17 @@ def main() -> None:
     else:
         cap = parse_bytes(args.cap)
     margin = parse_bytes(args.margin, flag="--margin", positive=False)
+    if args.strict and not args.hysteresis:
+        ap.error("--strict applies with --hysteresis > 0 only")
     opts = {"profile": str(args.profile), "model": get_model(args.model).to_dict(), "steps": args.steps,
             "min_len": args.min_len, "max_len": args.max_len, "median": args.median, "cap": cap, "margin": margin,
-            "hysteresis": args.hysteresis, "corpus": args.corpus, "measure_memory": not args.no_measure_memory,
-            "seed": args.seed, "reps": args.reps}  # fmt: skip
+            "hysteresis": args.hysteresis, "strict": args.strict, "corpus": args.corpus, "measure_memory": not args.no_measure_memory,
+            "seed": args.seed, "reps": args.reps, "device": place.device, "backend": place.backend}  # fmt: skip
     t0 = time.perf_counter()
-    res = launch(_bench, world, opts, timeout_s=7200)[0]
+    res = launch(_bench, world, opts, backend=place.backend, timeout_s=7200)[0]
     summary = _summary(res["rows"], cap)
     console = Console()
-    console.print(render_table(f"{prof.model.name} on {world} gloo ranks, cap {cap / 2**20:.0f} MiB, "
+    console.print(render_table(f"{prof.model.name} on {world} {place.backend} ranks, cap {cap / 2**20:.0f} MiB, "
                                f"{args.steps} steps ({time.perf_counter() - t0:.0f} s)", summary))  # fmt: skip
     if args.out:
         args.out.write_text(

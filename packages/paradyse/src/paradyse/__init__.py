@@ -3,7 +3,9 @@
 ``paradyse.model`` (the switchable stack and its four strategies), ``paradyse.comm`` (differentiable
 collectives), ``paradyse.attention`` (ring attention), ``paradyse.memory_model`` / ``paradyse.costmodel``
 (cost models and profiles), ``paradyse.planner`` (the paper's heuristic and ours), ``paradyse.train``,
-``paradyse.simulate``. Names resolve lazily, so ``import paradyse`` does not import torch.
+``paradyse.simulate``, ``paradyse.hf`` (Llama-family HF decoders in the shard layout),
+``paradyse.weights`` (per-shard initialisation), ``paradyse.placement`` (devices and backends).
+Names resolve lazily, so ``import paradyse`` does not import torch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from effcore.lazy import lazy_getattr
 if TYPE_CHECKING:
     from paradyse.config import MODELS, STRATEGIES, ModelConfig, PlanError, get_model
     from paradyse.costmodel import Profile, TimeModel, fit_time_model
+    from paradyse.hf import check_shardable, config_from_hf, load_hf
     from paradyse.memory_model import estimate_memory
     from paradyse.model import ParallelTransformer
     from paradyse.planner import CostTable, HeuristicState, Plan, Planner, paradyse_plan
@@ -27,6 +30,7 @@ _LAZY: dict[str, str] = {}
 for _module, _names in {
     "paradyse.config": ("MODELS", "STRATEGIES", "ModelConfig", "PlanError", "get_model"),
     "paradyse.costmodel": ("Profile", "TimeModel", "fit_time_model"),
+    "paradyse.hf": ("check_shardable", "config_from_hf", "load_hf"),
     "paradyse.memory_model": ("estimate_memory",),
     "paradyse.model": ("ParallelTransformer",),
     "paradyse.planner": ("CostTable", "HeuristicState", "Plan", "Planner", "paradyse_plan"),
@@ -46,6 +50,10 @@ __all__ = [  # noqa: RUF022 -- grouped by submodule
     "ParallelTransformer",
     "reference_forward",
     "reference_weights",
+    # HF models in the shard layout
+    "check_shardable",
+    "config_from_hf",
+    "load_hf",
     # cost models
     "Profile",
     "TimeModel",

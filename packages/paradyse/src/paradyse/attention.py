@@ -2,8 +2,9 @@
 
 Ring attention (:func:`ring_attention`) keeps each rank's queries and passes key/value blocks around
 the ring with batched p2p. The forward overlaps: the next block's transfer runs while the current
-block is computed. The backward does not: each hop of ``(k, v, dk, dv)`` starts after the block's
-gradients are computed and is waited for before the next block. Partial
+block is computed. The backward overlaps with ``overlap=True`` (``ModelConfig.overlap``): ``k, v``
+for the next block go out before this block's gradients are computed, ``dk, dv`` after; without it
+each hop of ``(k, v, dk, dv)`` starts after the block's gradients are computed. Partial
 outputs are merged with their log-sum-exp in fp32, forward and backward (ring-flash-attention #42:
 bf16 partial merges lose accuracy as the ring grows). Under a causal mask a rank skips the blocks of
 later ranks (no zigzag: activations stay in contiguous sequence shards so that strategies can switch
@@ -14,14 +15,25 @@ gradient to its owner in one last exchange.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from paradyse.comm import rank_and_size
+from paradyse.config import RING_LAYOUTS
 
-__all__ = ["apply_rope", "local_attention", "ring_attention", "rope_tables"]
+__all__ = [
+    "RingBlock",
+    "apply_rope",
+    "local_attention",
+    "ring_attention",
+    "ring_blocks",
+    "ring_score_elements",
+    "ring_segments",
+    "rope_tables",
+]
 
 
 def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,11 +65,11 @@ def _grouped(q: torch.Tensor, hkv: int) -> torch.Tensor:
     return q.view(b, hkv, hq // hkv, s, d)
 
 
-def _scores(q: torch.Tensor, k: torch.Tensor, diag: bool, scale: float, row0: int = 0) -> torch.Tensor:
-    # q [b, hkv, g, sq, d] (rows row0.. of the block), k [b, hkv, sk, d] -> [b, hkv, g, sq, sk];
-    # `diag`: the causal block, where key j is masked for query row i when j > i
+def _scores(q: torch.Tensor, k: torch.Tensor, masked: bool, scale: float, row0: int = 0) -> torch.Tensor:
+    # q [b, hkv, g, sq, d], k [b, hkv, sk, d] -> [b, hkv, g, sq, sk]; `masked`: key j is masked for
+    # query row i when j > row0 + i (row0: the first row's offset from the keys' first position)
     s = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) * scale
-    if diag:
+    if masked:
         sq, sk = s.shape[-2:]
         rows = torch.arange(row0, row0 + sq, device=s.device)[:, None]
         mask = torch.arange(sk, device=s.device)[None, :] > rows
@@ -87,17 +99,81 @@ def _finish(reqs: list) -> None:
         req.wait()
 
 
-def _chunks(n: int, chunk: int):
-    for start in range(0, n, chunk):
-        yield start, min(n, start + chunk)
+def ring_segments(rank: int, p: int, local_len: int, layout: str) -> list[tuple[int, int]]:
+    """``(first global position, length)`` of each piece of ``rank``'s sequence shard, in local order.
+
+    ``contiguous``: one piece, positions ``rank * s/p ..``; ``zigzag``: the sequence cut into ``2p``
+    chunks, rank ``r`` holding chunks ``r`` and ``2p - 1 - r`` (an early and a late one, so that every
+    rank has the same causal work)."""
+    if layout not in RING_LAYOUTS:
+        raise ValueError(f"unknown ring layout {layout!r}; choose from {', '.join(RING_LAYOUTS)}")
+    if layout == "contiguous" or p == 1:
+        return [(rank * local_len, local_len)]
+    if local_len % 2:
+        raise ValueError(f"a zigzag shard holds two equal chunks; its length {local_len} is odd")
+    c = local_len // 2
+    return [(rank * c, c), ((2 * p - 1 - rank) * c, c)]
+
+
+@dataclass(frozen=True, slots=True)
+class RingBlock:
+    """Query rows ``q0:q1`` against key rows ``k0:k1`` of the block held; ``masked``: causal inside,
+    key ``k0 + j`` masked for query ``q0 + i`` when ``j > i + shift``."""
+
+    q0: int
+    q1: int
+    k0: int
+    k1: int
+    masked: bool
+    shift: int
+
+
+def ring_blocks(
+    rank: int, owner: int, p: int, local_len: int, *, causal: bool, layout: str
+) -> list[RingBlock]:
+    """The score blocks ``rank``'s queries compute against the keys of ``owner``'s shard (causal: only
+    the pieces where some key precedes some query; masked where they overlap)."""
+    blocks = []
+    qoff = 0
+    for qs, ql in ring_segments(rank, p, local_len, layout):
+        koff = 0
+        for ks, kl in ring_segments(owner, p, local_len, layout):
+            if not causal or ks + kl - 1 <= qs:
+                blocks.append(RingBlock(qoff, qoff + ql, koff, koff + kl, False, 0))
+            elif ks <= qs + ql - 1:
+                blocks.append(RingBlock(qoff, qoff + ql, koff, koff + kl, True, qs - ks))
+            koff += kl
+        qoff += ql
+    return blocks
+
+
+def _block_chunks(blk: RingBlock, chunk: int):
+    # (i0, i1, kend, row0): query rows i0:i1 against keys k0:kend; under the mask a chunk reads only
+    # the keys up to its last row's position
+    for i0 in range(blk.q0, blk.q1, chunk):
+        i1 = min(blk.q1, i0 + chunk)
+        row0 = i0 - blk.q0 + blk.shift
+        kend = min(blk.k1, blk.k0 + row0 + (i1 - i0)) if blk.masked else blk.k1
+        if kend > blk.k0:
+            yield i0, i1, kend, row0
+
+
+def ring_score_elements(rank: int, p: int, local_len: int, *, causal: bool, layout: str, chunk: int) -> int:
+    """Score entries ``rank`` computes in one forward (per query head and batch row): its share of
+    the attention FLOPs, from the same block schedule the ring runs."""
+    total = 0
+    for t in range(p):
+        for blk in ring_blocks(rank, (rank - t) % p, p, local_len, causal=causal, layout=layout):
+            total += sum((i1 - i0) * (kend - blk.k0) for i0, i1, kend, _ in _block_chunks(blk, chunk))
+    return total
 
 
 class _RingAttention(torch.autograd.Function):
     # Queries are processed in chunks of `chunk` rows so that a block's scores never exceed
-    # chunk x (s/p) (the role flash attention's tiling plays on GPUs); on the causal diagonal block a
+    # chunk x (s/p) (the role flash attention's tiling plays on GPUs); under the causal mask a
     # chunk only reads the keys up to its last row.
     @staticmethod
-    def forward(ctx, q, k, v, causal, chunk, group):
+    def forward(ctx, q, k, v, causal, chunk, layout, overlap, group):
         rank, p = rank_and_size(group)
         dtype = q.dtype
         acc = torch.promote_types(dtype, torch.float32)  # fp32 (fp64 stays fp64) for the lse merge
@@ -108,13 +184,10 @@ class _RingAttention(torch.autograd.Function):
         sl = q.shape[2]
         kk, vv = k, v
         for t in range(p):
-            j = (rank - t) % p  # the owner of the block we hold at step t
             pending = _start_exchange([kk, vv], group) if t < p - 1 else None
-            if not causal or j <= rank:
-                diag = causal and j == rank
-                for i0, i1 in _chunks(sl, chunk):
-                    kend = i1 if diag else sl
-                    blk_out, blk_lse = _block_rows(q, kk, vv, i0, i1, kend, diag, scale)
+            for blk in ring_blocks(rank, (rank - t) % p, p, sl, causal=causal, layout=layout):
+                for i0, i1, kend, row0 in _block_chunks(blk, chunk):
+                    blk_out, blk_lse = _block_rows(q, kk, vv, i0, i1, blk.k0, kend, blk.masked, row0, scale)
                     out[:, :, i0:i1], lse[:, :, i0:i1] = _merge(
                         out[:, :, i0:i1], lse[:, :, i0:i1], blk_out, blk_lse
                     )
@@ -122,7 +195,8 @@ class _RingAttention(torch.autograd.Function):
                 _finish(pending[0])
                 kk, vv = pending[1]
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.chunk, ctx.group, ctx.scale, ctx.dtype = causal, chunk, group, scale, dtype
+        ctx.causal, ctx.chunk, ctx.layout, ctx.overlap, ctx.group = causal, chunk, layout, overlap, group
+        ctx.scale, ctx.dtype = scale, dtype
         return out.to(dtype)
 
     @staticmethod
@@ -140,21 +214,26 @@ class _RingAttention(torch.autograd.Function):
         kk, vv = k, v
         dk, dv = torch.zeros_like(k), torch.zeros_like(v)
         for t in range(p):
-            j = (rank - t) % p
-            if not causal or j <= rank:
-                diag = causal and j == rank
-                for i0, i1 in _chunks(sl, chunk):
-                    kend = i1 if diag else sl
-                    kc, vc = kk[:, :, :kend], vv[:, :, :kend]
-                    s = _scores(qg[:, :, :, i0:i1], kc, diag, scale, row0=i0)
-                    prob = torch.exp(s - lseg[:, :, :, i0:i1])  # [b, hkv, g, rows, kend]
+            # overlap: the next step's k, v travel while this step computes; dk, dv follow after it
+            early = _start_exchange([kk, vv], ctx.group) if (ctx.overlap and t < p - 1) else None
+            for blk in ring_blocks(rank, (rank - t) % p, p, sl, causal=causal, layout=ctx.layout):
+                for i0, i1, kend, row0 in _block_chunks(blk, chunk):
+                    k0 = blk.k0
+                    kc, vc = kk[:, :, k0:kend], vv[:, :, k0:kend]
+                    s = _scores(qg[:, :, :, i0:i1], kc, blk.masked, scale, row0=row0)
+                    prob = torch.exp(s - lseg[:, :, :, i0:i1])  # [b, hkv, g, rows, keys]
                     dog_c = dog[:, :, :, i0:i1]
-                    dv[:, :, :kend] += torch.matmul(prob.transpose(-1, -2), dog_c).sum(2)
+                    dv[:, :, k0:kend] += torch.matmul(prob.transpose(-1, -2), dog_c).sum(2)
                     dp = torch.matmul(dog_c, vc.unsqueeze(2).transpose(-1, -2))
                     ds = prob * (dp - deltag[:, :, :, i0:i1])
                     dq[:, :, :, i0:i1] += torch.matmul(ds, kc.unsqueeze(2)) * scale
-                    dk[:, :, :kend] += torch.matmul(ds.transpose(-1, -2), qg[:, :, :, i0:i1]).sum(2) * scale
-            if t < p - 1:
+                    dk[:, :, k0:kend] += torch.matmul(ds.transpose(-1, -2), qg[:, :, :, i0:i1]).sum(2) * scale
+            if early is not None:
+                reqs, (dk, dv) = _start_exchange([dk, dv], ctx.group)
+                _finish(reqs)
+                _finish(early[0])
+                kk, vv = early[1]
+            elif t < p - 1:
                 reqs, (kk, vv, dk, dv) = _start_exchange([kk, vv, dk, dv], ctx.group)
                 _finish(reqs)
         if p > 1:  # we hold block rank+1's gradients: one more hop returns each to its owner
@@ -162,25 +241,29 @@ class _RingAttention(torch.autograd.Function):
             _finish(reqs)
         b, _, g, sq, d = dq.shape
         dq = dq.reshape(b, hkv * g, sq, d)
-        return dq.to(ctx.dtype), dk.to(ctx.dtype), dv.to(ctx.dtype), None, None, None
+        return dq.to(ctx.dtype), dk.to(ctx.dtype), dv.to(ctx.dtype), None, None, None, None, None
 
 
-def _block_rows(q, k, v, i0, i1, kend, diag, scale):
-    # rows i0:i1 of this rank's queries against keys 0:kend of the block held
+def _block_rows(q, k, v, i0, i1, k0, kend, masked, row0, scale):
+    # rows i0:i1 of this rank's queries against keys k0:kend of the block held
     hkv = k.shape[1]
-    s = _scores(_grouped(q[:, :, i0:i1], hkv), k[:, :, :kend], diag, scale, row0=i0)
+    s = _scores(_grouped(q[:, :, i0:i1], hkv), k[:, :, k0:kend], masked, scale, row0=row0)
     lse = torch.logsumexp(s, dim=-1)
-    o = torch.matmul(torch.exp(s - lse.unsqueeze(-1)), v[:, :, :kend].unsqueeze(2))
+    o = torch.matmul(torch.exp(s - lse.unsqueeze(-1)), v[:, :, k0:kend].unsqueeze(2))
     b, _, g, rows, d = o.shape
     return o.reshape(b, hkv * g, rows, d), lse.reshape(b, hkv * g, rows)
 
 
 def ring_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, chunk: int = 1024, group=None
-) -> torch.Tensor:
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, chunk: int = 1024,
+    layout: str = "contiguous", overlap: bool = False, group=None,
+) -> torch.Tensor:  # fmt: skip
     """Attention of this rank's ``q [b, hq, s/p, d]`` over the whole sequence's keys, passed in a ring.
 
-    ``k, v [b, hkv, s/p, d]`` are this rank's sequence block; rank order is sequence order. Queries
-    are processed ``chunk`` rows at a time (bounds the scores held at once).
+    ``k, v [b, hkv, s/p, d]`` are this rank's sequence shard, laid out as ``layout`` says
+    (:func:`ring_segments`: ``contiguous``, rank order is sequence order; ``zigzag``, two chunks).
+    Queries are processed ``chunk`` rows at a time (bounds the scores held at once). The forward
+    always sends the next block while computing on this one; ``overlap`` does the same for the
+    backward's ``k, v`` (their gradients travel after the block's compute, as they must).
     """
-    return _RingAttention.apply(q, k, v, causal, chunk, group)
+    return _RingAttention.apply(q, k, v, causal, chunk, layout, overlap, group)

@@ -11,6 +11,7 @@ import typer
 
 from effcore.cli import (
     DataDirOpt,
+    DeviceOpt,
     OutOpt,
     PlotOpt,
     SeedOpt,
@@ -62,6 +63,34 @@ HysteresisOpt = Annotated[
         "static strategy that fits.",
     ),
 ]
+OverlapOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overlap/--no-overlap",
+        help="Start ZeRO-3 gathers and METP broadcasts before their weights are needed and send ring "
+        "attention's KV early in backward (same results). The profile must be measured the same way.",
+    ),
+]
+RingLayoutOpt = Annotated[
+    str,
+    typer.Option(
+        "--ring-layout",
+        help="Ring attention's sequence layout: contiguous, or zigzag (equal causal work on every rank; "
+        "lengths must divide by 2 x --nproc). The profile must be measured the same way.",
+    ),
+]
+BackendOpt = Annotated[
+    str,
+    typer.Option("--backend", help="Collectives: auto (nccl on CUDA, gloo on the CPU), nccl or gloo."),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="With --hysteresis: keep a previous plan only while it is also no slower than every static "
+        "strategy that fits (never slower than a static plan, by the cost model).",
+    ),
+]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Wall-clock limit of the job (s).")]
 RankTimeoutOpt = Annotated[
     float,
@@ -69,6 +98,14 @@ RankTimeoutOpt = Annotated[
         "--rank-timeout", help="How long a rank waits for another in a collective before it stops (s)."
     ),
 ]
+
+
+def _model(name: str, overlap: bool, ring_layout: str):
+    import dataclasses
+
+    from paradyse.config import get_model
+
+    return dataclasses.replace(get_model(name), overlap=overlap, ring_layout=ring_layout)
 
 
 def _cap_and_margin(memory_cap: str, margin: str) -> tuple[int, int]:
@@ -97,6 +134,10 @@ def profile(
             show_default=False,
         ),
     ] = None,
+    overlap: OverlapOpt = False,
+    ring_layout: RingLayoutOpt = "contiguous",
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = "auto",
     timeout: TimeoutOpt = 3600.0,
     rank_timeout: RankTimeoutOpt = 60.0,
     plot: PlotOpt = None,
@@ -104,14 +145,15 @@ def profile(
         "paradyse-profile.json"
     ),
 ) -> None:
-    """Time every strategy's forward + backward per layer over sequence lengths on a gloo group."""
+    """Time every strategy's forward + backward per layer over sequence lengths (NCCL on GPUs, gloo on CPUs)."""
     from effcore.distributed import run_job
-    from paradyse.config import STRATEGIES, check_sequence, get_model
+    from paradyse.config import STRATEGIES, check_sequence
     from paradyse.costmodel import Profile
+    from paradyse.placement import resolve_placement
     from paradyse.plots import plot_profile
 
-    cfg = get_model(model)
-    cfg.check_degree(nproc)
+    cfg = _model(model, overlap, ring_layout)
+    place = resolve_placement(device, backend, nproc=nproc, cfg=cfg)
     lens = int_list(seq_lens, "--seq-lens")
     if len(set(lens)) < 3:
         raise ConfigError(
@@ -119,7 +161,7 @@ def profile(
             hint="e.g. 256,512,1024,2048,4096",
         )
     for s in lens:
-        check_sequence(s, nproc)
+        check_sequence(s, nproc, cfg)
     names = [k.strip() for k in strategies.split(",") if k.strip()]
     unknown = [k for k in names if k not in STRATEGIES]
     if unknown or not names or len(set(names)) != len(names):
@@ -132,9 +174,12 @@ def profile(
     if switch and not can_switch:
         raise ConfigError("--switch needs at least 2 strategies and a model of at least 2 layers")
     job = {"model": cfg.to_dict(), "seq_lens": lens, "strategies": names, "batch": 1, "repeats": repeats,
-           "warmup": 1, "switch": can_switch if switch is None else switch, "out": str(out.resolve())}  # fmt: skip
+           "warmup": 1, "switch": can_switch if switch is None else switch, "out": str(out.resolve()),
+           "device": place.device, "backend": place.backend}  # fmt: skip
     with progress_bar() as bar:
-        task = bar.add_task(f"profiling {cfg.name} on {nproc} ranks", total=len(lens) * len(names))
+        task = bar.add_task(
+            f"profiling {cfg.name} on {nproc} ranks ({place.backend})", total=len(lens) * len(names)
+        )
         run_job("paradyse.worker", "profile", job, nproc=nproc, timeout_s=timeout, rank_timeout_s=rank_timeout,
                 on_event=lambda ev: bar.update(task, advance=1) if ev.get("event") == "point" else None)  # fmt: skip
     prof = Profile.load(out)
@@ -179,7 +224,7 @@ def plan(
     cap, kept = _cap_and_margin(memory_cap, margin)
     prof = Profile.load(profile_path)
     p, cfg = prof.world_size, prof.model
-    check_sequence(seq_len, p)
+    check_sequence(seq_len, p, cfg)
     table = CostTable.build(cfg, p, seq_len, prof.time_models())
     rows = [{"strategy": k, "ms_per_layer": table.time[k] * 1e3, "saved_MiB_per_layer": table.act[k] / 2**20,
              "transient_MiB": table.transient[k] / 2**20,
@@ -226,6 +271,7 @@ def simulate(
         typer.Option("--margin", help="Memory of the cap kept free by every method (the authors': 512MiB)."),
     ] = "512MiB",
     hysteresis: HysteresisOpt = 0.0,
+    strict: StrictOpt = False,
     seed: SeedOpt = 0,
     plot: PlotOpt = None,
     out: OutOpt = None,
@@ -251,6 +297,10 @@ def simulate(
         raise ConfigError(f"--margin {margin} leaves nothing of the {cap / 2**30:.1f} GiB memory cap")
     if hysteresis < 0:
         raise ConfigError(f"--hysteresis must be >= 0, got {hysteresis}")
+    if strict and not hysteresis:
+        raise ConfigError(
+            "--strict applies with --hysteresis > 0 only (without one every plan is the optimum)"
+        )
     if samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {samples}")
     lens = LengthSampler(distribution=distribution, min_len=min_len, max_len=max_len, median=median,
@@ -266,17 +316,18 @@ def simulate(
     sweep = sorted(
         {int(v) for v in np.geomspace(min_len, max_len, 12) // gpus * gpus} | {max_len // gpus * gpus}
     )
-    curve = run_sim(cfg, gpus, hw, sweep, cap=cap, margin=kept, hysteresis=hysteresis)
+    curve = run_sim(cfg, gpus, hw, sweep, cap=cap, margin=kept, hysteresis=hysteresis, strict=strict)
     console.print(
         render_table(f"{cfg.name} on {gpus} x {hw.name}: seconds per step (blank: OOM)", curve["rows"])
     )
-    dist_run = run_sim(cfg, gpus, hw, lens, cap=cap, margin=kept, hysteresis=hysteresis)
+    dist_run = run_sim(cfg, gpus, hw, lens, cap=cap, margin=kept, hysteresis=hysteresis, strict=strict)
     summary = [{"method": m, **v} for m, v in dist_run["summary"].items()]
     console.print(render_table(f"{samples} sequences, {distribution} in [{min_len}, {max_len}]", summary))
     ad = dist_run["summary"]["adaptive"]
-    console.print(f"adaptive (hysteresis {hysteresis:g}): slower than the fastest static strategy that fits on "
-                  f"{ad['slower_than_best_static']} of {samples} sequences "
-                  f"(worst ratio {ad['worst_ratio_to_best_static']:.3f})")  # fmt: skip
+    console.print(f"adaptive (hysteresis {hysteresis:g}{', strict' if strict else ''}): slower than the fastest "
+                  f"static strategy that fits on {ad['slower_than_best_static']} of {samples} sequences "
+                  f"(worst ratio {ad['worst_ratio_to_best_static']:.3f}, mean {ad['mean_ratio_when_slower']:.3f}; "
+                  f"{ad['seconds_over_best_static']:.3g} s lost of {ad['seconds']:.4g} s)")  # fmt: skip
     if plot:
         err_console.print(f"wrote {plot_simulation(curve, plot)}")
     lengths = {"distribution": distribution, "min_len": min_len, "max_len": max_len, "median": median,
@@ -307,12 +358,17 @@ def train(
     memory_cap: CapOpt = "16GiB",
     margin: MarginOpt = "0",
     hysteresis: HysteresisOpt = 0.0,
+    strict: StrictOpt = False,
     measure_memory: Annotated[
         bool, typer.Option("--measure-memory", help="Track every step's real peak (slower).")
     ] = False,
     log: Annotated[
         Path, out_option("Per-step log (JSON lines).", suffixes=(".jsonl",), flag="--log", short=None)
     ] = Path("paradyse-train.jsonl"),
+    overlap: OverlapOpt = False,
+    ring_layout: RingLayoutOpt = "contiguous",
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = "auto",
     timeout: TimeoutOpt = 3600.0,
     rank_timeout: RankTimeoutOpt = 60.0,
     fail_at: Annotated[
@@ -327,26 +383,28 @@ def train(
     seed: SeedOpt = 0,
     out: OutOpt = None,
 ) -> None:
-    """Train the byte-level LM with per-batch plans (torchrun on gloo); logs plan and time per step."""
+    """Train the byte-level LM with per-batch plans under torchrun; logs plan and time per step."""
     from effcore.distributed import run_job
-    from paradyse.config import get_model
     from paradyse.costmodel import Profile, hardware_id
+    from paradyse.placement import resolve_placement
     from paradyse.train import TrainArgs
 
-    cfg = get_model(model)
-    cfg.check_degree(nproc)
+    cfg = _model(model, overlap, ring_layout)
+    place = resolve_placement(device, backend, nproc=nproc, cfg=cfg)
     cap, kept = _cap_and_margin(memory_cap, margin)
     args = TrainArgs(model=cfg.to_dict(), profile=str(profile_path.resolve()), mode=mode, steps=steps,
                      distribution=distribution, min_len=min_len, max_len=max_len, corpus=corpus,
                      data_dir=str(data_dir) if data_dir else None, memory_cap=cap, margin=kept,
-                     hysteresis=hysteresis, seed=seed, measure_memory=measure_memory, any_hardware=any_hardware,
-                     log=str(log.resolve()), fail_at=_fault(fail_at))  # fmt: skip
+                     hysteresis=hysteresis, strict=strict, seed=seed, measure_memory=measure_memory, any_hardware=any_hardware,
+                     log=str(log.resolve()), fail_at=_fault(fail_at), device=place.device,
+                     backend=place.backend)  # fmt: skip
     prof = Profile.load(profile_path)
-    prof.check(model=cfg, world_size=nproc, hardware=None if any_hardware else hardware_id("gloo"))
+    hardware = hardware_id(place.backend, place.device_name())
+    prof.check(model=cfg, world_size=nproc, hardware=None if any_hardware else hardware)
     args.stream(nproc)  # the lengths and the corpus, checked before any rank starts
     log.unlink(missing_ok=True)
     with progress_bar() as bar:
-        task = bar.add_task(f"training ({mode}) on {nproc} ranks", total=steps)
+        task = bar.add_task(f"training ({mode}) on {nproc} ranks ({place.backend})", total=steps)
 
         def on_event(ev: dict) -> None:
             if ev.get("event") == "step":

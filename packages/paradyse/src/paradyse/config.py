@@ -11,7 +11,9 @@ import torch
 from effcore.errors import ConfigError
 
 __all__ = [
+    "MLP_KINDS",
     "MODELS",
+    "RING_LAYOUTS",
     "STRATEGIES",
     "ModelConfig",
     "PlanError",
@@ -24,6 +26,13 @@ __all__ = [
 Strategy = Literal["megatron", "ulysses", "ring", "metp"]
 STRATEGIES: tuple[str, ...] = ("megatron", "ulysses", "ring", "metp")
 """The strategy library: Megatron TP+SP, Ulysses (all-to-all) + ZeRO-3, ring attention + ZeRO-3, METP."""
+
+RING_LAYOUTS: tuple[str, ...] = ("contiguous", "zigzag")
+"""How ring attention lays the sequence over ranks: contiguous shards (rank order is sequence order)
+or zigzag (``2p`` chunks, rank ``r`` holding chunks ``r`` and ``2p-1-r``: equal causal work)."""
+
+MLP_KINDS: tuple[str, ...] = ("gelu", "swiglu")
+"""The block's MLP: ``gelu`` (two matrices) or ``swiglu`` (Llama's gate, up and down projections)."""
 
 _DTYPES = {
     "float32": torch.float32,
@@ -56,6 +65,9 @@ class ModelConfig:
     eps: float = 1e-6
     attn_chunk: int = 1024  # ring attention's query rows per score block
     dtype: str = "float32"
+    ring_layout: str = "contiguous"  # ring attention's sequence layout (RING_LAYOUTS)
+    mlp: str = "gelu"  # "gelu": w2 gelu(w1 x); "swiglu" (Llama): w2 (silu(w1 x) * w3 x)
+    overlap: bool = False  # prefetch ZeRO-3 gathers and METP broadcasts; ring backward sends KV early
 
     def __post_init__(self) -> None:
         kv = self.heads if self.kv_heads is None else self.kv_heads
@@ -73,8 +85,23 @@ class ModelConfig:
             raise ConfigError(
                 f"heads={self.heads} is not a multiple of kv_heads={kv} (grouped-query attention)"
             )
+        if self.ring_layout not in RING_LAYOUTS:
+            raise ConfigError(
+                f"ModelConfig.ring_layout={self.ring_layout!r} is not one of {', '.join(RING_LAYOUTS)}"
+            )
+        if self.ring_layout == "zigzag" and not self.causal:
+            raise ConfigError(
+                "ModelConfig.ring_layout='zigzag' balances causal attention; this model is not causal",
+                hint="use ring_layout='contiguous' (every rank already does equal work without a mask)",
+            )
+        if self.mlp not in MLP_KINDS:
+            raise ConfigError(f"ModelConfig.mlp={self.mlp!r} is not one of {', '.join(MLP_KINDS)}")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"ModelConfig.dtype={self.dtype!r} is not one of {', '.join(_DTYPES)}")
+
+    def seq_multiple(self, p: int) -> int:
+        """What a sequence length must divide by on ``p`` ranks (zigzag shards hold two chunks)."""
+        return 2 * p if (self.ring_layout == "zigzag" and p > 1) else p
 
     @property
     def head_dim(self) -> int:
@@ -90,9 +117,10 @@ class ModelConfig:
 
     @property
     def params_per_layer(self) -> int:
-        """Weights of one block: Q, K, V, O, W1, W2 and the two norm vectors."""
+        """Weights of one block: Q, K, V, O, the MLP's matrices (W1, W2; W3 for swiglu) and the two norms."""
         h, d = self.hidden, self.head_dim
-        return h * self.heads * d * 2 + h * self.kv_heads * d * 2 + 2 * h * self.ffn + 2 * h
+        mats = 3 if self.mlp == "swiglu" else 2
+        return h * self.heads * d * 2 + h * self.kv_heads * d * 2 + mats * h * self.ffn + 2 * h
 
     def check_degree(self, p: int) -> None:
         """Every strategy shards heads, KV heads and the FFN over ``p`` ranks: they must divide."""
@@ -121,10 +149,17 @@ class ModelConfig:
             raise ConfigError(f"not a paradyse model config: {err}") from None
 
 
-def check_sequence(seq_len: int, p: int) -> None:
-    """Activations are sharded along the sequence between layers: ``seq_len`` must divide by ``p``."""
+def check_sequence(seq_len: int, p: int, cfg: ModelConfig | None = None) -> None:
+    """Activations are sharded along the sequence between layers: ``seq_len`` must divide by ``p``
+    (by ``2p`` for a zigzag ring, ``cfg.ring_layout``)."""
     if seq_len < 1:
         raise PlanError(f"sequence length must be >= 1, got {seq_len}")
+    m = p if cfg is None else cfg.seq_multiple(p)
+    if m != p and seq_len % m:
+        raise PlanError(
+            f"sequence length {seq_len} is not divisible by {m}: a zigzag ring's shards hold two chunks each",
+            hint=f"pad it to {-(-seq_len // m) * m}",
+        )
     if seq_len % p:
         raise PlanError(
             f"sequence length {seq_len} is not divisible by the parallel degree {p}",

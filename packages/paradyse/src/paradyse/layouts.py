@@ -38,6 +38,9 @@ def shared_layouts(cfg: ModelConfig, seq_len: int, p: int, *, batch: int = 1) ->
         "mlp_norm": _lay(("hidden",), (h,), p, dtype=dt),
         "w1": _lay(("ffn", "hidden"), (f, h), p, {"sp": "ffn"}, dtype=dt),
         "w2": _lay(("hidden", "ffn"), (h, f), p, {"sp": "ffn"}, dtype=dt),
+        **(
+            {"w3": _lay(("ffn", "hidden"), (f, h), p, {"sp": "ffn"}, dtype=dt)} if cfg.mlp == "swiglu" else {}
+        ),
     }
 
 

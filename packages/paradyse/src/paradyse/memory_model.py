@@ -10,7 +10,8 @@ Counts follow what this package's strategies actually keep for backward (the tes
 | ring | norms 4u, inputs 2u, ring q, k, v, out (fp32) ~3u-4u, output-projection input u, MLP 8u: ~18u-19u |
 | metp | norms 4u, the two checkpointed inputs 2u: ~6u |
 
-plus small terms (RoPE tables, log-sum-exp rows, RMS statistics). The transient peak is the largest
+plus small terms (RoPE tables, log-sum-exp rows, RMS statistics). A swiglu MLP saves four ffn-sized
+tensors where GELU saves two (the MLP term doubles; METP's is unchanged). The transient peak is the largest
 extra a layer allocates while it runs (forward or backward): gathered sequences for ``megatron``,
 gathered weights and their full gradients for the ZeRO-3 strategies, one recomputed shard for
 ``metp``. Totals: states + sum over layers of the saved bytes + the largest transient of the plan.
@@ -43,21 +44,24 @@ def _shapes(cfg: ModelConfig, seq_len: int, p: int, batch: int):
 def activation_bytes(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: int = 1) -> int:
     """Bytes one layer saves for backward on one rank (exact for this implementation)."""
     b, sl, s, h, f, d, hq, hk = _shapes(cfg, seq_len, p, batch)
+    # ffn-sized tensors the MLP saves: gelu's input and output; swiglu's gate (silu's input), silu's
+    # output and the up projection (the product's operands), and the product (W2's input)
+    ffn_saved = 4 if cfg.mlp == "swiglu" else 2
     e = cfg.dtype_bytes
     acc = max(e, _FP32)  # ring attention keeps its operands in fp32
     norms = 4 * b * sl * h * e + 2 * b * sl * e  # x and x*rsqrt twice, and the rsqrt rows
     inputs = 2 * b * sl * h * e
     if strategy == "megatron":
         attn = 5 * b * s * (h // p) * e + b * s * (hq // p) * _FP32 + s * d * e
-        mlp = 2 * b * s * (f // p) * e
+        mlp = ffn_saved * b * s * (f // p) * e
         return norms + inputs + attn + mlp
     if strategy == "ulysses":
         attn = 4 * b * s * (h // p) * e + b * sl * h * e + b * s * (hq // p) * _FP32 + sl * d * e
-        return norms + inputs + attn + 2 * b * sl * f * e
+        return norms + inputs + attn + ffn_saved * b * sl * f * e
     if strategy == "ring":
         kv = 2 * b * sl * hk * d * acc
         attn = 2 * b * sl * h * acc + kv + b * hq * sl * acc + b * sl * h * e + sl * d * e
-        return norms + inputs + attn + 2 * b * sl * f * e
+        return norms + inputs + attn + ffn_saved * b * sl * f * e
     if strategy == "metp":
         return norms + inputs
     raise ValueError(f"unknown strategy {strategy!r}")
@@ -67,9 +71,10 @@ def transient_bytes(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, ba
     """The largest extra a layer allocates while it runs (beyond what stays saved), on one rank."""
     b, sl, s, h, f, d, hq, hk = _shapes(cfg, seq_len, p, batch)
     e = cfg.dtype_bytes
+    ffn_grads = 5 if cfg.mlp == "swiglu" else 3  # the MLP's ffn-sized gradients alive at once in backward
     if strategy == "megatron":
         # backward: the re-gathered input, its full-sequence gradient, the MLP's up-projection grads
-        return (2 * b * s * h + 3 * b * s * (f // p)) * e
+        return (2 * b * s * h + ffn_grads * b * s * (f // p)) * e
     if strategy in ("ulysses", "ring"):
         # the largest gathered weight and its full gradient before the reduce-scatter, plus the
         # MLP's up-projection gradients on the local sequence
@@ -78,7 +83,7 @@ def transient_bytes(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, ba
         # product), each chunk x s/p
         rows = min(sl, cfg.attn_chunk)
         attn_tmp = 5 * b * hq * rows * sl * acc if strategy == "ring" else 0
-        return (2 * f * h + 3 * b * sl * f) * e + attn_tmp
+        return (2 * f * h + ffn_grads * b * sl * f) * e + attn_tmp
     if strategy == "metp":
         # one shard recomputed: its broadcast weights, projections and ring operands
         wshard = (2 * h * (h // p) + 2 * h * (hk * d // p)) * e

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -26,57 +27,28 @@ from paradyse.attention import apply_rope, local_attention, ring_attention, rope
 from paradyse.comm import (
     all_reduce_grads,
     broadcast_from,
+    broadcast_started,
+    from_zigzag,
     heads_to_seq,
     rank_and_size,
     reduce_scatter_seq,
     seq_to_heads,
     sp_column_linear,
+    start_broadcast,
+    start_gather,
+    to_zigzag,
     zero3_linear,
 )
 from paradyse.config import ModelConfig, check_plan, check_sequence
+from paradyse.weights import init_shard, shard_shape, weight_names
 
 __all__ = [
     "ATTENTION",
     "MLP",
     "ParallelBlock",
     "ParallelTransformer",
-    "full_weights",
     "rms_norm",
-    "shard_weights",
 ]
-
-WEIGHT_NAMES = ("attn_norm", "wq", "wk", "wv", "wo", "mlp_norm", "w1", "w2")
-# How each weight is split over ranks: the dim (None: replicated).
-SHARD_DIM = {"attn_norm": None, "wq": 0, "wk": 0, "wv": 0, "wo": 1, "mlp_norm": None, "w1": 0, "w2": 1}
-
-
-def full_weights(cfg: ModelConfig, layer: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The full (unsharded) weights of one layer, deterministic in ``(seed, layer)``, in fp32."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + layer)
-    h, d, f = cfg.hidden, cfg.head_dim, cfg.ffn
-
-    def lin(out: int, inp: int) -> torch.Tensor:
-        return torch.randn(out, inp, generator=g) / inp**0.5
-
-    return {
-        "attn_norm": 1 + 0.1 * torch.randn(h, generator=g),
-        "wq": lin(cfg.heads * d, h),
-        "wk": lin(cfg.kv_heads * d, h),
-        "wv": lin(cfg.kv_heads * d, h),
-        "wo": lin(h, cfg.heads * d) / cfg.layers**0.5,
-        "mlp_norm": 1 + 0.1 * torch.randn(h, generator=g),
-        "w1": lin(f, h),
-        "w2": lin(h, f) / cfg.layers**0.5,
-    }
-
-
-def shard_weights(weights: dict[str, torch.Tensor], rank: int, p: int) -> dict[str, torch.Tensor]:
-    """This rank's shard of every weight (norms replicated)."""
-    out = {}
-    for name, w in weights.items():
-        dim = SHARD_DIM[name]
-        out[name] = w.clone() if dim is None else w.chunk(p, dim=dim)[rank].clone()
-    return out
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -98,14 +70,31 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 class ParallelBlock(nn.Module):
     """One pre-norm block holding this rank's weight shards; ``forward(x, strategy)``."""
 
-    def __init__(self, cfg: ModelConfig, layer: int, *, group=None, seed: int = 0) -> None:
+    def __init__(
+        self, cfg: ModelConfig, layer: int, *, group=None, seed: int = 0, device=None, side_group=None
+    ) -> None:
         super().__init__()
         self.cfg, self.layer, self.group = cfg, layer, group
         self.rank, self.p = rank_and_size(group)
+        self.side_group = side_group  # overlap: prefetches run on it (ParallelTransformer makes it)
+        self.pending_qkv: list | None = None
         cfg.check_degree(self.p)
-        shards = shard_weights(full_weights(cfg, layer, seed=seed), self.rank, self.p)
-        for name in WEIGHT_NAMES:
-            setattr(self, name, nn.Parameter(shards[name].to(cfg.torch_dtype)))
+        with torch.device("meta"):  # shapes only: no rank ever allocates a full weight
+            for name in weight_names(cfg):
+                setattr(
+                    self,
+                    name,
+                    nn.Parameter(torch.empty(shard_shape(cfg, name, self.p), dtype=cfg.torch_dtype)),
+                )
+        self.to_empty(device=torch.device("cpu") if device is None else device)
+        self.reset_parameters(seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int = 0) -> None:
+        """Fill this rank's shards (``paradyse.weights.init_shard``): equal, concatenated over ranks, to
+        the single-process weights of the same seed."""
+        for name in weight_names(self.cfg):
+            getattr(self, name).copy_(init_shard(self.cfg, self.layer, name, self.rank, self.p, seed=seed))
 
     def replicated(self) -> list[nn.Parameter]:
         return [self.attn_norm, self.mlp_norm]
@@ -117,7 +106,14 @@ class ParallelBlock(nn.Module):
         dt = self.cfg.torch_dtype
         return cos.to(device=device, dtype=dt), sin.to(device=device, dtype=dt)
 
-    def forward(self, x: torch.Tensor, strategy: str) -> torch.Tensor:
+    def prefetch_qkv(self) -> None:
+        """Start gathering this layer's Q, K, V weights now (the previous layer is about to compute)."""
+        self.pending_qkv = _prefetch(self, [self.wq, self.wk, self.wv], 0)
+
+    def forward(self, x: torch.Tensor, strategy: str, nxt: ParallelBlock | None = None) -> torch.Tensor:
+        """``nxt``: the next layer, if it reads ZeRO-3 weights: its Q, K, V gathers start now (overlap)."""
+        if nxt is not None:
+            nxt.prefetch_qkv()
         eps = self.cfg.eps
         x = x + ATTENTION[strategy](self, rms_norm(x, self.attn_norm, eps))
         return x + MLP[strategy](self, rms_norm(x, self.mlp_norm, eps))
@@ -138,14 +134,29 @@ def _attn_megatron(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
     return reduce_scatter_seq(o @ blk.wo.t(), blk.group)  # partial sums over heads -> [b, s/p, h]
 
 
+def _overlapped(blk: ParallelBlock) -> bool:
+    return blk.cfg.overlap and blk.p > 1
+
+
+def _prefetch(blk: ParallelBlock, weights: list[torch.Tensor], dim: int) -> list:
+    # overlap: start every gather now (in order; each waits where its weight is used) on the side
+    # group, so that prefetches never queue behind the layer's own collectives; else gather at use
+    if not _overlapped(blk):
+        return [None] * len(weights)
+    return [start_gather(w, dim, blk.side_group) for w in weights]
+
+
 def _qkv_zero3(blk: ParallelBlock, xn: torch.Tensor):
     cfg = blk.cfg
     sl = xn.shape[1]
     cos, sin = blk.rope(blk.rank * sl, sl, xn.device)
     g = blk.group
-    q = apply_rope(_heads(zero3_linear(xn, blk.wq, 0, g), cfg.heads), cos, sin)
-    k = apply_rope(_heads(zero3_linear(xn, blk.wk, 0, g), cfg.kv_heads), cos, sin)
-    v = _heads(zero3_linear(xn, blk.wv, 0, g), cfg.kv_heads)
+    # started by the previous layer (ParallelBlock.prefetch_qkv) or now: K's and V's travel while Q computes
+    pending, blk.pending_qkv = blk.pending_qkv, None
+    pq, pk, pv = pending or _prefetch(blk, [blk.wq, blk.wk, blk.wv], 0)
+    q = apply_rope(_heads(zero3_linear(xn, blk.wq, 0, g, pq), cfg.heads), cos, sin)
+    k = apply_rope(_heads(zero3_linear(xn, blk.wk, 0, g, pk), cfg.kv_heads), cos, sin)
+    v = _heads(zero3_linear(xn, blk.wv, 0, g, pv), cfg.kv_heads)
     return q, k, v  # [b, heads, s/p, d] at global positions
 
 
@@ -158,22 +169,40 @@ def _attn_ulysses(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
     return zero3_linear(o.flatten(2), blk.wo, 1, blk.group)
 
 
+def _ring(blk: ParallelBlock, q, k, v) -> torch.Tensor:
+    # ring attention on [b, heads, s/p, d] at global positions; a zigzag ring moves q, k, v to zigzag
+    # shards and its output back, so the layer boundary stays contiguous for every strategy
+    cfg, g = blk.cfg, blk.group
+    if cfg.ring_layout == "zigzag" and blk.p > 1:
+        q, k, v = (to_zigzag(t, 2, g) for t in (q, k, v))
+        o = ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, layout="zigzag",
+                           overlap=cfg.overlap, group=g)  # fmt: skip
+        return from_zigzag(o, 2, g)
+    return ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, overlap=cfg.overlap, group=g)
+
+
 def _attn_ring(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
     q, k, v = _qkv_zero3(blk, xn)
-    o = ring_attention(q, k, v, causal=blk.cfg.causal, chunk=blk.cfg.attn_chunk, group=blk.group)
-    return zero3_linear(_merge_heads(o), blk.wo, 1, blk.group)
+    return zero3_linear(_merge_heads(_ring(blk, q, k, v)), blk.wo, 1, blk.group)
 
 
 def _metp_attn_shard(blk: ParallelBlock, i: int, xn, wq, wk, wv, wo) -> torch.Tensor:
     cfg, p = blk.cfg, blk.p
     sl = xn.shape[1]
     cos, sin = blk.rope(blk.rank * sl, sl, xn.device)
-    wq, wk, wv, wo = (broadcast_from(w, i, blk.group) for w in (wq, wk, wv, wo))
-    q = apply_rope(_heads(xn @ wq.t(), cfg.heads // p), cos, sin)
-    k = apply_rope(_heads(xn @ wk.t(), cfg.kv_heads // p), cos, sin)
-    v = _heads(xn @ wv.t(), cfg.kv_heads // p)
-    o = ring_attention(q, k, v, causal=cfg.causal, chunk=cfg.attn_chunk, group=blk.group)
-    return _merge_heads(o) @ wo.t()
+    take = _broadcasts(blk, i, [wq, wk, wv, wo])  # overlap: K, V, O's shards travel while Q computes
+    q = apply_rope(_heads(xn @ take(0).t(), cfg.heads // p), cos, sin)
+    k = apply_rope(_heads(xn @ take(1).t(), cfg.kv_heads // p), cos, sin)
+    v = _heads(xn @ take(2).t(), cfg.kv_heads // p)
+    return _merge_heads(_ring(blk, q, k, v)) @ take(3).t()
+
+
+def _broadcasts(blk: ParallelBlock, i: int, shards: list[torch.Tensor]):
+    # take(j): shard i's j-th weight on every rank; with overlap all broadcasts start here, in order
+    if not _overlapped(blk):
+        return lambda j: broadcast_from(shards[j], i, blk.group)
+    pending = [start_broadcast(w, i, blk.group) for w in shards]
+    return lambda j: broadcast_started(shards[j], i, pending[j], blk.group)
 
 
 def _attn_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
@@ -189,25 +218,38 @@ def _attn_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------- MLP
 
 
+def _act(blk: ParallelBlock, gate: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
+    # gelu: gelu(w1 x); swiglu: silu(w1 x) * w3 x
+    return F.gelu(gate, approximate="tanh") if up is None else F.silu(gate) * up
+
+
+def _mlp_in(blk: ParallelBlock) -> list[torch.Tensor]:
+    return [blk.w1, blk.w3] if blk.cfg.mlp == "swiglu" else [blk.w1]
+
+
 def _mlp_megatron(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
-    (up,) = sp_column_linear(xn, [blk.w1], blk.group)
-    return reduce_scatter_seq(F.gelu(up, approximate="tanh") @ blk.w2.t(), blk.group)
+    gate, *up = sp_column_linear(xn, _mlp_in(blk), blk.group)
+    return reduce_scatter_seq(_act(blk, gate, *up or [None]) @ blk.w2.t(), blk.group)
 
 
 def _mlp_zero3(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
-    up = F.gelu(zero3_linear(xn, blk.w1, 0, blk.group), approximate="tanh")
-    return zero3_linear(up, blk.w2, 1, blk.group)
+    w_in = _mlp_in(blk)
+    pending = _prefetch(blk, w_in, 0)
+    (p2,) = _prefetch(blk, [blk.w2], 1)  # W2 travels while the up-projection computes
+    gate, *up = (zero3_linear(xn, w, 0, blk.group, pw) for w, pw in zip(w_in, pending, strict=True))
+    return zero3_linear(_act(blk, gate, *up or [None]), blk.w2, 1, blk.group, p2)
 
 
-def _metp_mlp_shard(blk: ParallelBlock, i: int, xn, w1, w2) -> torch.Tensor:
-    w1, w2 = broadcast_from(w1, i, blk.group), broadcast_from(w2, i, blk.group)
-    return F.gelu(xn @ w1.t(), approximate="tanh") @ w2.t()
+def _metp_mlp_shard(blk: ParallelBlock, i: int, xn, w2, *w_in) -> torch.Tensor:
+    take = _broadcasts(blk, i, [*w_in, w2])
+    gate, *up = (xn @ take(j).t() for j in range(len(w_in)))
+    return _act(blk, gate, *up or [None]) @ take(len(w_in)).t()
 
 
 def _mlp_metp(blk: ParallelBlock, xn: torch.Tensor) -> torch.Tensor:
     out = None
     for i in range(blk.p):
-        part = checkpoint(_metp_mlp_shard, blk, i, xn, blk.w1, blk.w2, use_reentrant=False)
+        part = checkpoint(_metp_mlp_shard, blk, i, xn, blk.w2, *_mlp_in(blk), use_reentrant=False)
         out = part if out is None else out + part
     return out
 
@@ -229,19 +271,27 @@ MLP: dict[str, Callable[[ParallelBlock, torch.Tensor], torch.Tensor]] = {
 class ParallelTransformer(nn.Module):
     """``layers`` blocks on this rank; ``forward(x [b, s/p, h], plan)`` with one strategy per layer."""
 
-    def __init__(self, cfg: ModelConfig, *, group=None, seed: int = 0) -> None:
+    def __init__(self, cfg: ModelConfig, *, group=None, seed: int = 0, device=None) -> None:
         super().__init__()
         self.cfg, self.group = cfg, group
         self.rank, self.p = rank_and_size(group)
-        self.blocks = nn.ModuleList(ParallelBlock(cfg, i, group=group, seed=seed) for i in range(cfg.layers))
+        # overlap: a second group of the same ranks carries the prefetches (created by every rank)
+        side = None
+        if cfg.overlap and self.p > 1:
+            side = dist.new_group(ranks=None if group is None else dist.get_process_group_ranks(group))
+        self.blocks = nn.ModuleList(
+            ParallelBlock(cfg, i, group=group, seed=seed, device=device, side_group=side)
+            for i in range(cfg.layers)
+        )
 
     def forward(self, x: torch.Tensor, plan: Sequence[str] | str) -> torch.Tensor:
         names = check_plan(plan, self.cfg.layers)
         if x.ndim != 3 or x.shape[-1] != self.cfg.hidden:
             raise ValueError(f"expected [b, s/p, {self.cfg.hidden}] activations, got {tuple(x.shape)}")
-        check_sequence(x.shape[1] * self.p, self.p)
-        for block, strategy in zip(self.blocks, names, strict=True):
-            x = block(x, strategy)
+        check_sequence(x.shape[1] * self.p, self.p, self.cfg)
+        for i, (block, strategy) in enumerate(zip(self.blocks, names, strict=True)):
+            nxt = self.blocks[i + 1] if i + 1 < len(names) and names[i + 1] in ("ulysses", "ring") else None
+            x = block(x, strategy, nxt if (self.cfg.overlap and self.p > 1) else None)
         return x
 
     def replicated(self) -> list[nn.Parameter]:

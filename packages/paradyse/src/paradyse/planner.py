@@ -23,6 +23,7 @@ not count (the authors keep 512 MB on GPUs for the allocator and the CUDA contex
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -194,7 +195,9 @@ class Planner:
 
     ``cap``: memory per rank (bytes), of which ``margin`` is kept free; ``switch_cost``: seconds
     per boundary between strategies; ``hysteresis``: keep the previous sequence's plan while it fits
-    and is within this fraction of the optimum (0: always the optimum).
+    and is within this fraction of the optimum (0: always the optimum); ``strict``: keep it only
+    while it is also no slower than every static strategy that fits, so that the plan is never
+    slower than a static one (the optimum never is: every static plan is one of its candidates).
     """
 
     cap: int
@@ -202,6 +205,7 @@ class Planner:
     margin: int = 0
     switch_cost: float = 0.0
     hysteresis: float = 0.0
+    strict: bool = False
     max_mix: int = 3
     prev: tuple[str, ...] | None = None
     _comps: dict[int, np.ndarray] = field(default_factory=dict)
@@ -210,6 +214,10 @@ class Planner:
         for name in ("margin", "switch_cost", "hysteresis"):
             if getattr(self, name) < 0:
                 raise PlanError(f"Planner.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.strict and not self.hysteresis:
+            raise PlanError(
+                "Planner.strict applies with a hysteresis > 0 only (without one every plan is the optimum)"
+            )
         if self.max_mix < 1:
             raise PlanError(f"Planner.max_mix must be >= 1, got {self.max_mix!r}")
 
@@ -255,7 +263,13 @@ class Planner:
         prev = self.prev
         if self.hysteresis > 0 and prev is not None and prev != layers and table.memory(prev) <= limit:
             prev_secs = table.seconds(prev, self.switch_cost)
-            if prev_secs < (1 + self.hysteresis) * secs:
+            keep = prev_secs < (1 + self.hysteresis) * secs
+            if keep and self.strict:  # and no slower than the fastest static strategy that fits
+                pure = [(k,) * self.layers for k in names]
+                keep = prev_secs <= min(
+                    (table.seconds(q) for q in pure if table.memory(q) <= limit), default=math.inf
+                )
+            if keep:
                 plan = Plan(layers=prev, seconds=prev_secs, memory=table.memory(prev),
                             reason="kept the previous plan (within the hysteresis)")  # fmt: skip
         self.prev = plan.layers

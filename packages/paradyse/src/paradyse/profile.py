@@ -26,13 +26,18 @@ from paradyse.model import ParallelTransformer
 __all__ = ["measure_step", "run_profile", "saved_bytes"]
 
 
-def _max_over_ranks(value: float, group) -> float:
+def _max_over_ranks(value: float, group, device: torch.device) -> float:
     _, p = rank_and_size(group)
     if p == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return float(t.item())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure_step(
@@ -43,11 +48,13 @@ def measure_step(
     for i in range(warmup + repeats):
         if group is not None or rank_and_size()[1] > 1:
             dist.barrier(group=group)
+        _sync(x.device)
         t0 = time.perf_counter()
         y = model(x, plan)
         y.sum().backward()
         model.finish_grads()
-        elapsed = _max_over_ranks(time.perf_counter() - t0, group)
+        _sync(x.device)  # CUDA kernels run asynchronously: time them to completion
+        elapsed = _max_over_ranks(time.perf_counter() - t0, group, x.device)
         for p in model.parameters():
             p.grad = None
         if i >= warmup:
@@ -82,21 +89,26 @@ def run_profile(
     group=None,
     backend: str = "gloo",
     device_name: str | None = None,
+    device: torch.device | None = None,
     on_point: Callable[[dict], None] | None = None,
 ) -> Profile:
-    """Profile every strategy at every length on this group; every rank returns the same Profile."""
+    """Profile every strategy at every length on this group; every rank returns the same Profile.
+
+    ``device``: where this rank's shards and activations live (default the CPU); ``backend`` and
+    ``device_name`` name the hardware the profile is tied to."""
+    device = torch.device("cpu") if device is None else device
     rank, p = rank_and_size(group)
     if repeats < 1 or warmup < 0:
         raise ConfigError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     for s in seq_lens:
-        check_sequence(s, p)
-    model = ParallelTransformer(cfg, group=group)
+        check_sequence(s, p, cfg)
+    model = ParallelTransformer(cfg, group=group, device=device)
     points = []
     for s in seq_lens:
         gen = torch.Generator().manual_seed(s)
         x = torch.randn(batch, s, cfg.hidden, generator=gen, dtype=cfg.torch_dtype)
         # the stack's input requires grad in training (it is the embedding's output)
-        local = x[:, rank * (s // p) : (rank + 1) * (s // p)].clone().requires_grad_(True)
+        local = x[:, rank * (s // p) : (rank + 1) * (s // p)].to(device).clone().requires_grad_(True)
         for k in strategies:
             med, iqr = measure_step(model, k, local, repeats=repeats, warmup=warmup, group=group)
             point = {
@@ -119,7 +131,12 @@ def _switch_cost(model, cfg, seq_lens, strategies, points, batch, repeats, warmu
     rank, p = rank_and_size(group)
     s = sorted(seq_lens)[len(seq_lens) // 2]
     x = torch.randn(batch, s, cfg.hidden, generator=torch.Generator().manual_seed(s), dtype=cfg.torch_dtype)
-    local = x[:, rank * (s // p) : (rank + 1) * (s // p)].clone().requires_grad_(True)
+    local = (
+        x[:, rank * (s // p) : (rank + 1) * (s // p)]
+        .to(model.blocks[0].wq.device)
+        .clone()
+        .requires_grad_(True)
+    )
     per_layer = {pt["strategy"]: pt["layer_time_s"] for pt in points if pt["seq_len"] == s}
     half = cfg.layers // 2
     excess = []

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from paradyse.config import ModelConfig
-from paradyse.model import full_weights
+from paradyse.weights import full_weights
 
 __all__ = ["reference_forward", "reference_weights"]
 
@@ -61,5 +61,8 @@ def reference_forward(cfg: ModelConfig, weights: list[dict], x: torch.Tensor) ->
         o = _attention(q, k, v, cfg.causal).transpose(1, 2).reshape(b, s, h)
         x = x + o @ w["wo"].t()
         xn = _norm(x, w["mlp_norm"], cfg.eps)
-        x = x + F.gelu(xn @ w["w1"].t(), approximate="tanh") @ w["w2"].t()
+        if cfg.mlp == "swiglu":
+            x = x + (F.silu(xn @ w["w1"].t()) * (xn @ w["w3"].t())) @ w["w2"].t()
+        else:
+            x = x + F.gelu(xn @ w["w1"].t(), approximate="tanh") @ w["w2"].t()
     return x

@@ -12,7 +12,13 @@ Work per layer (``u = b s h``, ``e`` bytes per element, ``r = (p-1)/p``), forwar
 
 - FLOPs: 3x the forward (``2bsh(2h + 2h_kv) + 2bs^2h`` causal attention ``+ 4bshf``) split over ``p``
   ranks; METP adds a forward (recomputation); ring-style attention under a causal mask waits for its
-  slowest rank, which does ``2 - 1/p`` times the average attention work.
+  slowest rank, which does ``2 - 1/p`` times the average attention work (contiguous shards), or
+  exactly the average (``ring_layout="zigzag"``, which moves q, k, v and the output: one
+  all-to-all each, per pass).
+- overlap (``ModelConfig.overlap``): the bytes sent while the layer computes (ZeRO-3's forward
+  gathers but W1's: Q, K, V are prefetched during the previous layer, as if it were ZeRO-3 too, METP's broadcasts after each shard's first, every ring KV
+  hop) cost ``max(compute, their transfer)`` instead of adding to it; without the flag every byte
+  adds (the ring forward's overlap, always on in the code, is then not credited).
 - bytes sent: megatron ``10 r u e``; ulysses four all-to-alls each way plus ZeRO-3's gather, re-gather
   and reduce-scatter of the layer's weights; ring ``~3 (p-1)`` KV blocks plus ZeRO-3; METP ``3x`` the
   weights broadcast and five passes of each shard's KV ring.
@@ -48,7 +54,10 @@ class Hardware:
     source: str = ""
 
     def layer_time(self, work: LayerWork) -> float:
-        return work.flops / self.flops + work.bytes / self.bandwidth + work.collectives * self.latency
+        # overlapped bytes travel while the layer computes: they cost only what compute cannot hide
+        exposed = (work.bytes - work.overlapped) / self.bandwidth
+        busy = max(work.flops / self.flops, work.overlapped / self.bandwidth)
+        return busy + exposed + work.collectives * self.latency
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,6 +65,7 @@ class LayerWork:
     flops: float
     bytes: float
     collectives: int
+    overlapped: float = 0.0  # of ``bytes``, those sent while the layer computes (ModelConfig.overlap)
 
 
 def layer_work(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: int = 1) -> LayerWork:
@@ -68,7 +78,9 @@ def layer_work(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: 
     attn = (2 if cfg.causal else 4) * b * s * s * h
     mlp = 4 * b * s * h * f
     passes = 4 if strategy == "metp" else 3  # METP recomputes each shard's forward
-    imbalance = (2 - 1 / p) if (strategy in ("ring", "metp") and cfg.causal and p > 1) else 1.0
+    ringed = strategy in ("ring", "metp") and cfg.causal and p > 1
+    zigzag = ringed and cfg.ring_layout == "zigzag"
+    imbalance = (2 - 1 / p) if (ringed and not zigzag) else 1.0
     flops = passes * (proj + mlp + attn * imbalance) / p
     weights = (cfg.params_per_layer - 2 * h) * e
     sl = s // p
@@ -86,7 +98,22 @@ def layer_work(cfg: ModelConfig, strategy: str, seq_len: int, p: int, *, batch: 
         colls = 3 * 6 * p + 5 * p * (p - 1)
     else:
         raise ConfigError(f"unknown strategy {strategy!r}")
-    return LayerWork(flops=flops, bytes=nbytes if p > 1 else 0.0, collectives=colls if p > 1 else 0)
+    hidden = 0.0
+    if cfg.overlap and p > 1:  # what the overlapped path sends while it computes (paradyse.model)
+        if strategy in ("ulysses", "ring"):  # forward gathers of Q, K, V (the previous layer's
+            # prefetch), W3 and W2 (behind W1's projection)
+            qkv = (cfg.heads + 2 * cfg.kv_heads) * cfg.head_dim * h
+            hidden = r * (qkv + (cfg.ffn * h if cfg.mlp == "swiglu" else 0) + cfg.ffn * h) * e
+        if strategy == "ring":  # every KV hop, forward and backward
+            hidden += 2 * (p - 1) * 2 * b * sl * kvd * e
+        if strategy == "metp":  # broadcasts after each shard's first, forward and recomputation
+            hidden = 2 * r * (weights - (h * cfg.heads * cfg.head_dim + h * cfg.ffn) * e)  # all but Q's, W1's
+    if zigzag:  # q, k, v to zigzag shards and the output back, and their gradients (METP: 3 passes)
+        passes_moved = 2 if strategy == "ring" else 3
+        nbytes += passes_moved * r * 2 * b * sl * (h + kvd) * e
+        colls += passes_moved * 4 * (1 if strategy == "ring" else p)
+    return LayerWork(flops=flops, bytes=nbytes if p > 1 else 0.0, collectives=colls if p > 1 else 0,
+                     overlapped=min(hidden, nbytes) if p > 1 else 0.0)  # fmt: skip
 
 
 class _HardwareTime:
@@ -147,18 +174,21 @@ def gpu_hardware(
 
 def simulate(
     cfg: ModelConfig, p: int, hw: Hardware, seq_lens: Sequence[int], *, cap: int | None = None,
-    margin: int = 512 * 2**20, hysteresis: float = 0.0, batch: int = 1,
+    margin: int = 512 * 2**20, hysteresis: float = 0.0, strict: bool = False, batch: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """Every sequence under every static strategy, the paper's heuristic and our planner.
 
     Every method plans against ``cap - margin`` (``cap``: the hardware's memory unless given;
-    ``margin``: kept free, the authors' 512 MiB by default); ``hysteresis`` is our planner's.
+    ``margin``: kept free, the authors' 512 MiB by default); ``hysteresis`` and ``strict`` are our
+    planner's (:class:`Planner`).
     Returns per-length rows and a summary per method: how many sequences it cannot fit (OOM), the
     longest it fits, its seconds over the sequences it fits and the adaptive plan's seconds over the
     same sequences (``speedup`` = method / adaptive on that common set). The adaptive summary also
     counts the sequences on which the adaptive plan is slower than the fastest static strategy that
-    fits (``slower_than_best_static``) and the largest such ratio (``worst_ratio_to_best_static``):
-    with ``hysteresis=0`` never, since every static plan is one of the planner's candidates.
+    fits (``slower_than_best_static``), the largest and the mean such ratio
+    (``worst_ratio_to_best_static``, ``mean_ratio_when_slower``) and the seconds lost on them
+    (``seconds_over_best_static``): with ``hysteresis=0`` or ``strict`` never, since every static plan
+    is one of the planner's candidates and a strict hysteresis keeps no plan slower than one.
     """
     cap = hw.memory_bytes if cap is None else cap
     if cap <= 0:
@@ -167,14 +197,15 @@ def simulate(
         raise ConfigError(f"the memory margin ({margin} bytes) must be >= 0 and below the cap ({cap} bytes)")
     limit = cap - margin
     models = time_models(cfg, p, hw, batch=batch)
-    planner = Planner(cap=cap, margin=margin, layers=cfg.layers, hysteresis=hysteresis)
+    planner = Planner(cap=cap, margin=margin, layers=cfg.layers, hysteresis=hysteresis, strict=strict)
     heuristic = HeuristicState()
     rows: list[dict[str, Any]] = []
     methods = [*STRATEGIES, "paradyse", "adaptive"]
     summary = {
         m: {"seconds": 0.0, "adaptive_seconds": 0.0, "tokens": 0, "oom": 0, "longest": 0} for m in methods
     }
-    slower, worst = 0, 0.0
+    slower: list[float] = []  # adaptive / best static, where above 1
+    lost, worst = 0.0, 0.0
     for s in seq_lens:
         table = CostTable.build(cfg, p, int(s), models, batch=batch)
         tokens = int(s) * batch
@@ -203,7 +234,9 @@ def simulate(
         if statics and row["adaptive_s"] is not None:
             ratio = row["adaptive_s"] / min(statics)
             worst = max(worst, ratio)
-            slower += ratio > 1 + 1e-12
+            if ratio > 1 + 1e-12:
+                slower.append(ratio)
+                lost += row["adaptive_s"] - min(statics)
         rows.append(row)
     for m in methods:
         sm = summary[m]
@@ -211,8 +244,11 @@ def simulate(
         if m != "adaptive":
             sm["speedup"] = sm["seconds"] / sm["adaptive_seconds"] if sm["adaptive_seconds"] else None
     summary["adaptive"].pop("adaptive_seconds")
-    summary["adaptive"] |= {"slower_than_best_static": int(slower), "worst_ratio_to_best_static": worst}
-    return {"rows": rows, "summary": summary, "cap": cap, "margin": margin, "hysteresis": hysteresis,
+    summary["adaptive"] |= {
+        "slower_than_best_static": len(slower), "worst_ratio_to_best_static": worst,
+        "mean_ratio_when_slower": sum(slower) / len(slower) if slower else 1.0, "seconds_over_best_static": lost,
+    }  # fmt: skip
+    return {"rows": rows, "summary": summary, "cap": cap, "margin": margin, "hysteresis": hysteresis, "strict": strict,
             "hardware": hw.name, "hardware_source": hw.source, "p": p, "model": cfg.name}  # fmt: skip
 
 

@@ -6,8 +6,9 @@ the paper's heuristic; or one static strategy), run forward and backward with th
 and log the plan, predicted and measured time, and (with ``measure_memory``) the measured peak.
 
 A plan is only run if it fits the memory cap by the analytic model; a static strategy that does not
-fit is logged as an OOM step and skipped. With ``measure_memory`` every step's real peak is tracked
-(``torch.distributed._tools.MemTracker``) and compared with the cap afterwards, on every rank.
+fit is logged as an OOM step and skipped. With ``measure_memory`` every step's real peak is read
+(:class:`paradyse.placement.PeakMemory`: the CUDA allocator on a GPU, ``MemTracker`` on the CPU)
+and compared with the cap afterwards, on every rank.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from paradyse.costmodel import Profile, hardware_id
 from paradyse.data import LengthSampler, TextStream, load_corpus
 from paradyse.memory_model import lm_bytes
 from paradyse.model import ParallelTransformer, rms_norm
+from paradyse.placement import PeakMemory, Placement
 from paradyse.planner import CostTable, HeuristicState, Plan, Planner, compress, paradyse_plan
 
 __all__ = ["FAULTS", "MODES", "ParadyseLM", "TrainArgs", "train_step", "train_worker"]
@@ -59,11 +61,14 @@ class TrainArgs:
     memory_cap: int = 2**34
     margin: int = 0  # bytes of the cap kept free by every planner and static fit
     hysteresis: float = 0.0  # our planner's (mode "adaptive" only)
+    strict: bool = False  # our planner's strict hysteresis (never slower than a static plan)
     lr: float = 3e-4
     seed: int = 0
     measure_memory: bool = False
     any_hardware: bool = False  # accept a profile measured on other hardware (plans may be off)
     log: str | None = None
+    device: str = "cpu"  # "cpu" or "cuda" (each rank its own GPU), resolved by paradyse.placement
+    backend: str = "gloo"  # "gloo" (CPU) or "nccl" (CUDA)
     fail_at: tuple[int, int, str] | None = None  # (rank, step, one of FAULTS): fault-injection tests
 
     def __post_init__(self) -> None:
@@ -86,13 +91,21 @@ class TrainArgs:
                 f"--hysteresis applies to --mode adaptive only (mode {self.mode!r})",
                 hint="the paper's heuristic keeps its own 5 %; static plans never switch",
             )
+        if (self.device, self.backend) not in (("cpu", "gloo"), ("cuda", "nccl")):
+            raise ConfigError(
+                f"device {self.device!r} with backend {self.backend!r}: use cpu with gloo or cuda with nccl"
+            )
+        if self.strict and not self.hysteresis:
+            raise ConfigError(
+                "--strict applies with --hysteresis > 0 only (without one every plan is the optimum)"
+            )
         if self.fail_at is not None and (len(self.fail_at) != 3 or self.fail_at[2] not in FAULTS):
             raise ConfigError(f"fail_at must be (rank, step, one of {', '.join(FAULTS)}), got {self.fail_at}")
 
     def stream(self, p: int) -> TextStream:
         """The run's text stream for ``p`` ranks (loading the corpus checks it is long enough)."""
         lengths = LengthSampler(distribution=self.distribution, min_len=self.min_len, max_len=self.max_len,
-                                median=self.median, multiple=p, seed=self.seed)  # fmt: skip
+                                median=self.median, multiple=ModelConfig.from_dict(self.model).seq_multiple(p), seed=self.seed)  # fmt: skip
         corpus = load_corpus(self.corpus, data_dir=self.data_dir)
         return TextStream(corpus, lengths, steps=self.steps, batch=self.batch)
 
@@ -108,36 +121,42 @@ class TrainArgs:
 
 
 class ParadyseLM(nn.Module):
-    """Byte embedding and head (replicated) around the switchable block stack."""
+    """Token embedding, final norm and head (replicated) around the switchable block stack.
 
-    def __init__(self, cfg: ModelConfig, *, group=None, seed: int = 0) -> None:
+    The byte-level LM by default (``vocab=256``, head tied to the embedding); :func:`paradyse.hf.load_hf`
+    builds one with an HF model's vocabulary and (tied or own) head.
+    """
+
+    def __init__(
+        self, cfg: ModelConfig, *, group=None, seed: int = 0, device=None, vocab: int = 256, tied: bool = True
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed + 7)
-        self.cfg, self.group = cfg, group
-        self.embed = nn.Parameter(torch.randn(256, cfg.hidden, generator=g) * 0.02)
-        self.stack = ParallelTransformer(cfg, group=group, seed=seed)
-        self.norm = nn.Parameter(torch.ones(cfg.hidden))
+        self.cfg, self.group, self.vocab = cfg, group, vocab
+        self.embed = nn.Parameter((torch.randn(vocab, cfg.hidden, generator=g) * 0.02).to(device))
+        self.head = (
+            None if tied else nn.Parameter((torch.randn(vocab, cfg.hidden, generator=g) * 0.02).to(device))
+        )
+        self.stack = ParallelTransformer(cfg, group=group, seed=seed, device=device)
+        self.norm = nn.Parameter(torch.ones(cfg.hidden, device=device))
 
     def replicated(self) -> list[nn.Parameter]:
-        return [self.embed, self.norm, *self.stack.replicated()]
+        head = [] if self.head is None else [self.head]
+        return [self.embed, *head, self.norm, *self.stack.replicated()]
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor, plan, total_tokens: int) -> torch.Tensor:
-        """This rank's share of the mean next-byte loss over the whole sequence (local shard in)."""
+        """This rank's share of the mean next-token loss over the whole sequence (local shard in)."""
         x = F.embedding(tokens, self.embed).to(self.cfg.torch_dtype)
         h = rms_norm(self.stack(x, plan), self.norm, self.cfg.eps)
-        logits = h.float() @ self.embed.float().t()
-        return F.cross_entropy(logits.reshape(-1, 256), targets.reshape(-1), reduction="sum") / total_tokens
+        head = self.embed if self.head is None else self.head
+        logits = h.float() @ head.float().t()
+        return (
+            F.cross_entropy(logits.reshape(-1, self.vocab), targets.reshape(-1), reduction="sum")
+            / total_tokens
+        )
 
     def finish_grads(self) -> None:
         all_reduce_grads(self.replicated(), self.group)
-
-
-def _peak_tracker(model: nn.Module):
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    tracker = MemTracker()
-    tracker.track_external(model)
-    return tracker
 
 
 def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str, Any]]:
@@ -149,15 +168,17 @@ def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str,
     cfg = ModelConfig.from_dict(args.model)
     cfg.check_degree(p)
     profile = Profile.load(args.profile)
-    backend = dist.get_backend(group) if p > 1 else "gloo"
-    profile.check(model=cfg, world_size=p, hardware=None if args.any_hardware else hardware_id(backend))
+    place = Placement(device=args.device, backend=args.backend)
+    hardware = hardware_id(place.backend, place.device_name())
+    profile.check(model=cfg, world_size=p, hardware=None if args.any_hardware else hardware)
     models = profile.time_models()
+    dev = place.local_device()
     torch.manual_seed(args.seed)
-    model = ParadyseLM(cfg, group=group, seed=args.seed)
+    model = ParadyseLM(cfg, group=group, seed=args.seed, device=dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     stream = args.stream(p)
     planner = Planner(cap=args.memory_cap, margin=args.margin, layers=cfg.layers,
-                      switch_cost=profile.switch_cost_s, hysteresis=args.hysteresis)  # fmt: skip
+                      switch_cost=profile.switch_cost_s, hysteresis=args.hysteresis, strict=args.strict)  # fmt: skip
     heuristic = HeuristicState()
     records: list[dict[str, Any]] = []
     log = open(args.log, "a", encoding="utf-8") if (args.log and rank == 0) else None  # noqa: SIM115
@@ -181,9 +202,9 @@ def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str,
             record.update(plan=compress(plan.layers), predicted_s=plan.seconds, predicted_bytes=plan.memory,
                           reason=plan.reason)  # fmt: skip
             sl = s // p
-            local_tokens = tokens[:, rank * sl : (rank + 1) * sl]
-            local_targets = targets[:, rank * sl : (rank + 1) * sl]
-            tracker = _peak_tracker(model) if args.measure_memory else None
+            local_tokens = tokens[:, rank * sl : (rank + 1) * sl].to(dev)
+            local_targets = targets[:, rank * sl : (rank + 1) * sl].to(dev)
+            tracker = PeakMemory(model, dev) if args.measure_memory else None
             t0 = time.perf_counter()
             if tracker is not None:
                 with tracker:
@@ -193,11 +214,10 @@ def train_worker(args: TrainArgs, *, group=None, on_step=None) -> list[dict[str,
             loss_all = loss.detach().clone()
             if p > 1:
                 dist.all_reduce(loss_all, group=group)
+            record["loss"] = float(loss_all)  # waits for the step to finish (CUDA runs asynchronously)
             record["time_s"] = time.perf_counter() - t0
-            record["loss"] = float(loss_all)
             if tracker is not None:
-                peak = torch.tensor([float(max(tracker.get_tracker_snapshot("peak").get(torch.device("cpu"), {})
-                                               .get("Total", 0), 0))])  # fmt: skip
+                peak = torch.tensor([float(tracker.peak)], device=dev)
                 if p > 1:
                     dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
                 record["peak_bytes"] = int(peak.item())

@@ -1,6 +1,6 @@
 """The per-rank entry point torchrun starts: ``python -m paradyse.worker {profile,train} JOB.json``.
 
-Runs on :func:`effcore.distributed.run_worker` (gloo: every strategy moves CPU tensors here), which
+Runs on :func:`effcore.distributed.run_worker` with the job's backend (NCCL on CUDA, gloo on the CPU), which
 joins the process group with a timeout and reports a failure as one classified line (the rank's own
 error, a lost peer, or a timeout) that :func:`effcore.distributed.run_job` turns into the job's error.
 """
@@ -19,6 +19,7 @@ __all__ = ["main"]
 
 def _profile(job: dict, group) -> None:
     from paradyse.config import ModelConfig
+    from paradyse.placement import Placement
     from paradyse.profile import run_profile
 
     cfg = ModelConfig.from_dict(job["model"])
@@ -28,8 +29,10 @@ def _profile(job: dict, group) -> None:
         if rank == 0:
             print(json.dumps({"event": "point", **point}), flush=True)
 
+    place = Placement(device=job["device"], backend=job["backend"])
     prof = run_profile(cfg, job["seq_lens"], strategies=job["strategies"], batch=job["batch"],
                        repeats=job["repeats"], warmup=job["warmup"], switch=job["switch"], group=group,
+                       backend=place.backend, device_name=place.device_name(), device=place.local_device(),
                        on_point=report)  # fmt: skip
     if rank == 0:
         prof.save(job["out"])
@@ -43,7 +46,8 @@ def _train(job: dict, group) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_worker({"profile": _profile, "train": _train}, argv, module="paradyse.worker", backend="gloo")
+    # the backend is the job's own ("backend": nccl on CUDA, gloo on the CPU; see paradyse.placement)
+    return run_worker({"profile": _profile, "train": _train}, argv, module="paradyse.worker")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import json
 import time
 
 import pytest
+import torch
 
+from effcore.device import cuda_available
 from effcore.testing.cli import cli_fails, cli_ok
 from paradyse.cli import app
 from paradyse.config import MODELS
@@ -105,6 +107,8 @@ TRAIN = ["train", "-m", "tiny", "--nproc", "2", "--min-len", "16", "--max-len", 
         ([*TRAIN, "--mode", "megatron", "--hysteresis", "0.05"], "applies to --mode adaptive only"),
         ([*TRAIN, "--memory-cap", "1GiB", "--margin", "1GiB"], "leaves nothing of --memory-cap"),
         ([*TRAIN, "--mode", "zigzag"], "unknown mode 'zigzag'"),
+        (["simulate", "--strict"], "--strict applies with --hysteresis > 0 only"),
+        ([*TRAIN, "--strict"], "--strict applies with --hysteresis > 0 only"),
     ],
 )
 def test_degenerate_and_inapplicable_options_are_refused_before_any_work(profile_file, args, match):
@@ -115,6 +119,17 @@ def test_an_empty_corpus_is_refused_before_the_ranks_start(profile_file, tmp_pat
     (tmp_path / "empty.txt").write_text("")
     _fails([*TRAIN, "-p", str(profile_file), "--corpus", str(tmp_path / "empty.txt")], "is empty")
     _fails([*TRAIN, "-p", str(profile_file), "--corpus", "nosuchcorpus"], "unknown corpus")
+
+
+def test_overlap_and_ring_layout_must_match_the_profile_and_be_valid(profile_file):
+    _fails([*TRAIN, "-p", str(profile_file), "--overlap"], "model differs in overlap")
+    _fails([*TRAIN, "-p", str(profile_file), "--ring-layout", "zigzag"], "model differs in ring_layout")
+    _fails(
+        ["profile", "-m", "tiny", "--nproc", "2", "--ring-layout", "spiral"],
+        "ring_layout='spiral' is not one of",
+    )
+    _fails(["profile", "-m", "tiny", "--nproc", "2", "--ring-layout", "zigzag", "--seq-lens", "16,32,34"],
+           "sequence length 34 is not divisible by 4: a zigzag ring's shards hold two chunks")  # fmt: skip
 
 
 def test_train_refuses_a_profile_of_another_model(profile_file):
@@ -214,3 +229,62 @@ def test_profile_under_torchrun_writes_a_loadable_profile(tmp_path):
     prof = Profile.load(out_file)
     assert prof.world_size == 2 and len(prof.points) == 12
     assert all(pt["activation_bytes"] == pt["activation_bytes_analytic"] for pt in prof.points)
+
+
+def test_a_backend_the_device_cannot_run_is_refused(profile_file):
+    _fails(["profile", "-m", "tiny", "--nproc", "2", "--device", "cpu", "--backend", "nccl"],
+           "--backend nccl needs --device cuda")  # fmt: skip
+    _fails(
+        [*TRAIN, "-p", str(profile_file), "--device", "cpu", "--backend", "mpi"], "unknown --backend 'mpi'"
+    )
+    _fails([*TRAIN, "-p", str(profile_file), "--device", "tpu"], "unknown device 'tpu'")
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_on_a_machine_without_gpus_is_refused(profile_file):
+    _fails(["profile", "-m", "tiny", "--nproc", "2", "--device", "cuda"], "no CUDA device is available")
+    _fails([*TRAIN, "-p", str(profile_file), "--device", "cuda", "--backend", "nccl"], "no CUDA device")
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """Pretend the machine has two GPUs: the checks run before any rank (or CUDA call) starts."""
+    import paradyse.placement as placement
+
+    monkeypatch.setattr(placement, "infer_device", lambda requested: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_gpu_counts_and_backends_on_cuda_are_checked_before_any_rank_starts(two_gpus, profile_file):
+    _fails(["profile", "-m", "tiny", "--nproc", "3", "--device", "cuda"], "heads=8, kv_heads=4, ffn=128 not divisible by the parallel degree 3")  # fmt: skip
+    _fails(["profile", "-m", "tiny", "--nproc", "4", "--device", "cuda"], "--nproc 4 needs 4 GPUs (one per rank); this machine has 2")  # fmt: skip
+    _fails([*TRAIN, "-p", str(profile_file), "--device", "cuda", "--backend", "gloo"],
+           "--backend gloo cannot run the strategies on --device cuda")  # fmt: skip
+
+
+def test_auto_picks_nccl_on_cuda_and_gloo_on_the_cpu(two_gpus):
+    from paradyse.placement import resolve_placement
+
+    cfg = MODELS["tiny"]
+    assert resolve_placement("auto", "auto", nproc=2, cfg=cfg).backend == "nccl"
+    assert resolve_placement("cuda", "auto", nproc=2, cfg=cfg).device == "cuda"
+
+
+def test_auto_is_gloo_on_a_cpu():
+    from paradyse.placement import resolve_placement
+
+    place = resolve_placement("cpu", "auto", nproc=2, cfg=MODELS["tiny"])
+    assert (place.device, place.backend) == ("cpu", "gloo")
+
+
+def test_simulate_reports_how_often_the_hysteresis_is_slower_and_strict_mode_never_is(tmp_path):
+    base = ["simulate", "-m", "paper-7b", "--gpus", "32", "--distribution", "bimodal", "--median", "16384",
+            "--samples", "60", "--hysteresis", "0.05"]  # fmt: skip
+    _ok([*base, "-o", str(tmp_path / "loose.json")])
+    _ok([*base, "--strict", "-o", str(tmp_path / "strict.json")])
+    loose = json.loads((tmp_path / "loose.json").read_text())["distribution"]
+    strict = json.loads((tmp_path / "strict.json").read_text())["distribution"]
+    assert loose["summary"]["adaptive"]["slower_than_best_static"] > 0  # the paper's 5 % does lose time
+    assert loose["summary"]["adaptive"]["mean_ratio_when_slower"] > 1
+    assert strict["strict"] and strict["summary"]["adaptive"]["slower_than_best_static"] == 0
+    assert strict["summary"]["adaptive"]["seconds_over_best_static"] == 0

@@ -20,10 +20,11 @@ from effcore.layout import shard
 from paradyse import attention, comm, model
 from paradyse.config import STRATEGIES, ModelConfig
 from paradyse.layouts import shared_layouts, strategy_layouts
-from paradyse.model import WEIGHT_NAMES, ParallelBlock, full_weights, shard_weights
+from paradyse.model import ParallelBlock
+from paradyse.weights import full_weights, shard_weights, weight_names
 
 CFG = ModelConfig(hidden=64, heads=8, kv_heads=4, layers=1, ffn=128, attn_chunk=4)
-WEIGHTS = [w for w in WEIGHT_NAMES if w.startswith("w")]
+WEIGHTS = [w for w in weight_names(CFG) if w.startswith("w")]
 ZERO3 = {f"{w}_gathered": [f"gather.{w}"] for w in WEIGHTS} | {
     "q": ["qkv_zero3.0"], "kv": ["qkv_zero3.1", "qkv_zero3.2"], "mlp_up": ["zero3.w1"],
 }  # fmt: skip
@@ -111,13 +112,13 @@ def test_every_layout_is_what_the_strategy_really_builds(fake_group, monkeypatch
     seen = _record(monkeypatch, blk)
     x = torch.randn(batch, seq_len // p, cfg.hidden).to(cfg.torch_dtype)
     y = blk(x, strategy)
-    expected = RECORDED[strategy] | {"x": None} | dict.fromkeys(WEIGHT_NAMES)
+    expected = RECORDED[strategy] | {"x": None} | dict.fromkeys(weight_names(CFG))
     assert sorted(layouts) == sorted(expected), "every layout is checked against the code, and only those"
     for name, layout in layouts.items():
         want = (layout.local_shape(), layout.dtype)
         if name == "x":  # the layer boundary: what comes in and what goes out
             got = [(tuple(x.shape), x.dtype), (tuple(y.shape), y.dtype)]
-        elif name in WEIGHT_NAMES:  # the parameters every strategy reads
+        elif name in weight_names(CFG):  # the parameters every strategy reads
             got = [(tuple(getattr(blk, name).shape), getattr(blk, name).dtype)]
         else:
             got = [rec for tag in expected[name] for rec in seen[tag]]

@@ -13,6 +13,8 @@ pytestmark = pytest.mark.distributed
 SHAPES = [
     dict(hidden=64, heads=8, kv_heads=4, layers=2, ffn=256, attn_chunk=64),
     dict(hidden=64, heads=4, kv_heads=4, layers=2, ffn=128, attn_chunk=1024, causal=False),
+    dict(hidden=64, heads=8, kv_heads=4, layers=2, ffn=256, attn_chunk=64, ring_layout="zigzag"),
+    dict(hidden=64, heads=8, kv_heads=4, layers=2, ffn=160, attn_chunk=64, mlp="swiglu"),
 ]
 
 
@@ -57,7 +59,9 @@ def test_saved_activations_are_exact_and_peaks_are_bounded(per_rank):
         predicted = 2 * row["params"] + row["saved"] + transient_bytes(cfg, k, s, p)
         ratio = row["peak"] / predicted
         print(f"{k:9s} s={s:4d} causal={cfg.causal!s:5s} measured/analytic peak = {ratio:.3f}")  # README: -s
-        assert 0.6 <= ratio <= 1.1, f"{k} {row['shape']}: measured peak / analytic = {ratio:.3f}"
+        # a zigzag ring's score blocks are half as wide as the contiguous ones the transient assumes
+        low = 0.5 if cfg.ring_layout == "zigzag" else 0.6
+        assert low <= ratio <= 1.1, f"{k} {row['shape']}: measured peak / analytic = {ratio:.3f}"
 
 
 def test_metp_keeps_the_least_and_every_strategy_scales_with_the_sequence():
