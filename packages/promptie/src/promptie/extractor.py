@@ -56,7 +56,7 @@ class Extractor:
         self.tokens = backbone.grammar_tokens(schema.separator, schema.null)
 
     def trie(self, text: str) -> tuple[SpanTrie, dict[str, list[tuple[int, int]]]]:
-        spans = candidate_spans(text, max_words=self.config.max_span_words)
+        spans = candidate_spans(text, max_words=self.config.max_span_words, separator=self.schema.separator)
         keys = list(spans)
         ids = self.backbone.encode_many([" " + k for k in keys])
         return SpanTrie(dict(zip(keys, ids, strict=True))), spans
