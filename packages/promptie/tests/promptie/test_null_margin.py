@@ -39,7 +39,7 @@ def _type_prompts(ex: Extractor) -> tuple[list[str], list[int]]:
 
 def test_margin_zero_is_plain_greedy(null_biased):
     causal = null_biased
-    ex = Extractor(causal, load_schema("casie"), ExtractConfig(mode="composable", max_new_tokens=24))
+    ex = Extractor(causal, load_schema("conll04"), ExtractConfig(mode="specific", max_new_tokens=24))
     prompts, n_slots = _type_prompts(ex)
     nulls = 0
     for text in SENTENCES[:1]:
