@@ -20,13 +20,14 @@ casie-1pct|casie-5pct|casie-5pct-specific|casie-5pct-composable)
   done ;;
 tuned-conll04)  # the null margin chosen on dev, then the same test subset (judge only: on gold entities
   # neither the MiniLM judge nor the direct baseline uses the margin, so those rows are the untuned file's)
-  uv run promptie tune-null $RUNS/conll04 --limit 30 --config $C/conll04.toml --out $R/conll04-tune-dev30.json
+  uv run promptie tune-null $RUNS/conll04 --limit 20 --config $C/conll04.toml --out $R/conll04-tune-dev20.json
   uv run promptie eval $RUNS/conll04 --split test --limit 80 --relations judge --config $C/conll04.toml --out $R/conll04-test80-tuned.json ;;
 tuned-phee)
   uv run promptie tune-null $RUNS/phee --limit 20 --config $C/phee.toml --out $R/phee-tune-dev20.json
   uv run promptie eval $RUNS/phee --split test --limit 40 --config $C/phee.toml --out $R/phee-test40-tuned.json ;;
-tuned-casie)
-  for run in casie-1pct-specific casie-1pct-composable casie-5pct-specific casie-5pct-composable; do
+tuned-casie|tuned-casie-*)  # all four, or one: tuned-casie-5pct-composable
+  runs=${1#tuned-}; [ "$runs" = casie ] && runs="casie-1pct-specific casie-1pct-composable casie-5pct-specific casie-5pct-composable"
+  for run in $runs; do
     uv run promptie tune-null $RUNS/$run --limit 20 --config $C/$run.toml --out $R/$run-tune-dev20.json
     uv run promptie eval $RUNS/$run --split test --limit 30 --config $C/$run.toml --out $R/$run-test30-tuned.json
   done ;;
