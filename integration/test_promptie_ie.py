@@ -50,6 +50,14 @@ def test_conll04_train_eval_extract_on_smollm2(ie_root, tmp_path):
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["eval_documents"] == 2 and report["metrics"]["entity"]["gold"] > 0
     assert set(report["relations_on_gold_entities"]) == {"judge", "direct"}
+    cli_ok(app, ["tune-null", str(run), "--limit", "2", "--grid", "0,3", "--config", cfg, "--device", "cpu",
+                 "--out", str(tmp_path / "n.json")])  # fmt: skip
+    tuned = json.loads((tmp_path / "n.json").read_text())
+    assert [r["null_margin"] for r in tuned["grid"]] == [0.0, 3.0] and tuned["documents"] == 2
+    assert (
+        json.loads(next(run.glob("step-*/null_margin.json")).read_text())["null_margin"]
+        == tuned["null_margin"]
+    )
     long_text = " ".join(
         ["Bill Gates founded Microsoft in Redmond , Washington ."] * 6
     )  # 54 words: 3 windows

@@ -19,9 +19,11 @@ from effcore.errors import ConfigError
 from effcore.io import atomic_write_text, write_json
 from promptie.schema import Schema, dump_schema, parse_schema
 
-__all__ = ["FORMAT", "Checkpoint", "check_schema", "latest", "read_checkpoint", "write_checkpoint"]
+__all__ = ["FORMAT", "Checkpoint", "check_schema", "latest", "read_checkpoint", "write_checkpoint",
+           "write_null_margin"]  # fmt: skip
 
 FORMAT = 1
+NULL_MARGIN = "null_margin.json"  # in the step folder: the margin tune-null chose, read by load_extractor
 
 
 @dataclass(slots=True)
@@ -38,6 +40,25 @@ class Checkpoint:
     @property
     def step(self) -> int:
         return int(self.meta["step"])
+
+    @property
+    def null_margin(self) -> dict[str, Any] | None:
+        """The margin `promptie tune-null` chose for this checkpoint (``null_margin.json``), if any."""
+        path = self.folder / NULL_MARGIN
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            float(record["null_margin"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{path} is not a tune-null record ({err!r})",
+                              hint="rerun `promptie tune-null` on this checkpoint, or delete the file") from None  # fmt: skip
+        return record
+
+
+def write_null_margin(ckpt: Checkpoint, record: dict[str, Any]) -> Path:
+    """Store a tuned null margin beside the checkpoint's weights (atomically; it replaces an older one)."""
+    return write_json(ckpt.folder / NULL_MARGIN, record)
 
 
 def latest(root: Path) -> Path | None:

@@ -53,6 +53,11 @@ ConfigOpt = Annotated[
         "--config", help="TOML with training fields, [data] and [extract] tables.", show_default=False
     ),
 ]
+NullMarginOpt = Annotated[
+    float | None,
+    typer.Option("--null-margin", help="Subtract this from the null answer's logit at each slot's first step "
+                 "(default: the margin `promptie tune-null` stored with the checkpoint, else 0).", show_default=False),
+]  # fmt: skip
 JsonlOpt = Annotated[Path | None, out_option("Write the JSON lines to this file too.", suffixes=(".jsonl",))]
 
 
@@ -193,6 +198,7 @@ def eval_cmd(
             show_default=False,
         ),
     ] = None,
+    null_margin: NullMarginOpt = None,
     config: ConfigOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -215,7 +221,7 @@ def eval_cmd(
         methods = tuple(m.strip() for m in relations.split(",") if m.strip())
         if not methods or any(m not in ("judge", "direct") for m in methods):
             raise ConfigError(f"--relations {relations!r}: use judge, direct or judge,direct")
-    overrides = {**extract_d, **({"mode": mode} if mode else {})}
+    overrides = _overrides(extract_d, mode, null_margin)
     with progress_bar() as bar:
         report = run_eval(checkpoint, spec, split, schema=eval_schema if schema else None, limit=limit,
                           relation_methods=methods, root=data_dir, device=device, overrides=overrides,
@@ -232,6 +238,43 @@ def eval_cmd(
             f"promptie eval: {report['schema']} {split} ({report['eval_documents']} documents)", rows
         )
     )
+    write_out(out, report, rows=rows)
+
+
+@app.command("tune-null")
+def tune_null_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A `promptie train --out-dir` folder.")],
+    grid: Annotated[str, typer.Option(help="Comma-separated null margins to try.")] = "0,1,2,3,4,6,8",
+    split: Annotated[str, typer.Option(help="dev (or train); never test.")] = "dev",
+    limit: Annotated[
+        int | None, typer.Option(help="A seeded subset of this many documents.", min=1, show_default=False)
+    ] = None,
+    config: ConfigOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    data_dir: DataDirOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Choose the null-answer margin on dev by F1 over a grid; store it with the checkpoint (eval and
+    extract then use it)."""
+    from promptie.checkpoint import read_checkpoint
+    from promptie.runs import DataSpec, check_tune_split, load_config, parse_grid, run_tune
+
+    check_tune_split(split)
+    margins = parse_grid(grid)
+    _, data_d, extract_d = load_config(config)
+    ck = read_checkpoint(checkpoint)
+    spec = DataSpec(
+        **{"dataset": (ck.meta.get("data") or {}).get("dataset") or "conll04", **data_d, "seed": seed}
+    )
+    with progress_bar() as bar:
+        report = run_tune(checkpoint, spec, split, margins, limit=limit, root=data_dir, device=device,
+                          overrides=_overrides(extract_d, None, None), progress=_reporter(bar),
+                          command=["promptie", *sys.argv[1:]])  # fmt: skip
+    rows = [{"null_margin": r["null_margin"], "mean F1": r["score"],
+             **{m: r["metrics"][m]["f1"] for m in report["score_metrics"]}} for r in report["grid"]]  # fmt: skip
+    console.print(render_table(f"promptie tune-null: {report['schema']} {split} ({report['documents']} documents), "
+                               f"chosen {report['null_margin']}", rows))  # fmt: skip
     write_out(out, report, rows=rows)
 
 
@@ -258,6 +301,7 @@ def extract(
     ] = None,
     schema: SchemaOpt = None,
     mode: ModeOpt = None,
+    null_margin: NullMarginOpt = None,
     config: ConfigOpt = None,
     device: DeviceOpt = "auto",
     out: JsonlOpt = None,
@@ -286,7 +330,7 @@ def extract(
             raise ConfigError(f"--file {file} is empty", hint="give a file with text in it")
     else:
         texts = [text or ""]
-    ex = _extractor(checkpoint, model, schema, mode, extract_d, device)
+    ex = _extractor(checkpoint, model, schema, _overrides(extract_d, mode, null_margin), device)
     for t in texts:
         ex.check_text(t)  # every text is checked before any output is written
     lines = []
@@ -304,14 +348,24 @@ def extract(
         err_console.print(f"wrote {out}")
 
 
-def _extractor(checkpoint, model, schema, mode, extract_d, device):
+def _overrides(extract_d: dict, mode: str | None, null_margin: float | None) -> dict:
+    """``[extract]`` settings with the command line's on top, validated before any model is loaded."""
+    from promptie.extractor import ExtractConfig
+
+    out = {**extract_d, **({"mode": mode} if mode else {})}
+    if null_margin is not None:
+        out["null_margin"] = null_margin
+    ExtractConfig(**out)
+    return out
+
+
+def _extractor(checkpoint, model, schema, overrides, device):
     from promptie.backbone import load_backbone
     from promptie.extractor import ExtractConfig, Extractor
     from promptie.relations import LMJudge
     from promptie.schema import load_schema
     from promptie.train import load_extractor
 
-    overrides = {**extract_d, **({"mode": mode} if mode else {})}
     if checkpoint is not None:
         return load_extractor(
             checkpoint, schema=load_schema(schema) if schema else None, device=device, overrides=overrides

@@ -18,12 +18,18 @@ from promptie.grammar import SlotGrammar
 __all__ = ["fill_slots", "next_token_logits"]
 
 
-def _pick(logits: torch.Tensor, grammar: SlotGrammar) -> int:
+def _pick(logits: torch.Tensor, grammar: SlotGrammar, null_margin: float = 0.0) -> int:
+    """Greedy over the tokens the grammar allows; at a slot's first step the null answer's first token
+    scores ``null_margin`` lower (0: plain greedy)."""
     allowed = grammar.allowed()
     if len(allowed) == 1:
         return allowed[0]
-    idx = torch.tensor(allowed, device=logits.device)
-    return allowed[int(logits.index_select(0, idx).argmax())]
+    scores = logits.index_select(0, torch.tensor(allowed, device=logits.device))
+    if null_margin:
+        null = grammar.null_start()
+        if null is not None:
+            scores[allowed.index(null)] -= null_margin
+    return allowed[int(scores.argmax())]
 
 
 def _prefill_causal(bb: Backbone, text: str, prompts: Sequence[str]):
@@ -49,15 +55,14 @@ def _prefill_causal(bb: Backbone, text: str, prompts: Sequence[str]):
     return out.logits[:, -1].float(), bb.cache_of(out), mask_t, nxt
 
 
-def _decode_causal(
-    bb: Backbone, text: str, prompts: Sequence[str], grammars: list[SlotGrammar], max_new: int
-):
+def _decode_causal(bb: Backbone, text: str, prompts: Sequence[str], grammars: list[SlotGrammar], max_new: int,
+                   margins: Sequence[float]):  # fmt: skip
     logits, cache, mask, nxt = _prefill_causal(bb, text, prompts)
     rows = list(range(len(prompts)))  # batch row -> prompt index
     for _ in range(max_new):
         tokens = []
         for r, i in enumerate(rows):
-            t = _pick(logits[r], grammars[i])
+            t = _pick(logits[r], grammars[i], margins[i])
             grammars[i].advance(t)
             tokens.append(t)
         keep = [r for r, i in enumerate(rows) if not grammars[i].finished]
@@ -82,9 +87,8 @@ def _encode_seq2seq(bb: Backbone, text: str, prompts: Sequence[str]):
     return bb.model.get_encoder()(input_ids=ids, attention_mask=mask), mask
 
 
-def _decode_seq2seq(
-    bb: Backbone, text: str, prompts: Sequence[str], grammars: list[SlotGrammar], max_new: int
-):
+def _decode_seq2seq(bb: Backbone, text: str, prompts: Sequence[str], grammars: list[SlotGrammar], max_new: int,
+                    margins: Sequence[float]):  # fmt: skip
     enc, mask = _encode_seq2seq(bb, text, prompts)
     start = bb.model.config.decoder_start_token_id
     tokens = [start] * len(prompts)
@@ -98,7 +102,7 @@ def _decode_seq2seq(
             if g.finished:
                 tokens.append(bb.pad_id)
                 continue
-            t = _pick(logits[i], g)
+            t = _pick(logits[i], g, margins[i])
             g.advance(t)
             tokens.append(t)
         if all(g.finished for g in grammars):
@@ -113,29 +117,37 @@ def fill_slots(
     *,
     shared_prefix: bool = True,
     max_new_tokens: int = 64,
+    null_margins: Sequence[float] | None = None,
 ) -> list[list[list[str]]]:
-    """Fill every prompt's slots for ``text``; returns per prompt, per slot, the answer spans."""
+    """Fill every prompt's slots for ``text``; returns per prompt, per slot, the answer spans.
+
+    ``null_margins[i]`` is subtracted from the null answer's logit at each of prompt i's slots' first
+    step (default 0 for all: plain greedy).
+    """
     if not prompts:
         return []
+    margins = list(null_margins) if null_margins is not None else [0.0] * len(prompts)
+    if len(margins) != len(prompts):
+        raise ValueError(f"{len(margins)} null margins for {len(prompts)} prompts")
     decode = _decode_seq2seq if bb.kind == "seq2seq" else _decode_causal
     with torch.inference_mode():
         if shared_prefix:
-            decode(bb, text, prompts, grammars, max_new_tokens)
+            decode(bb, text, prompts, grammars, max_new_tokens, margins)
         else:
-            for p, g in zip(prompts, grammars, strict=True):
-                _decode_alone(bb, text, p, g, max_new_tokens)
+            for p, g, m in zip(prompts, grammars, margins, strict=True):
+                _decode_alone(bb, text, p, g, max_new_tokens, m)
     return [g.answers() for g in grammars]
 
 
-def _decode_alone(bb: Backbone, text: str, prompt: str, g: SlotGrammar, max_new: int) -> None:
+def _decode_alone(bb: Backbone, text: str, prompt: str, g: SlotGrammar, max_new: int, margin: float) -> None:
     """No prefix reuse, no batching: the whole input from scratch, then token by token."""
     if bb.kind == "seq2seq":
-        _decode_seq2seq(bb, text, [prompt], [g], max_new)
+        _decode_seq2seq(bb, text, [prompt], [g], max_new, [margin])
         return
     ids = torch.tensor([bb.prefix_ids(text) + bb.prompt_ids(prompt)], device=bb.device)
     out = bb.model(input_ids=ids, use_cache=True)
     for _ in range(max_new):
-        t = _pick(out.logits[0, -1].float(), g)
+        t = _pick(out.logits[0, -1].float(), g, margin)
         g.advance(t)
         if g.finished:
             return

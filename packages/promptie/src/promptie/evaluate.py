@@ -12,7 +12,11 @@ from promptie.extractor import Extractor
 from promptie.metrics import METRICS, PRF, score, score_documents
 from promptie.relations import candidates
 
-__all__ = ["evaluate", "pair_rates", "predict", "relation_decisions"]
+__all__ = ["TUNE_METRICS", "evaluate", "pair_rates", "predict", "relation_decisions", "schema_metrics",
+           "tune_null_margin"]  # fmt: skip
+
+# what tune-null maximises: the mean F1 of these, over the ones the schema's tasks report
+TUNE_METRICS = ("entity", "relation_strict", "trigger_cls", "argument_cls")
 
 Progress = Callable[[str, int, int], None]
 
@@ -81,10 +85,7 @@ def evaluate(ex: Extractor, docs: Sequence[Document], *, relation_methods: Seque
     t0 = time.perf_counter()
     preds = predict(ex, docs, progress=progress)
     seconds = time.perf_counter() - t0
-    wanted = [m for m in METRICS if (m.startswith("entity") and ex.schema.entities)
-              or (m.startswith("relation") and ex.schema.relations)
-              or (m.startswith(("trigger", "argument")) and ex.schema.events)]  # fmt: skip
-    scores = score_documents(preds, list(docs), metrics=wanted)
+    scores = score_documents(preds, list(docs), metrics=schema_metrics(ex.schema))
     report: dict[str, Any] = {
         "metrics": {k: v.to_dict() for k, v in scores.items()},
         "documents": len(docs),
@@ -97,6 +98,34 @@ def evaluate(ex: Extractor, docs: Sequence[Document], *, relation_methods: Seque
         )
     report["predictions"] = [_doc_json(p) for p in preds]
     return report
+
+
+def schema_metrics(schema) -> list[str]:
+    """The metrics a schema's tasks report (entities, relations, events)."""
+    return [m for m in METRICS if (m.startswith("entity") and schema.entities)
+            or (m.startswith("relation") and schema.relations)
+            or (m.startswith(("trigger", "argument")) and schema.events)]  # fmt: skip
+
+
+def tune_null_margin(ex: Extractor, docs: Sequence[Document], grid: Sequence[float], *,
+                     progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every margin of ``grid`` on ``docs`` (all margins decoded in one batch per text): per-margin
+    metrics and the mean F1 of ``TUNE_METRICS``; the best margin, ties to the smallest."""
+    preds: list[list[Document]] = [[] for _ in grid]
+    for i, d in enumerate(docs):
+        for per_margin, p in zip(preds, ex.extract_margins(d.text, grid), strict=True):
+            per_margin.append(p)
+        if progress:
+            progress("tune null margin", i + 1, len(docs))
+    metrics = schema_metrics(ex.schema)
+    chosen = [m for m in TUNE_METRICS if m in metrics]
+    rows = []
+    for margin, p in zip(grid, preds, strict=True):
+        scores = score_documents(p, list(docs), metrics=metrics)
+        rows.append({"null_margin": margin, "score": sum(scores[m].f1 for m in chosen) / len(chosen),
+                     "metrics": {k: v.to_dict() for k, v in scores.items()}})  # fmt: skip
+    best = max(rows, key=lambda r: (r["score"], -abs(r["null_margin"])))
+    return {"null_margin": best["null_margin"], "score": best["score"], "score_metrics": chosen, "grid": rows}
 
 
 def _doc_json(d: Document) -> dict[str, Any]:

@@ -37,22 +37,24 @@ class Example:
     task: str
 
 
-def _texts(text: str, spans) -> list[str]:
-    """Distinct span texts in order of first occurrence."""
-    return list(dict.fromkeys(text[s.start : s.end] for s in sorted(spans, key=lambda s: (s.start, s.end))))
+def _texts(text: str, spans, separator: str) -> list[str]:
+    """Distinct span texts in order of first occurrence, without those containing the separator (they
+    cannot be decoded: ``a | b`` as one answer reads as two, see ``spans.candidate_spans``)."""
+    ordered = (text[s.start : s.end] for s in sorted(spans, key=lambda s: (s.start, s.end)))
+    return list(dict.fromkeys(t for t in ordered if separator not in t))
 
 
-def gold_answers(doc: Document, prompt: Prompt) -> list[list[str]]:
+def gold_answers(doc: Document, prompt: Prompt, *, separator: str) -> list[list[str]]:
     """Slot answers a prompt should produce for a gold document (every mention of the type)."""
     if prompt.task == "entity":
-        return [_texts(doc.text, [e for e in doc.entities if e.type == prompt.type])]
+        return [_texts(doc.text, [e for e in doc.entities if e.type == prompt.type], separator)]
     evs = [e for e in doc.events if e.type == prompt.type]
     out = []
     for slot in prompt.slots:
         if slot == "trigger":
-            out.append(_texts(doc.text, [s for e in evs for s in e.triggers]))
+            out.append(_texts(doc.text, [s for e in evs for s in e.triggers], separator))
         else:
-            out.append(_texts(doc.text, [s for e in evs for r, s in e.arguments if r == slot]))
+            out.append(_texts(doc.text, [s for e in evs for r, s in e.arguments if r == slot], separator))
     return out
 
 
@@ -66,7 +68,7 @@ def build_examples(docs: Sequence[Document], schema: Schema, prompts: Sequence[P
     for doc in docs:
         if "slots" in tasks:
             for p in prompts:
-                target = encode_target(toks, gold_answers(doc, p))
+                target = encode_target(toks, gold_answers(doc, p, separator=schema.separator))
                 out.append(Example(doc.text, p.render(bb.marker), tuple(target), "slots"))
         gold = {(r.head, r.tail, r.type) for r in doc.relations}
         if "judge" in tasks:
@@ -82,7 +84,8 @@ def build_examples(docs: Sequence[Document], schema: Schema, prompts: Sequence[P
                 for r in schema.relations.values():
                     if r.head != h.type:
                         continue
-                    tails = _texts(doc.text, [t for (hh, t, rt) in gold if hh == h and rt == r.name])
+                    tails = _texts(doc.text, [t for (hh, t, rt) in gold if hh == h and rt == r.name],
+                                   schema.separator)  # fmt: skip
                     prompt = direct_prompt(r, doc.text[h.start : h.end]).replace("{tail}", bb.marker(0))
                     out.append(Example(doc.text, prompt, tuple(encode_target(toks, [tails])), "direct"))
     return out

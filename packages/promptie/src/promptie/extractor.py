@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,8 +29,11 @@ class ExtractConfig:
     max_chars: int = 2_000_000  # refuse bigger inputs instead of running for hours
     threshold: float = 0.5  # relation acceptance; `promptie train` sets it from dev
     shared_prefix: bool = True  # encode each text once, share its KV cache, batch the prompts
+    null_margin: float = 0.0  # subtracted from the null answer's logit at a slot's first step (tune-null)
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.null_margin):
+            raise ConfigError(f"null_margin must be a finite number, got {self.null_margin}")
         if self.max_span_words < 1 or self.max_new_tokens < 4:
             raise ConfigError("max_span_words must be >= 1 and max_new_tokens >= 4")
         if not 0 <= self.window_overlap < self.window_words:
@@ -56,16 +60,17 @@ class Extractor:
         self.tokens = backbone.grammar_tokens(schema.separator, schema.null)
 
     def trie(self, text: str) -> tuple[SpanTrie, dict[str, list[tuple[int, int]]]]:
-        spans = candidate_spans(text, max_words=self.config.max_span_words)
+        spans = candidate_spans(text, max_words=self.config.max_span_words, separator=self.schema.separator)
         keys = list(spans)
         ids = self.backbone.encode_many([" " + k for k in keys])
         return SpanTrie(dict(zip(keys, ids, strict=True))), spans
 
-    def fill(self, text: str, prompts: Sequence[str], n_slots: Sequence[int]) -> tuple[list, dict]:
+    def fill(self, text: str, prompts: Sequence[str], n_slots: Sequence[int],
+             null_margins: Sequence[float] | None = None) -> tuple[list, dict]:  # fmt: skip
         trie, spans = self.trie(text)
         grammars = [SlotGrammar(self.tokens, trie, n) for n in n_slots]
         out = fill_slots(self.backbone, text, prompts, grammars, shared_prefix=self.config.shared_prefix,
-                         max_new_tokens=self.config.max_new_tokens)  # fmt: skip
+                         max_new_tokens=self.config.max_new_tokens, null_margins=null_margins)  # fmt: skip
         return out, spans
 
     def check_text(self, text: str) -> None:
@@ -77,15 +82,30 @@ class Extractor:
 
     def extract(self, text: str) -> Document:
         """Whole text: windows of ``window_words`` with ``window_overlap`` shared words, merged."""
+        return self.extract_margins(text, [self.config.null_margin])[0]
+
+    def extract_margins(self, text: str, margins: Sequence[float]) -> list[Document]:
+        """``extract(text)`` once per null margin; every margin's prompts decode in one batch per window
+        (the ``tune-null`` sweep: one prefix, one decoding loop, instead of one extraction per margin)."""
         self.check_text(text)
         parts = windows(text, max_words=self.config.window_words, overlap=self.config.window_overlap)
-        merged = [self.extract_window(text[w.start : w.end]) for w in parts]
-        return merge([(w.start, d) for w, d in zip(parts, merged, strict=True)], text)
+        found = [self._window(text[w.start : w.end], margins) for w in parts]
+        return [merge([(w.start, docs[i]) for w, docs in zip(parts, found, strict=True)], text)
+                for i in range(len(margins))]  # fmt: skip
 
     def extract_window(self, text: str) -> Document:
         """One window (or sentence): one batched generation over every type prompt, then relations."""
-        rendered = [p.render(self.backbone.marker) for p in self.prompts]
-        answers, spans = self.fill(text, rendered, [len(p.slots) for p in self.prompts])
+        return self._window(text, [self.config.null_margin])[0]
+
+    def _window(self, text: str, margins: Sequence[float]) -> list[Document]:
+        rendered = [p.render(self.backbone.marker) for p in self.prompts] * len(margins)
+        n_slots = [len(p.slots) for p in self.prompts] * len(margins)
+        per_row = [m for m in margins for _ in self.prompts]
+        answers, spans = self.fill(text, rendered, n_slots, per_row)
+        k = len(self.prompts)
+        return [self._document(text, answers[i * k : (i + 1) * k], spans) for i in range(len(margins))]
+
+    def _document(self, text: str, answers: Sequence[list[list[str]]], spans) -> Document:
         doc = Document("", text)
         for p, slots in zip(self.prompts, answers, strict=True):
             if p.task == "entity":
@@ -110,7 +130,8 @@ class Extractor:
         return [c.as_relation() for c, s in zip(cands, scores, strict=True) if s >= self.config.threshold]
 
     def direct_relations(self, text: str, entities: Sequence[Entity]) -> list[Relation]:
-        """Baseline: for each head mention and relation type, the LM generates the tails."""
+        """Baseline: for each head mention and relation type, the LM generates the tails (plain greedy:
+        ``null_margin`` is tuned for the type prompts and does not apply here)."""
         jobs = [(r, h) for h in entities for r in self.schema.relations.values() if r.head == h.type]
         if not jobs:
             return []

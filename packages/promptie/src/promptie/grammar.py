@@ -112,6 +112,13 @@ class SlotGrammar:
     def finished(self) -> bool:
         return any(s.phase == "done" for s in self.states)
 
+    def null_start(self) -> int | None:
+        """The null answer's first token id if a slot's first answer may begin with it now, else None."""
+        for s in self.states:
+            if s.phase == "fixed" and s.then == "close" and s.pos == 0:
+                return s.seq[0]
+        return None
+
     def allowed(self) -> list[int]:
         """Token ids that keep the output inside the grammar (empty once finished)."""
         ids: set[int] = set()

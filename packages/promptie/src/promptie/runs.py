@@ -12,13 +12,23 @@ from pathlib import Path
 from typing import Any
 
 from effcore.errors import ConfigError
-from promptie.checkpoint import checkpoint_meta, read_checkpoint, write_checkpoint
+from promptie.checkpoint import checkpoint_meta, read_checkpoint, write_checkpoint, write_null_margin
 from promptie.data import Document, Event, load_dataset, subsample
 from promptie.extractor import ExtractConfig
 from promptie.schema import Schema
 from promptie.train import TrainConfig, choose_threshold, load_extractor, train, train_judge
 
-__all__ = ["DataSpec", "git_commit", "load_config", "run_eval", "run_train", "select"]
+__all__ = [
+    "DataSpec",
+    "git_commit",
+    "load_config",
+    "parse_grid",
+    "portable",
+    "run_eval",
+    "run_train",
+    "run_tune",
+    "select",
+]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -86,9 +96,18 @@ def git_commit() -> str | None:
     return head or None
 
 
+def portable(path: str) -> str:
+    """``path`` with the value of ``$RUNS`` (results/run_all.sh's checkpoint folder, when exported) written
+    as ``$RUNS``, so that a committed result file names no machine-local folder."""
+    import os
+
+    runs = os.environ.get("RUNS", "").rstrip("/")
+    return path.replace(runs + "/", "$RUNS/") if runs else path
+
+
 def _meta(command: list[str] | None, t0: float, commit: str | None) -> dict[str, Any]:
     """The run's provenance; ``commit`` is read when the run starts (the code it imported)."""
-    return {"git_commit": commit, "command": " ".join(command or sys.argv), "wall_seconds": round(time.perf_counter() - t0, 1),
+    return {"git_commit": commit, "command": portable(" ".join(command or sys.argv)), "wall_seconds": round(time.perf_counter() - t0, 1),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "python": platform.python_version()}  # fmt: skip
 
 
@@ -173,12 +192,64 @@ def run_eval(checkpoint: Path, spec: DataSpec, split: str, *, schema: Schema | N
         preds = [Document(p["id"], p["text"], events=[Event(e["type"], tuple(_span(s) for s in e["triggers"]),
                  tuple((a["role"], _span(a)) for a in e["arguments"])) for e in p["events"]]) for p in report["predictions"]]  # fmt: skip
         report["per_event_type"] = _per_type(preds, docs, list(ex.schema.events))
-    report.update({"checkpoint": str(ck.folder), "model": ck.meta["model"], "mode": ex.config.mode,
+    report.update({"checkpoint": portable(str(ck.folder)), "model": ck.meta["model"], "mode": ex.config.mode,
                    "schema": ex.schema.name, "trained_event_types": sorted(ck.meta["signature"]["events"]),
                    "split": split, "eval_documents": len(docs), "limit": limit, "data_seed": spec.seed,
                    "train_data": ck.meta.get("data"), "train_config": ck.meta.get("config"),
-                   "extract_config": asdict(ex.config), **_meta(command, t0, commit)})  # fmt: skip
+                   "extract_config": asdict(ex.config), "null_margin_tuned": _tuned_summary(ck.null_margin),
+                   **_meta(command, t0, commit)})  # fmt: skip
     return report
+
+
+def _tuned_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {k: v for k, v in record.items() if k != "grid"} if record else None
+
+
+def parse_grid(text: str) -> list[float]:
+    """``--grid 0,1,2,4``: distinct finite margins, at least two."""
+    import math
+
+    try:
+        grid = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--grid {text!r}: not a comma-separated list of numbers", hint="e.g. --grid 0,1,2,4,8"
+        ) from None
+    if len(grid) < 2 or len(set(grid)) != len(grid) or not all(map(math.isfinite, grid)):
+        raise ConfigError(
+            f"--grid {text!r}: give at least two distinct finite margins", hint="e.g. --grid 0,1,2,4,8"
+        )
+    return grid
+
+
+def check_tune_split(split: str) -> None:
+    if split == "test":
+        raise ConfigError("tune-null on the test split would choose the margin on the numbers it reports",
+                          hint="use --split dev (the default)")  # fmt: skip
+
+
+def run_tune(checkpoint: Path, spec: DataSpec, split: str, grid: list[float], *, limit: int | None = None,
+             root: Path | None = None, device: str = "auto", overrides: dict[str, Any] | None = None,
+             progress=None, command: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Choose the null margin on ``split`` (dev) by F1 over ``grid``; store it beside the checkpoint."""
+    from promptie.evaluate import tune_null_margin
+    from promptie.train import load_extractor
+
+    t0, commit = time.perf_counter(), git_commit()
+    check_tune_split(split)
+    ck = read_checkpoint(checkpoint)
+    docs = select(spec, split, root=root, limit=limit)
+    ex = load_extractor(checkpoint, device=device, overrides={**(overrides or {}), "null_margin": 0.0})
+    tuned = tune_null_margin(ex, docs, grid, progress=progress)
+    meta = _meta(command, t0, commit)
+    record = {"null_margin": tuned["null_margin"], "score": tuned["score"], "score_metrics": tuned["score_metrics"],
+              "split": split, "documents": len(docs), "limit": limit, "data_seed": spec.seed,
+              "grid": [{"null_margin": r["null_margin"], "score": r["score"]} for r in tuned["grid"]],
+              "tuned_by": meta["command"], "git_commit": commit}  # fmt: skip
+    write_null_margin(ck, record)
+    return {**tuned, "checkpoint": portable(str(ck.folder)), "model": ck.meta["model"], "mode": ex.config.mode,
+            "schema": ex.schema.name, "split": split, "documents": len(docs), "limit": limit, "data_seed": spec.seed,
+            "extract_config": asdict(ex.config), **meta}  # fmt: skip
 
 
 def _span(d: dict[str, Any]):

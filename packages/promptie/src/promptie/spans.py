@@ -15,24 +15,27 @@ def words(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _WORD.finditer(text)]
 
 
-def candidate_spans(text: str, *, max_words: int) -> dict[str, list[tuple[int, int]]]:
+def candidate_spans(text: str, *, max_words: int, separator: str = "") -> dict[str, list[tuple[int, int]]]:
     """Every contiguous run of 1..``max_words`` words: span text -> its occurrences (char offsets).
 
     These are the only answers constrained decoding can emit, so every answer is a substring of
-    the text that starts and ends on word boundaries.
+    the text that starts and ends on word boundaries. Spans containing ``separator`` are left out:
+    ``a | b`` as one answer reads exactly like the two answers ``a`` and ``b``.
     """
     ws = words(text)
     out: dict[str, list[tuple[int, int]]] = {}
     for i, (start, _) in enumerate(ws):
         for j in range(i, min(i + max_words, len(ws))):
-            end = ws[j][1]
-            out.setdefault(text[start:end], []).append((start, end))
+            span = text[start : ws[j][1]]
+            if separator and separator in span:
+                break  # every longer span from this start contains it too
+            out.setdefault(span, []).append((start, ws[j][1]))
     return out
 
 
-def occurrences(text: str, span: str, *, max_words: int) -> list[tuple[int, int]]:
+def occurrences(text: str, span: str, *, max_words: int, separator: str = "") -> list[tuple[int, int]]:
     """Where ``span`` occurs in ``text`` on word boundaries (the offsets an answer maps to)."""
-    return candidate_spans(text, max_words=max_words).get(span, [])
+    return candidate_spans(text, max_words=max_words, separator=separator).get(span, [])
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,7 +248,11 @@ def load_extractor(path: Path, *, schema: Schema | None = None, device: str = "a
     """A trained extractor from a checkpoint (the schema it was trained with unless ``schema``)."""
     ck = read_checkpoint(path)
     cfg = TrainConfig.from_dict(ck.meta["config"], source=f"{ck.folder}/meta.json")
-    extract = ExtractConfig(**{"mode": cfg.mode, **ck.meta.get("extract", {}), **(overrides or {})})
+    tuned = ck.null_margin
+    tuned_d = {"null_margin": float(tuned["null_margin"])} if tuned else {}
+    extract = ExtractConfig(
+        **{"mode": cfg.mode, **ck.meta.get("extract", {}), **tuned_d, **(overrides or {})}
+    )
     if schema is None:
         schema = ck.schema
     check_schema(ck, schema, allow_new_events=extract.mode == "composable")

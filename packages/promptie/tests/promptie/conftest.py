@@ -70,6 +70,21 @@ def t5() -> Backbone:
 
 
 @pytest.fixture(scope="session")
+def null_biased():
+    """A tiny random causal LM whose null answer's first token gets +6 logits, so that greedy decoding
+    answers null to most slots, as the CASIE checkpoints do."""
+    bb = tiny_causal()
+    null = bb.grammar_tokens("|", "none").null[0]
+
+    def boost(_module, _inputs, out):
+        out[..., null] += 6.0
+        return out
+
+    bb.model.lm_head.register_forward_hook(boost)
+    return bb
+
+
+@pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory) -> dict[str, Path]:
     """The tiny models saved as HF folders (what `--model PATH` loads)."""
     root = tmp_path_factory.mktemp("models")
@@ -113,3 +128,19 @@ def data_dir(tmp_path, monkeypatch) -> Path:
         with gzip.open(root / "ie" / "phee" / f"{split}.jsonl.gz", "wt") as fh:
             fh.write("".join(json.dumps(r) + "\n" for r in PHEE))
     return root
+
+
+@pytest.fixture
+def run_dir(tmp_path, data_dir, model_dirs):
+    """A checkpoint trained for 2 steps on the synthetic CoNLL04 (LM judge: no MiniLM needed)."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        'judge = "lm"\nlora_r = 4\nbatch_size = 1\ntasks = ["slots", "direct"]\n[extract]\nmax_new_tokens = 12\n'
+    )
+    from effcore.testing.cli import cli_ok
+    from promptie.cli import app
+
+    out = tmp_path / "run"
+    cli_ok(app, ["train", "--data", "conll04", "--model", str(model_dirs["llama"]), "--steps", "2", "--config", str(cfg),
+                 "--out-dir", str(out), "--data-dir", str(data_dir), "--out", str(tmp_path / "train.json")])  # fmt: skip
+    return out

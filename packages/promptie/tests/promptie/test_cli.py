@@ -11,22 +11,9 @@ from effcore.testing.cli import cli_fails, cli_ok
 from promptie.cli import app
 
 
-@pytest.fixture
-def run_dir(tmp_path, data_dir, model_dirs):
-    """A checkpoint trained for 2 steps on the synthetic CoNLL04 (LM judge: no MiniLM needed)."""
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(
-        'judge = "lm"\nlora_r = 4\nbatch_size = 1\ntasks = ["slots", "direct"]\n[extract]\nmax_new_tokens = 12\n'
-    )
-    out = tmp_path / "run"
-    cli_ok(app, ["train", "--data", "conll04", "--model", str(model_dirs["llama"]), "--steps", "2", "--config", str(cfg),
-                 "--out-dir", str(out), "--data-dir", str(data_dir), "--out", str(tmp_path / "train.json")])  # fmt: skip
-    return out
-
-
 def test_help_lists_every_command():
     out = cli_ok(app, ["--help"]).output
-    for cmd in ("prompts", "train", "eval", "extract"):
+    for cmd in ("prompts", "train", "eval", "tune-null", "extract"):
         assert cmd in out
 
 
@@ -97,6 +84,10 @@ NO_PROMPT = 'name = "x"\n[entities.Peop]\ndescription = "person"\n'
     (["extract", "hello", "--model", "@LLAMA", "--whole"], "--whole applies to --file only"),
     (["extract", "hello", "--model", "@LLAMA", "-c", "@EMPTYDIR"], "--checkpoint or --model, not both"),
     (["eval", "@EMPTYDIR"], "no checkpoint at"),
+    (["extract", "hello", "--model", "@LLAMA", "--null-margin", "nan"], "null_margin must be a finite number"),
+    (["tune-null", "@EMPTYDIR", "--split", "test"], "tune-null on the test split"),
+    (["tune-null", "@EMPTYDIR", "--grid", "1"], "at least two distinct finite margins"),
+    (["tune-null", "@EMPTYDIR", "--grid", "0,x"], "not a comma-separated list of numbers"),
 ])  # fmt: skip
 def test_bad_input_is_one_red_line_with_exit_2(args, match, tmp_path, model_dirs, data_dir):
     subs = {

@@ -8,7 +8,10 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
+from promptie.data import Document, Entity
+from promptie.examples import gold_answers
 from promptie.grammar import SlotGrammar, SpanTrie, encode_target
+from promptie.prompts import Prompt
 from promptie.spans import candidate_spans, windows, words
 
 VOCAB = ["John", "Smith", "works", "for", "Acme", "Corp", "in", "Boston", ".", ",", "none", "|", "[", "1", "]",
@@ -17,7 +20,7 @@ TEXTS = st.lists(st.sampled_from(VOCAB), min_size=1, max_size=25).map(" ".join)
 
 
 def _grammar(bb, text, n_slots, max_words=6):
-    spans = candidate_spans(text, max_words=max_words)
+    spans = candidate_spans(text, max_words=max_words, separator="|")
     keys = list(spans)
     trie = SpanTrie(dict(zip(keys, bb.encode_many([" " + k for k in keys]), strict=True)))
     return SlotGrammar(bb.grammar_tokens("|", "none"), trie, n_slots), spans
@@ -40,7 +43,7 @@ def test_decoding_never_emits_a_span_absent_from_the_input(causal, text, n_slots
     assert len(answers) == n_slots
     for slot in answers:
         for a in slot:
-            assert a in spans and a in text
+            assert a in spans and a in text and "|" not in a
             for s, e in spans[a]:
                 assert text[s:e] == a
 
@@ -60,6 +63,28 @@ def test_a_target_parses_back_to_its_answers(causal, text, n_slots, rnd):
     # spans whose token sequences coincide parse to the first of them; compare by tokens
     enc = g.tokens.answer
     assert [[enc(a) for a in slot] for slot in g.answers()] == [[enc(a) for a in slot] for slot in answers]
+
+
+def test_two_answers_around_a_separator_in_the_text_stay_two(causal):
+    """``John | Smith`` is in the text, so without the exclusion it was a span and ``[0] John | Smith``
+    (two answers) parsed as one; spans containing the separator are not candidates."""
+    text = "John | Smith works for Acme | Boston"
+    g, spans = _grammar(causal, text, 2)
+    assert "John | Smith" not in spans and "Acme | Boston" not in spans and "|" not in spans
+    assert {"John", "Smith", "Smith works for Acme"} <= set(spans)
+    for tok in encode_target(g.tokens, [["John", "Smith"], ["Smith works for Acme", "Boston"]]):
+        g.advance(tok)
+    assert g.finished and g.answers() == [["John", "Smith"], ["Smith works for Acme", "Boston"]]
+
+
+def test_gold_answers_leave_out_spans_with_the_separator():
+    """A gold span containing the separator cannot be decoded, so it is no training target either."""
+    doc = Document(
+        "d", "Acme | Corp hired John", [Entity(0, 11, "Org"), Entity(18, 22, "Per"), Entity(7, 11, "Org")]
+    )
+    prompt = Prompt("Org", "entity", "specific", ("The orgs are ", "."), ("entity",))
+    assert gold_answers(doc, prompt, separator="|") == [["Corp"]]
+    assert gold_answers(doc, prompt, separator=";") == [["Acme | Corp", "Corp"]]
 
 
 def test_null_only_as_a_slots_first_answer_and_separator_only_after_a_span(causal):
