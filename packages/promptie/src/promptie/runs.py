@@ -85,15 +85,11 @@ def load_config(path: Path | None) -> tuple[dict[str, Any], dict[str, Any], dict
 
 
 def git_commit() -> str | None:
-    """The checkout's short HEAD commit (None outside a git checkout)."""
-    import subprocess
+    """The short commit of the checkout this package runs from (``+dirty`` when tracked files changed;
+    None outside a git checkout): :func:`effcore.provenance.git_commit` at this file's folder."""
+    from effcore.provenance import git_commit as commit_at
 
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head or None
+    return commit_at(Path(__file__).parent)
 
 
 def portable(path: str) -> str:
