@@ -19,7 +19,7 @@ import numpy as np
 
 from effcore.errors import DataNotFoundError, EffmlError
 from tkgqa.names import NameIndex
-from tkgqa.store import Fact, TemporalKG, day_to_iso, fact_texts
+from tkgqa.store import Fact, NameLookup, TemporalKG, day_to_iso, fact_texts
 
 __all__ = ["FORMAT", "DuckDBStore", "StoreError", "connect", "create_schema", "write_kg"]
 
@@ -150,7 +150,7 @@ def _ints(ids: Sequence[int] | np.ndarray) -> str:
     return ", ".join(values) if values else "NULL"  # x IN (NULL) holds for no row, as np.isin with []
 
 
-class DuckDBStore:
+class DuckDBStore(NameLookup):
     """A :class:`~tkgqa.store.FactStore` over a DuckDB file written by ``tkgqa import`` or :func:`write_kg`.
 
     Opened read-only by default, so several searches can share the file; an import holds it exclusively.
@@ -197,14 +197,6 @@ class DuckDBStore:
         span = (day_to_iso(lo), day_to_iso(hi)) if lo is not None else None
         return (f"DuckDBStore({self.path}: {len(self)} facts, {len(self.entities)} entities, "
                 f"{len(self.relations)} relations, {span})")  # fmt: skip
-
-    def entity_id(self, name: str) -> int:
-        """Resolve an entity name (raw, answer form or a close spelling); raises UnknownNameError."""
-        return self.entities.lookup(name)
-
-    def relation_id(self, name: str) -> int:
-        """Resolve a relation name like :meth:`entity_id`."""
-        return self.relations.lookup(name)
 
     def select(
         self,

@@ -14,6 +14,7 @@ from tkgqa.names import NameIndex, kg_to_answer
 __all__ = [
     "Fact",
     "FactStore",
+    "NameLookup",
     "TemporalKG",
     "day_to_iso",
     "fact_texts",
@@ -126,7 +127,20 @@ def fact_texts(
     ]
 
 
-class TemporalKG:
+class NameLookup:
+    """``entity_id`` / ``relation_id`` over a store's ``entities`` and ``relations`` name tables (shared by
+    the numpy and the DuckDB store)."""
+
+    def entity_id(self, name: str) -> int:
+        """Resolve an entity name (raw, answer form or a close spelling); raises UnknownNameError."""
+        return self.entities.lookup(name)
+
+    def relation_id(self, name: str) -> int:
+        """Resolve a relation name like :meth:`entity_id`."""
+        return self.relations.lookup(name)
+
+
+class TemporalKG(NameLookup):
     """An in-memory TKG: int32 arrays ``head, rel, tail, day`` plus name indexes and source line numbers.
 
     ``day`` counts days since 1970-01-01. ``line`` is the 1-based line of each fact in its source
@@ -205,14 +219,6 @@ class TemporalKG:
     def date_range(self) -> tuple[str, str] | None:
         """First and last fact date (ISO), None when empty."""
         return (day_to_iso(self.day.min()), day_to_iso(self.day.max())) if len(self) else None
-
-    def entity_id(self, name: str) -> int:
-        """Resolve an entity name (raw, answer form or a close spelling); raises UnknownNameError."""
-        return self.entities.lookup(name)
-
-    def relation_id(self, name: str) -> int:
-        """Resolve a relation name like :meth:`entity_id`."""
-        return self.relations.lookup(name)
 
     def mask(
         self,
