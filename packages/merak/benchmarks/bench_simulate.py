@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effcore.io import check_writable, write_json
+from effcore.provenance import run_meta
 from merak.gantt import gantt
 from merak.presets import PAPER_SIZES, capture_size, cluster, predict_speedup, run_merak, run_system
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(PAPER_SIZES), help="comma-separated subset of the sizes")
     parser.add_argument("--plots", type=Path, help="folder for Gantt charts of every simulated step")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     if args.out is not None:
         check_writable(args.out, suffixes=(".json",))
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(ablation)
     if args.out is not None:
         payload = {
-            "command": " ".join(["bench_simulate.py", *(argv if argv is not None else sys.argv[1:])]),
+            **run_meta(started=started, command=None if argv is None else [__file__, *argv]),
             "device": cl.spec.name,
             "cluster": cl.to_dict(),
             "sizes": rows,
